@@ -1,0 +1,277 @@
+"""Task definitions: ``prompts/<task>/task.yaml`` + ``prompts.jsonl``, validated on load.
+
+A task is data, not code. Every error names the file, the field (or line) and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import string
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from resources.hashing import content_hash
+from resources.llm import SamplingParams
+
+PROMPTS_DIR_ENV = "DSC_PROMPTS_DIR"
+TASK_FILE = "task.yaml"
+PROMPTS_FILE = "prompts.jsonl"
+
+
+class TaskError(ValueError):
+    """A task folder is malformed. The message is meant for the person who edits it."""
+
+
+def _placeholders(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+
+
+def _check_template(template: str, required: set[str], allowed: set[str]) -> str:
+    try:
+        found = _placeholders(template)
+    except ValueError as error:
+        raise ValueError(f"is not a valid template ({error}); write literal braces as {{{{ and }}}}") from None
+    missing, unknown = required - found, found - allowed
+    if missing:
+        raise ValueError(f"must contain {', '.join('{' + m + '}' for m in sorted(missing))}")
+    if unknown:
+        raise ValueError(
+            f"uses unknown placeholder(s) {', '.join('{' + u + '}' for u in sorted(unknown))}; "
+            f"allowed: {', '.join('{' + a + '}' for a in sorted(allowed))}"
+        )
+    return template
+
+
+class Split(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Share of prompts held out for evaluation.")
+    seed: int = Field(0, ge=0, description="Seed of the deterministic split (a hash of seed and prompt id).")
+
+
+class Contrastive(BaseModel):
+    """DLMA: the same query under a positive and a negative system affix."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    positive_affix: str = Field(min_length=1)
+    negative_affix: str = Field(min_length=1)
+
+
+class Scorer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Registered scorer name, e.g. vader, pii, judge.")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Acceptance(BaseModel):
+    """Metropolis-Hastings acceptance of a revision over its draft."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(0.0, ge=0.0, description="0 keeps a revision only if it strictly improves (greedy).")
+    seed: int = Field(0, ge=0)
+    min_rate: float = Field(0.0, ge=0.0, le=1.0, description="Quality gate: lowest acceptable acceptance rate.")
+    max_rate: float = Field(1.0, ge=0.0, le=1.0, description="Quality gate: highest acceptable acceptance rate.")
+
+
+class TaskSpec(BaseModel):
+    """The contents of ``task.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = Field(min_length=1)
+    method: Literal["dsc", "rdpo"] = "dsc"
+    system_prompt: str = Field(min_length=1)
+    critique_template: str
+    revision_template: str
+    revision_steps: int = Field(1, ge=1, le=5)
+    sampling: SamplingParams = Field(default_factory=SamplingParams)
+    split: Split = Field(default_factory=Split)
+    contrastive: Contrastive | None = None
+    scorer: Scorer | None = None
+    acceptance: Acceptance = Field(default_factory=Acceptance)
+
+    @field_validator("critique_template")
+    @classmethod
+    def _critique(cls, value: str) -> str:
+        return _check_template(value, {"response"}, {"prompt", "response"})
+
+    @field_validator("revision_template")
+    @classmethod
+    def _revision(cls, value: str) -> str:
+        return _check_template(value, {"response", "critique"}, {"prompt", "response", "critique"})
+
+    @model_validator(mode="after")
+    def _rates(self) -> "TaskSpec":
+        if self.acceptance.min_rate > self.acceptance.max_rate:
+            raise ValueError("acceptance.min_rate must not exceed acceptance.max_rate")
+        return self
+
+    def version_of(self, *fields: str) -> str:
+        """Hash of just the named fields: an asset's code version depends only on what it reads."""
+        dumped = self.model_dump(mode="json")
+        return content_hash({field: dumped.get(field) for field in fields}, length=16)
+
+
+# What a person should write, per field, when it is missing or wrong.
+FIELD_HINTS = {
+    "description": "a one-line string saying what the task teaches",
+    "system_prompt": "a string: the system message for drafts",
+    "critique_template": "a string with {response} (and optionally {prompt})",
+    "revision_template": "a string with {response} and {critique} (and optionally {prompt})",
+    "revision_steps": "an integer from 1 to 5",
+    "method": "one of: dsc, rdpo",
+    "sampling": "a mapping with temperature, top_p, top_k, max_tokens, repeat_penalty, seed, stop",
+    "split": "a mapping with test_fraction (0 to <1) and seed",
+    "contrastive": "a mapping with positive_affix and negative_affix",
+    "scorer": "a mapping with name and options",
+    "acceptance": "a mapping with temperature, seed, min_rate, max_rate",
+}
+
+
+class PromptRecord(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(min_length=1, max_length=200)
+    prompt: str = Field(min_length=1)
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("is blank")
+        return value
+
+
+class Task:
+    """A validated task folder."""
+
+    def __init__(self, name: str, folder: Path, spec: TaskSpec, prompts: list[PromptRecord]):
+        self.name, self.folder, self.spec, self.prompts = name, folder, spec, prompts
+
+    def __repr__(self) -> str:
+        return f"Task({self.name!r}, {len(self.prompts)} prompts)"
+
+    def version_of(self, *fields: str) -> str:
+        return self.spec.version_of(*fields)
+
+    def split_of(self, prompt_id: str) -> str:
+        """'train' or 'test', from the prompt id and the split seed alone: adding prompts never moves old ones."""
+        draw = int(content_hash("split", self.spec.split.seed, prompt_id, length=8), 16) / 16**8
+        return "test" if draw < self.spec.split.test_fraction else "train"
+
+    @cached_property
+    def prompts_version(self) -> str:
+        return content_hash([p.model_dump(mode="json") for p in self.prompts], length=16)
+
+
+def _format_validation(path: Path, error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        top = str(item["loc"][0]) if item["loc"] else ""
+        hint = FIELD_HINTS.get(top)
+        if item["type"] == "missing":
+            lines.append(f"{path}: field '{location}' is missing (expected {hint or 'a value'})")
+        elif item["type"] == "extra_forbidden":
+            known = list(TaskSpec.model_fields) if len(item["loc"]) == 1 else []
+            close = difflib.get_close_matches(location.split(".")[-1], known, n=1)
+            suggestion = f"; did you mean '{close[0]}'?" if close else f"; known fields: {', '.join(known)}" if known else ""
+            lines.append(f"{path}: field '{location}' is not a task setting{suggestion}")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"{path}: field '{location}' {message}" + (f" (expected {hint})" if hint else ""))
+    return "\n".join(lines)
+
+
+def _load_spec(path: Path) -> TaskSpec:
+    if not path.is_file():
+        raise TaskError(f"{path}: file is missing (every task folder needs a {TASK_FILE})")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise TaskError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+    except UnicodeDecodeError:
+        raise TaskError(f"{path}: not UTF-8 text") from None
+    if not isinstance(raw, dict):
+        raise TaskError(f"{path}: expected a mapping of settings (description, system_prompt, ...), got {type(raw).__name__}")
+    try:
+        return TaskSpec.model_validate(raw)
+    except ValidationError as error:
+        raise TaskError(_format_validation(path, error)) from None
+
+
+def _load_prompts(path: Path) -> list[PromptRecord]:
+    if not path.is_file():
+        raise TaskError(f"{path}: file is missing (one JSON object per line with 'id' and 'prompt')")
+    records: list[PromptRecord] = []
+    seen: dict[str, int] = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise TaskError(f"{path}: not UTF-8 text") from None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise TaskError(f"{path}:{number}: not valid JSON ({error.msg} at column {error.colno})") from None
+        if not isinstance(data, dict):
+            raise TaskError(f"{path}:{number}: expected a JSON object with 'id' and 'prompt'")
+        try:
+            record = PromptRecord.model_validate(data)
+        except ValidationError as error:
+            detail = "; ".join(
+                f"field '{'.'.join(map(str, e['loc']))}' {'is missing' if e['type'] == 'missing' else e['msg']}"
+                for e in error.errors()
+            )
+            raise TaskError(f"{path}:{number}: {detail} (expected {{\"id\": \"...\", \"prompt\": \"...\"}})") from None
+        if record.id in seen:
+            raise TaskError(f"{path}:{number}: id '{record.id}' repeats line {seen[record.id]}; ids must be unique")
+        seen[record.id] = number
+        records.append(record)
+    if not records:
+        raise TaskError(f"{path}: holds no prompts (one JSON object per line with 'id' and 'prompt')")
+    return records
+
+
+def prompts_dir() -> Path:
+    """The tasks folder: ``$DSC_PROMPTS_DIR`` or ``prompts/`` at the project root."""
+    return Path(os.environ.get(PROMPTS_DIR_ENV) or Path(__file__).resolve().parent.parent / "prompts")
+
+
+def task_names(root: Path | None = None) -> list[str]:
+    """Every folder under ``prompts/`` with a task.yaml: one partition each."""
+    root = root or prompts_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / TASK_FILE).exists() and not p.name.startswith((".", "_")))
+
+
+def _task_folder(name: str, root: Path | None) -> Path:
+    folder = (root or prompts_dir()) / name
+    if not folder.is_dir():
+        raise TaskError(f"{folder}: no such task folder (known tasks: {', '.join(task_names(root)) or 'none'})")
+    return folder
+
+
+def load_task_spec(name: str, root: Path | None = None) -> TaskSpec:
+    return _load_spec(_task_folder(name, root) / TASK_FILE)
+
+
+def load_task(name: str, root: Path | None = None) -> Task:
+    folder = _task_folder(name, root)
+    spec = _load_spec(folder / TASK_FILE)
+    prompts = _load_prompts(folder / PROMPTS_FILE)
+    return Task(name, folder, spec, prompts)

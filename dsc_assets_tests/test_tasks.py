@@ -1,0 +1,128 @@
+"""Task folders: the shipped tasks load, and malformed ones get errors naming file, field and fix."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dsc_assets.tasks import TaskError, load_task, task_names
+
+SHIPPED = ["privacy", "roleplay", "safety", "sentiment", "sycophancy"]
+
+
+def test_shipped_tasks_load_with_at_least_100_distinct_prompts():
+    assert set(SHIPPED) <= set(task_names())
+    for name in SHIPPED:
+        task = load_task(name)
+        prompts = [p.prompt for p in task.prompts]
+        assert len(prompts) >= 100, name
+        assert len(set(prompts)) == len(prompts), f"{name} has duplicate prompts"
+        assert task.spec.scorer is not None and task.spec.contrastive is not None
+
+
+def _write_task(root, name="demo", task_yaml=None, prompts=None):
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    if task_yaml is None:
+        task_yaml = (
+            "description: demo\n"
+            "system_prompt: You are helpful.\n"
+            "critique_template: 'Critique this: {response}'\n"
+            "revision_template: 'Revise {response} after {critique}'\n"
+        )
+    (folder / "task.yaml").write_text(task_yaml)
+    if prompts is None:
+        prompts = "\n".join(json.dumps({"id": f"p{i}", "prompt": f"Question {i}?"}) for i in range(3))
+    (folder / "prompts.jsonl").write_text(prompts)
+    return folder
+
+
+def _error(root, **kwargs) -> str:
+    _write_task(root, **kwargs)
+    with pytest.raises(TaskError) as info:
+        load_task("demo", root)
+    return str(info.value)
+
+
+def test_valid_minimal_task_loads_with_defaults(tmp_path):
+    _write_task(tmp_path)
+    task = load_task("demo", tmp_path)
+    assert [p.id for p in task.prompts] == ["p0", "p1", "p2"]
+    assert task.spec.revision_steps == 1 and task.spec.method == "dsc"
+    assert task_names(tmp_path) == ["demo"]
+
+
+def test_missing_field_names_file_field_and_expected_value(tmp_path):
+    message = _error(tmp_path, task_yaml="description: d\nsystem_prompt: s\nrevision_template: '{response} {critique}'\n")
+    assert "demo/task.yaml" in message
+    assert "field 'critique_template' is missing" in message
+    assert "{response}" in message
+
+
+def test_misspelled_field_suggests_the_right_name(tmp_path):
+    message = _error(
+        tmp_path,
+        task_yaml="description: d\nsystem_prompt: s\ncritque_template: 'x {response}'\n"
+        "critique_template: '{response}'\nrevision_template: '{response} {critique}'\n",
+    )
+    assert "field 'critque_template' is not a task setting" in message
+    assert "did you mean 'critique_template'" in message
+
+
+def test_template_without_required_placeholder(tmp_path):
+    message = _error(
+        tmp_path,
+        task_yaml="description: d\nsystem_prompt: s\ncritique_template: '{response}'\nrevision_template: 'Rewrite {response}'\n",
+    )
+    assert "field 'revision_template' must contain {critique}" in message
+
+
+def test_template_with_unknown_placeholder(tmp_path):
+    message = _error(
+        tmp_path,
+        task_yaml="description: d\nsystem_prompt: s\ncritique_template: '{response} {answer}'\n"
+        "revision_template: '{response} {critique}'\n",
+    )
+    assert "unknown placeholder(s) {answer}" in message
+
+
+def test_invalid_yaml_reports_line(tmp_path):
+    message = _error(tmp_path, task_yaml="description: d\nsystem_prompt: [unclosed\ncritique_template: x\n")
+    assert "not valid YAML at line" in message
+
+
+def test_wrong_type_and_out_of_range_values(tmp_path):
+    message = _error(
+        tmp_path,
+        task_yaml="description: d\nsystem_prompt: s\ncritique_template: '{response}'\n"
+        "revision_template: '{response} {critique}'\nrevision_steps: two\nsampling:\n  temperature: 7\n",
+    )
+    assert "field 'revision_steps'" in message and "integer" in message
+    assert "field 'sampling.temperature'" in message
+
+
+def test_prompts_file_bad_json_line_number(tmp_path):
+    message = _error(tmp_path, prompts='{"id": "a", "prompt": "ok"}\n{"id": "b", "prompt": oops}\n')
+    assert "prompts.jsonl:2: not valid JSON" in message
+
+
+def test_prompts_file_duplicate_id_and_missing_prompt(tmp_path):
+    duplicate = _error(tmp_path, prompts='{"id": "a", "prompt": "x"}\n{"id": "a", "prompt": "y"}\n')
+    assert "prompts.jsonl:2: id 'a' repeats line 1" in duplicate
+    missing = _error(tmp_path, prompts='{"id": "a", "text": "x"}\n')
+    assert "prompts.jsonl:1: field 'prompt' is missing" in missing
+
+
+def test_blank_prompt_and_empty_file(tmp_path):
+    assert "is blank" in _error(tmp_path, prompts='{"id": "a", "prompt": "   "}\n')
+    assert "holds no prompts" in _error(tmp_path, prompts="\n\n")
+
+
+def test_missing_files(tmp_path):
+    folder = _write_task(tmp_path)
+    (folder / "prompts.jsonl").unlink()
+    with pytest.raises(TaskError, match="prompts.jsonl: file is missing"):
+        load_task("demo", tmp_path)
+    with pytest.raises(TaskError, match="no such task folder"):
+        load_task("nope", tmp_path)
