@@ -12,26 +12,15 @@ import pandas as pd
 
 from dsc_assets.partitions import task_partitions
 from dsc_assets.samples import Sample, data_version, generation_metadata, preview, samples_frame
-from dsc_assets.tasks import Task, TaskError, load_task, load_task_spec, task_names
-from resources.hashing import content_hash
+from dsc_assets.tasks import Task, TaskError, load_task
+from dsc_assets.versions import code_version, run_context, task_version
 from resources.llm import Generation, LLMResource, SamplingParams
 from resources.settings import DscSettings
 
 TABLE_METADATA = {"partition_expr": "task"}  # one DuckDB table per asset, one task's rows per partition
 
 
-def code_version(logic: str, *fields: str) -> str:
-    """Version of an asset: its own logic revision plus the task.yaml fields it reads, over every task."""
-    versions = []
-    for name in task_names():
-        try:
-            versions.append((name, load_task_spec(name).version_of(*fields)))
-        except TaskError:
-            versions.append((name, "invalid"))  # the run itself reports what is wrong
-    return content_hash(logic, versions, length=16)
-
-
-def _task(context: dg.AssetExecutionContext) -> Task:
+def partition_task(context: dg.AssetExecutionContext) -> Task:
     try:
         return load_task(context.partition_key)
     except TaskError as error:
@@ -39,10 +28,13 @@ def _task(context: dg.AssetExecutionContext) -> Task:
 
 
 def sampling_params(task: Task, settings: DscSettings) -> SamplingParams:
-    params = task.spec.sampling
-    if settings.max_tokens_cap and params.max_tokens > settings.max_tokens_cap:
-        params = params.model_copy(update={"max_tokens": settings.max_tokens_cap})
-    return params
+    return task.sampling_for(settings.max_tokens_cap)
+
+
+def version_metadata(context: dg.AssetExecutionContext, task: Task, settings: DscSettings | None = None, llm=None) -> dict:
+    """The per-task version `dsc plan` compares with the current task files (see versions.py)."""
+    asset = context.asset_key.path[-1]
+    return {"task_version": dg.MetadataValue.text(task_version(asset, task.spec, *run_context(asset, task, settings, llm)))}
 
 
 def generate_step(
@@ -62,7 +54,7 @@ def generate_step(
     total = len(records)
 
     def progress(index: int, generation: Generation) -> None:
-        if index % 10 == 9 or index == total - 1:
+        if index % 5 == 4 or index == total - 1:
             context.log.info(f"{task.name} {kind} step {step}: {index + 1}/{total} rows "
                              f"({generation.completion_tokens / max(generation.seconds, 1e-9):.1f} tok/s)")
 
@@ -78,35 +70,39 @@ def generate_step(
     ]
 
 
-def _system(task: Task) -> dict:
+def system_message(task: Task) -> dict:
     return {"role": "system", "content": task.spec.system_prompt}
 
 
-def _user(content: str) -> dict:
+def user_message(content: str) -> dict:
     return {"role": "user", "content": content}
 
 
-def _sample_output(df: pd.DataFrame, task: Task, *fields: str) -> dg.Output[pd.DataFrame]:
-    metadata = generation_metadata(df)
-    metadata["template_version"] = dg.MetadataValue.text(task.version_of(*fields))
+def _sample_output(context, df: pd.DataFrame, task: Task, settings: DscSettings, llm: LLMResource) -> dg.Output[pd.DataFrame]:
+    metadata = {**generation_metadata(df), **version_metadata(context, task, settings, llm)}
     return dg.Output(df, data_version=data_version(df), metadata=metadata)
 
 
 @dg.asset(
     partitions_def=task_partitions, group_name="generation", metadata=TABLE_METADATA, kinds={"duckdb"},
-    code_version=code_version("raw_prompts-1", "split"),
+    code_version=code_version("raw_prompts"),
 )
 def raw_prompts(context: dg.AssetExecutionContext, settings: DscSettings) -> dg.Output[pd.DataFrame]:
-    """The task's prompts (first ``max_prompts_per_task`` in file order) with a deterministic train/test split:
-    a prompt's split depends only on its id and the split seed, so adding prompts never moves old ones."""
-    task = _task(context)
-    records = task.prompts[: settings.max_prompts_per_task]
+    """The task's prompts with a deterministic train/test split (a prompt's split depends only on its id and the
+    split seed, so adding prompts never moves old ones); the first ``max_prompts_per_task`` train prompts and the
+    first ``max_eval_prompts_per_task`` test prompts, in file order."""
+    task = partition_task(context)
+    splits = [(record, task.split_of(record.id)) for record in task.prompts]
+    train = [(r, s) for r, s in splits if s == "train"][: settings.max_prompts_per_task]
+    test = [(r, s) for r, s in splits if s == "test"][: settings.max_eval_prompts_per_task]
+    kept = {r.id for r, _ in train + test}
+    chosen = [(r, s) for r, s in splits if r.id in kept]
     df = pd.DataFrame(
         {
             "task": task.name,
-            "prompt_id": [r.id for r in records],
-            "prompt": [r.prompt for r in records],
-            "split": [task.split_of(r.id) for r in records],
+            "prompt_id": [r.id for r, _ in chosen],
+            "prompt": [r.prompt for r, _ in chosen],
+            "split": [s for _, s in chosen],
         }
     )
     counts = df["split"].value_counts()
@@ -119,50 +115,49 @@ def raw_prompts(context: dg.AssetExecutionContext, settings: DscSettings) -> dg.
             "test_rows": dg.MetadataValue.int(int(counts.get("test", 0))),
             "prompts_in_file": dg.MetadataValue.int(len(task.prompts)),
             "preview": preview(df, ["prompt_id", "split", "prompt"]),
+            **version_metadata(context, task, settings),
         },
     )
 
 
 @dg.asset(
     partitions_def=task_partitions, group_name="generation", metadata=TABLE_METADATA, kinds={"duckdb"},
-    code_version=code_version("drafts-1", "system_prompt", "sampling"),
+    code_version=code_version("drafts"),
 )
 def drafts(
     context: dg.AssetExecutionContext, raw_prompts: pd.DataFrame, llm: LLMResource, settings: DscSettings
 ) -> dg.Output[pd.DataFrame]:
     """First answers to the training prompts, under the task's system prompt."""
-    task = _task(context)
+    task = partition_task(context)
     train = raw_prompts[raw_prompts["split"] == "train"]
     samples = generate_step(
-        context, llm, sampling_params(task, settings), task, train, "draft", 0, lambda row: [_system(task), _user(row["prompt"])]
+        context, llm, sampling_params(task, settings), task, train, "draft", 0, lambda row: [system_message(task), user_message(row["prompt"])]
     )
-    return _sample_output(samples_frame(samples), task, "system_prompt", "sampling")
+    return _sample_output(context, samples_frame(samples), task, settings, llm)
 
 
 @dg.asset(
     partitions_def=task_partitions, group_name="generation", metadata=TABLE_METADATA, kinds={"duckdb"},
-    code_version=code_version("critiques-1", "system_prompt", "critique_template", "sampling"),
+    code_version=code_version("critiques"),
 )
 def critiques(
     context: dg.AssetExecutionContext, drafts: pd.DataFrame, llm: LLMResource, settings: DscSettings
 ) -> dg.Output[pd.DataFrame]:
     """The model's critique of each draft (step 1 of the chain), from the task's critique template."""
-    task = _task(context)
+    task = partition_task(context)
     template = task.spec.critique_template
     rows = drafts.assign(response=drafts["text"])
     samples = generate_step(
         context, llm, sampling_params(task, settings), task, rows, "critique", 1,
-        lambda row: [_system(task), _user(template.format(prompt=row["prompt"], response=row["response"]))],
+        lambda row: [system_message(task), user_message(template.format(prompt=row["prompt"], response=row["response"]))],
         source_column="response",
     )
-    return _sample_output(samples_frame(samples), task, "system_prompt", "critique_template", "sampling")
+    return _sample_output(context, samples_frame(samples), task, settings, llm)
 
 
 @dg.asset(
     partitions_def=task_partitions, group_name="generation", metadata=TABLE_METADATA, kinds={"duckdb"},
-    code_version=code_version(
-        "revisions-1", "system_prompt", "critique_template", "revision_template", "revision_steps", "sampling"
-    ),
+    code_version=code_version("revisions"),
 )
 def revisions(
     context: dg.AssetExecutionContext,
@@ -173,14 +168,13 @@ def revisions(
 ) -> dg.Output[pd.DataFrame]:
     """Revisions that follow each critique, for ``revision_steps`` Gibbs steps: step k revises step k−1's answer
     after its critique; critiques of steps after the first are generated here (they need the previous revision)."""
-    task = _task(context)
+    task = partition_task(context)
     spec = task.spec
     params = sampling_params(task, settings)
-    fields = ("system_prompt", "critique_template", "revision_template", "revision_steps", "sampling")
 
     def revise(row: pd.Series) -> list[dict]:
         content = spec.revision_template.format(prompt=row["prompt"], response=row["response"], critique=row["critique"])
-        return [_system(task), _user(content)]
+        return [system_message(task), user_message(content)]
 
     as_critiques = lambda df: df.drop(columns=["critique"]).rename(columns={"source": "response", "text": "critique"})  # noqa: E731
     current = as_critiques(critiques)
@@ -189,7 +183,7 @@ def revisions(
         if step > 1:
             later = generate_step(
                 context, llm, params, task, current, "critique", step,
-                lambda row: [_system(task), _user(spec.critique_template.format(prompt=row["prompt"], response=row["response"]))],
+                lambda row: [system_message(task), user_message(spec.critique_template.format(prompt=row["prompt"], response=row["response"]))],
                 source_column="response",
             )
             current = as_critiques(samples_frame(later))
@@ -198,4 +192,4 @@ def revisions(
         )
         all_samples.extend(step_samples)
         current = samples_frame(step_samples).rename(columns={"text": "response"}).drop(columns=["critique"])
-    return _sample_output(samples_frame(all_samples), task, *fields)
+    return _sample_output(context, samples_frame(all_samples), task, settings, llm)

@@ -26,7 +26,12 @@ def build_resources(profile: Profile, home: Path) -> dict:
     """Every resource the graph needs, configured by a profile and rooted at a DSC_HOME."""
     return {
         "llm": build_generator(profile, home),
-        "settings": DscSettings(max_prompts_per_task=profile.max_prompts_per_task, max_tokens_cap=profile.max_tokens_cap),
+        "settings": DscSettings(
+            max_prompts_per_task=profile.max_prompts_per_task,
+            max_eval_prompts_per_task=profile.max_eval_prompts_per_task,
+            max_tokens_cap=profile.max_tokens_cap,
+            artifacts_dir=str(home / "artifacts"),
+        ),
         # The database file's name must differ from the schema's.
         "io_manager": DuckDBPandasIOManager(database=str(home / "warehouse.duckdb"), schema="dsc"),
     }

@@ -39,6 +39,7 @@ class Profile(BaseModel):
 
     generator: GeneratorProfile = Field(default_factory=GeneratorProfile)
     max_prompts_per_task: int | None = Field(None, ge=1)
+    max_eval_prompts_per_task: int | None = Field(None, ge=0)
     max_tokens_cap: int | None = Field(None, ge=1)
     tasks: list[str] = Field(default_factory=list)
 

@@ -163,6 +163,13 @@ class Task:
     def version_of(self, *fields: str) -> str:
         return self.spec.version_of(*fields)
 
+    def sampling_for(self, max_tokens_cap: int | None) -> SamplingParams:
+        """The task's sampling parameters with max_tokens capped by the profile."""
+        params = self.spec.sampling
+        if max_tokens_cap and params.max_tokens > max_tokens_cap:
+            params = params.model_copy(update={"max_tokens": max_tokens_cap})
+        return params
+
     def split_of(self, prompt_id: str) -> str:
         """'train' or 'test', from the prompt id and the split seed alone: adding prompts never moves old ones."""
         draw = int(content_hash("split", self.spec.split.seed, prompt_id, length=8), 16) / 16**8

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 from pydantic import Field
 
 
 class DscSettings(dg.ConfigurableResource):
-    """How much of each task a run uses: set by the profile."""
+    """How much of each task a run uses, and where files (datasets, checkpoints) go: set by the profile."""
 
-    max_prompts_per_task: int | None = Field(default=None, description="First N prompts of each task (None: all).")
+    max_prompts_per_task: int | None = Field(
+        default=None, description="First N train-split prompts of each task (None: all)."
+    )
+    max_eval_prompts_per_task: int | None = Field(
+        default=None, description="First N test-split prompts of each task, for evaluation (None: all)."
+    )
     max_tokens_cap: int | None = Field(default=None, description="Upper bound on every task's max_tokens.")
+    artifacts_dir: str = Field(default=".dsc/artifacts", description="Versioned datasets and checkpoints live here.")
+
+    def artifact_path(self, *parts: str) -> Path:
+        return Path(self.artifacts_dir).joinpath(*parts)

@@ -1,0 +1,208 @@
+"""Distillation into the student (LoRA) and held-out evaluation.
+
+Each checkpoint is a content-addressed folder (data hash + trainer settings): an identical request reuses the
+folder instead of training again. The asset's table row points at it and carries the numbers a person checks.
+"""
+
+import json
+import time
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from dsc_assets.assets import TABLE_METADATA, partition_task, version_metadata, system_message, user_message, sampling_params
+from dsc_assets.partitions import task_partitions
+from dsc_assets.versions import code_version
+from dsc_assets.plots import line_plot
+from dsc_assets.samples import data_version
+from resources.hashing import content_hash
+from resources.llm import LlamaCppLLM
+from resources.rewards import RewardModels
+from resources.settings import DscSettings
+from resources.trainer import LoRATrainer
+
+CHECKPOINT_COLUMNS = [
+    "task", "method", "status", "train_rows", "steps", "seconds", "first_loss", "last_loss", "data_hash", "adapter_dir",
+    "merged_dir", "gguf_path",
+]
+
+
+def _dataset_records(df: pd.DataFrame) -> list[dict]:
+    """The training records, read back from the versioned Hugging Face dataset folder the table points at."""
+    if df.empty:
+        return []
+    from datasets import load_from_disk
+
+    return load_from_disk(df["dataset_path"].iloc[0]).to_list()
+
+
+def _train(
+    context: dg.AssetExecutionContext, trainer: LoRATrainer, settings: DscSettings, method: str, records: list[dict]
+) -> dg.Output[pd.DataFrame]:
+    """Train (or reuse) one checkpoint folder and describe it in one table row."""
+    from datasets import Dataset
+
+    task = context.partition_key
+    versions = version_metadata(context, partition_task(context))
+    data_hash = content_hash(records, length=16)
+    version = content_hash(method, data_hash, trainer.settings_identity(), length=16)
+    folder = settings.artifact_path("checkpoints", method, task, version)
+    row = {"task": task, "method": method, "train_rows": len(records), "data_hash": data_hash}
+    if not records:
+        context.log.warning(f"{task}: no training rows for {method}; the checkpoint is skipped")
+        df = pd.DataFrame([{**row, "status": "skipped: empty dataset", "steps": 0, "seconds": 0.0, "first_loss": np.nan,
+                            "last_loss": np.nan, "adapter_dir": "", "merged_dir": "", "gguf_path": ""}],
+                          columns=CHECKPOINT_COLUMNS)
+        return dg.Output(df, data_version=data_version(df), metadata={"status": "skipped: empty dataset", **versions})
+
+    summary_file = folder / "summary.json"
+    if summary_file.exists():  # same data, same settings: this checkpoint exists already
+        summary = json.loads(summary_file.read_text())
+        context.log.info(f"{task}: reusing {method} checkpoint {folder}")
+    else:
+        started = time.perf_counter()
+        dataset = Dataset.from_list(records)
+        result = (trainer.train_sft(dataset, str(folder)) if method == "sft"
+                  else trainer.train_dpo(dataset, str(folder), loss=method))
+        gguf_path = folder / f"{task}-{method}.gguf"
+        trainer.export_gguf(result.merged_dir, str(gguf_path))
+        summary = {
+            "steps": result.steps, "seconds": round(time.perf_counter() - started, 2), "losses": result.losses,
+            "adapter_dir": str(result.adapter_dir), "merged_dir": str(result.merged_dir), "gguf_path": str(gguf_path),
+        }
+        summary_file.write_text(json.dumps(summary))  # written last: a killed run leaves no "finished" marker
+    losses = summary["losses"]
+    df = pd.DataFrame([{
+        **row, "status": "trained", "steps": summary["steps"], "seconds": summary["seconds"],
+        "first_loss": losses[0] if losses else np.nan, "last_loss": losses[-1] if losses else np.nan,
+        "adapter_dir": summary["adapter_dir"], "merged_dir": summary["merged_dir"], "gguf_path": summary["gguf_path"],
+    }], columns=CHECKPOINT_COLUMNS)
+    metadata = {
+        "path": dg.MetadataValue.path(str(folder)),
+        "gguf": dg.MetadataValue.path(summary["gguf_path"]),
+        "steps": dg.MetadataValue.int(summary["steps"]),
+        "train_seconds": dg.MetadataValue.float(summary["seconds"]),
+        "train_rows": dg.MetadataValue.int(len(records)),
+        "data_hash": dg.MetadataValue.text(data_hash),
+        "trainer": dg.MetadataValue.json(json.loads(trainer.settings_identity())),
+        **versions,
+    }
+    if losses:
+        metadata["loss_curve"] = line_plot(losses, f"{task} {method}: training loss", "step", "loss")
+        metadata["first_loss"], metadata["last_loss"] = float(losses[0]), float(losses[-1])
+    return dg.Output(df, data_version=dg.DataVersion(version), metadata=metadata)
+
+
+def _checkpoint_asset(method: str, dataset_asset: str, description: str):
+    @dg.asset(
+        name=f"{method}_checkpoint", partitions_def=task_partitions, group_name="training", metadata=TABLE_METADATA,
+        kinds={"pytorch", "duckdb"}, code_version=code_version(f"{method}_checkpoint"), description=description,
+        ins={"dataset": dg.AssetIn(dataset_asset)},
+    )
+    def _asset(
+        context: dg.AssetExecutionContext, dataset: pd.DataFrame, trainer: LoRATrainer, settings: DscSettings
+    ) -> dg.Output[pd.DataFrame]:
+        return _train(context, trainer, settings, method, _dataset_records(dataset))
+
+    return _asset
+
+
+sft_checkpoint = _checkpoint_asset("sft", "sft_dataset", "dSC: LoRA supervised fine-tuning of the student on accepted revisions.")
+dpo_checkpoint = _checkpoint_asset(
+    "dpo", "dpo_dataset", "Baseline: plain DPO on the self-critique pairs (chosen = revision, rejected = draft)."
+)
+rdpo_checkpoint = _checkpoint_asset(
+    "rdpo", "dpo_dataset",
+    "rDPO: DPO whose label per pair is softened by the external reward, p = σ((s_chosen − s_rejected)/τ).",
+)
+dlma_checkpoint = _checkpoint_asset(
+    "dlma", "dlma_pairs", "DLMA: DPO with the self-reward as a margin, L = −log σ(β·[h − γ·clamp(R, −40, 40)]).",
+)
+
+
+def bootstrap_ci(differences: np.ndarray, seed: int = 0, samples: int = 2000, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of paired differences."""
+    if len(differences) == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = rng.choice(differences, size=(samples, len(differences)), replace=True).mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def evaluation_table(rewards_by_model: dict[str, np.ndarray], seed: int = 0) -> pd.DataFrame:
+    """Mean reward per model; win rate and bootstrap 95% interval of the paired difference against ``base``."""
+    base = rewards_by_model["base"]
+    rows = []
+    for model, rewards in rewards_by_model.items():
+        differences = rewards - base
+        low, high = bootstrap_ci(differences, seed=seed)
+        wins = float(np.mean((differences > 0) + 0.5 * (differences == 0))) if len(rewards) else float("nan")
+        rows.append({"model": model, "prompts": len(rewards), "mean_reward": float(np.mean(rewards)) if len(rewards) else float("nan"),
+                     "difference_vs_base": float(np.mean(differences)) if len(rewards) else float("nan"),
+                     "ci95_low": low, "ci95_high": high, "win_rate_vs_base": wins})
+    return pd.DataFrame(rows)
+
+
+def _markdown_table(df: pd.DataFrame) -> str:
+    header = "| " + " | ".join(df.columns) + " |\n|" + "---|" * len(df.columns) + "\n"
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    return header + "".join("| " + " | ".join(fmt(v) for v in row) + " |\n" for row in df.itertuples(index=False))
+
+
+@dg.asset(
+    partitions_def=task_partitions, group_name="evaluation", metadata=TABLE_METADATA, kinds={"duckdb"},
+    code_version=code_version("evaluation"),
+)
+def evaluation(
+    context: dg.AssetExecutionContext,
+    raw_prompts: pd.DataFrame,
+    sft_checkpoint: pd.DataFrame,
+    dpo_checkpoint: pd.DataFrame,
+    rdpo_checkpoint: pd.DataFrame,
+    dlma_checkpoint: pd.DataFrame,
+    student: LlamaCppLLM,
+    rewards: RewardModels,
+    settings: DscSettings,
+) -> dg.Output[pd.DataFrame]:
+    """Held-out evaluation: the base student and every trained checkpoint answer the test prompts (through the
+    cached LLM resource, seeded), the task's reward scores them; mean reward, win rate against base and a bootstrap
+    95% interval of the difference, as a table, a markdown report file and metadata."""
+    task = partition_task(context)
+    test = raw_prompts[raw_prompts["split"] == "test"]
+    params = sampling_params(task, settings)
+    scorer = rewards.for_task(task.spec.scorer)
+    requests = [[system_message(task), user_message(prompt)] for prompt in test["prompt"]]
+    variants = {"base": student}
+    for checkpoint in (sft_checkpoint, dpo_checkpoint, rdpo_checkpoint, dlma_checkpoint):
+        if len(checkpoint) and checkpoint["status"].iloc[0] == "trained":
+            variants[checkpoint["method"].iloc[0]] = LlamaCppLLM(
+                cache_path=student.cache_path, model=checkpoint["gguf_path"].iloc[0],
+                model_cache_dir=student.model_cache_dir, n_ctx=student.n_ctx, n_threads=student.n_threads,
+            )
+        elif len(checkpoint):
+            context.log.warning(f"{task.name}: {checkpoint['method'].iloc[0]} not evaluated ({checkpoint['status'].iloc[0]})")
+    answers, rewards_by_model = {}, {}
+    for name, llm in variants.items():
+        texts = [g.text for g in llm.chat_many(requests, params)]
+        answers[name] = texts
+        rewards_by_model[name] = np.asarray(scorer.score(test["prompt"].tolist(), texts), dtype=float)
+    table = evaluation_table(rewards_by_model, seed=task.spec.acceptance.seed)
+    table.insert(0, "task", task.name)
+    markdown = _markdown_table(table.drop(columns=["task"]))
+    report = settings.artifact_path("reports", task.name, "evaluation.md")
+    report.parent.mkdir(parents=True, exist_ok=True)
+    examples = "".join(
+        f"\n### {test['prompt_id'].iloc[i]}: {test['prompt'].iloc[i]}\n\n"
+        + "".join(f"- **{name}** ({rewards_by_model[name][i]:.3f}): {' '.join(texts[i].split())[:400]}\n" for name, texts in answers.items())
+        for i in range(min(3, len(test)))
+    )
+    report.write_text(f"# Evaluation: {task.name}\n\nScorer: {task.spec.scorer.name}; {len(test)} held-out prompts; "
+                      f"differences are against the base student, 95% bootstrap intervals.\n\n{markdown}\n## Examples\n{examples}")
+    context.log.info(f"{task.name} evaluation:\n{markdown}")
+    return dg.Output(
+        table, data_version=data_version(table),
+        metadata={"evaluation": dg.MetadataValue.md(markdown), "report": dg.MetadataValue.path(str(report)),
+                  "test_prompts": dg.MetadataValue.int(len(test)), **version_metadata(context, task)},
+    )

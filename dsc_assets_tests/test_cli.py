@@ -1,0 +1,84 @@
+"""The command line as a user runs it: Dagster's own CLI, `dsc run`, and a run killed with SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import yaml
+
+from dsc_assets_tests.conftest import PROJECT_ROOT, run_cli
+
+
+def _env(tmp_path: Path, **extra) -> dict[str, str]:
+    (tmp_path / "dagster_home").mkdir(exist_ok=True)
+    return {"DSC_PROFILE": "test", "DSC_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+            **extra}
+
+
+def test_definitions_validate(tmp_path):
+    result = run_cli(["dagster", "definitions", "validate", "-m", "dsc_assets.definitions"], _env(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Validation successful" in result.stdout + result.stderr
+
+
+def test_dagster_asset_materialize_selects_the_chain(tmp_path):
+    result = run_cli(
+        ["dagster", "asset", "materialize", "-m", "dsc_assets.definitions", "--select",
+         "raw_prompts,drafts,critiques,revisions", "--partition", "sentiment"],
+        _env(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT count(*) FROM dsc.revisions WHERE task = 'sentiment'").fetchone()[0]
+        prompts = con.execute("SELECT count(*) FROM dsc.raw_prompts WHERE split = 'train'").fetchone()[0]
+    assert rows == prompts > 0
+
+
+def test_killed_run_loses_only_the_rows_in_flight(tmp_path):
+    """kill -9 during drafts, run again: the rerun calls the model once per row not finished before the kill."""
+    profile = yaml.safe_load((PROJECT_ROOT / "profiles" / "test.yaml").read_text())
+    profile.update(max_prompts_per_task=24, max_tokens_cap=48)
+    profile_path = tmp_path / "kill.yaml"
+    profile_path.write_text(yaml.safe_dump(profile))
+    env = {**os.environ, **_env(tmp_path), "PYTHONUNBUFFERED": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    command = ["dsc", "run", "--tasks", "sentiment", "--profile", str(profile_path)]
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    for line in process.stdout:  # wait until drafts are under way, then kill without warning
+        if "draft step 0: 5/" in line or time.monotonic() > deadline:
+            break
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+    with duckdb.connect(str(tmp_path / "home" / "cache.duckdb"), read_only=True) as con:  # closed before the rerun
+        done_before_kill = con.execute("SELECT count(*) FROM calls").fetchone()[0]
+    assert 5 <= done_before_kill < 24, "the kill must land inside drafts"
+
+    rerun = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    with duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True) as con:  # not corrupt, not locked
+        train = con.execute("SELECT count(*) FROM dsc.raw_prompts WHERE split = 'train'").fetchone()[0]
+        drafts = con.execute("SELECT count(*) FROM dsc.drafts").fetchone()[0]
+    assert drafts == train
+    # The rerun asked the model only for the drafts not finished before the kill; the rest came from the cache.
+    metadata = _latest_metadata(tmp_path / "dagster_home", "drafts", "sentiment")
+    assert metadata["model_calls"] == train - done_before_kill
+    assert metadata["cache_hits"] == done_before_kill
+
+
+def _latest_metadata(dagster_home: Path, asset: str, partition: str) -> dict:
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
+        ).records
+        materialization = records[0].event_log_entry.asset_materialization
+        return {key: value.value for key, value in materialization.metadata.items()}
