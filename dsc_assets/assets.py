@@ -70,6 +70,28 @@ def generate_step(
     ]
 
 
+class ChainMessages:
+    """The one place that turns a task's templates into chat messages, for the assets and for `dsc plan`'s replay."""
+
+    def __init__(self, task: Task):
+        self.spec = task.spec
+        self.system = {"role": "system", "content": task.spec.system_prompt}
+
+    def draft(self, prompt: str) -> list[dict]:
+        return [self.system, user_message(prompt)]
+
+    def critique(self, prompt: str, response: str) -> list[dict]:
+        return [self.system, user_message(self.spec.critique_template.format(prompt=prompt, response=response))]
+
+    def revision(self, prompt: str, response: str, critique: str) -> list[dict]:
+        content = self.spec.revision_template.format(prompt=prompt, response=response, critique=critique)
+        return [self.system, user_message(content)]
+
+    def contrastive(self, prompt: str, affix: str) -> list[dict]:
+        system = {"role": "system", "content": f"{self.spec.system_prompt} {affix}".strip()}
+        return [system, user_message(prompt)]
+
+
 def system_message(task: Task) -> dict:
     return {"role": "system", "content": task.spec.system_prompt}
 
@@ -130,8 +152,9 @@ def drafts(
     """First answers to the training prompts, under the task's system prompt."""
     task = partition_task(context)
     train = raw_prompts[raw_prompts["split"] == "train"]
+    chain = ChainMessages(task)
     samples = generate_step(
-        context, llm, sampling_params(task, settings), task, train, "draft", 0, lambda row: [system_message(task), user_message(row["prompt"])]
+        context, llm, sampling_params(task, settings), task, train, "draft", 0, lambda row: chain.draft(row["prompt"])
     )
     return _sample_output(context, samples_frame(samples), task, settings, llm)
 
@@ -145,12 +168,11 @@ def critiques(
 ) -> dg.Output[pd.DataFrame]:
     """The model's critique of each draft (step 1 of the chain), from the task's critique template."""
     task = partition_task(context)
-    template = task.spec.critique_template
+    chain = ChainMessages(task)
     rows = drafts.assign(response=drafts["text"])
     samples = generate_step(
         context, llm, sampling_params(task, settings), task, rows, "critique", 1,
-        lambda row: [system_message(task), user_message(template.format(prompt=row["prompt"], response=row["response"]))],
-        source_column="response",
+        lambda row: chain.critique(row["prompt"], row["response"]), source_column="response",
     )
     return _sample_output(context, samples_frame(samples), task, settings, llm)
 
@@ -172,9 +194,10 @@ def revisions(
     spec = task.spec
     params = sampling_params(task, settings)
 
+    chain = ChainMessages(task)
+
     def revise(row: pd.Series) -> list[dict]:
-        content = spec.revision_template.format(prompt=row["prompt"], response=row["response"], critique=row["critique"])
-        return [system_message(task), user_message(content)]
+        return chain.revision(row["prompt"], row["response"], row["critique"])
 
     as_critiques = lambda df: df.drop(columns=["critique"]).rename(columns={"source": "response", "text": "critique"})  # noqa: E731
     current = as_critiques(critiques)
@@ -183,8 +206,7 @@ def revisions(
         if step > 1:
             later = generate_step(
                 context, llm, params, task, current, "critique", step,
-                lambda row: [system_message(task), user_message(spec.critique_template.format(prompt=row["prompt"], response=row["response"]))],
-                source_column="response",
+                lambda row: chain.critique(row["prompt"], row["response"]), source_column="response",
             )
             current = as_critiques(samples_frame(later))
         step_samples = generate_step(

@@ -1,6 +1,8 @@
 """``dsc``: one obvious entry point per job. Plain Dagster CLI usage keeps working beside it.
 
     dsc run [--tasks safety,sentiment] [--profile test]   materialize the main job, one partition per task
+    dsc plan [--tasks ...]                                what is stale, why, and how many model calls a refresh costs
+    dsc refresh [--tasks ...]                             rebuild only what is stale, until nothing is
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ def _prepare_environment(profile: str | None) -> None:
     # Runs land in a persistent instance, so `dagster dev` (same DAGSTER_HOME) shows their history.
     dagster_home = os.environ.setdefault("DAGSTER_HOME", str(dsc_home() / "dagster"))
     os.makedirs(dagster_home, exist_ok=True)
+    config = os.path.join(dagster_home, "dagster.yaml")
+    if not os.path.exists(config):
+        open(config, "w").close()  # an empty file: default storage in this folder, without Dagster's warning
 
 
 def _task_list(value: str | None, default: list[str]) -> list[str]:
@@ -61,6 +66,81 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(args: argparse.Namespace):
+    _prepare_environment(args.profile)
+    import dagster as dg
+
+    from dsc_assets.definitions import defs, profile
+
+    return dg, defs, profile
+
+
+def _print_plan(entries, costs) -> None:
+    if not entries:
+        print("dsc plan: nothing is stale")
+        return
+    width = max(len(e.asset) for e in entries)
+    print(f"{'asset':<{width}}  {'task':<12} {'model calls':>11}  reasons")
+    for entry in entries:
+        cost = costs.get((entry.asset, entry.task))
+        calls = f"{cost.calls} (+{cost.cached} cached)" if cost else "-"
+        print(f"{entry.asset:<{width}}  {entry.task:<12} {calls:>11}  {'; '.join(entry.reasons)}")
+    total = [c for key, c in costs.items() if any((e.asset, e.task) == key for e in entries)]
+    print(f"\nrefresh would make {sum(c.calls for c in total)} model calls "
+          f"(~{sum(c.prompt_tokens for c in total)} prompt tokens, at most {sum(c.max_completion_tokens for c in total)} "
+          f"completion tokens); {sum(c.cached for c in total)} calls come from the cache")
+
+
+def _plan(args: argparse.Namespace):
+    dg, defs, profile = _load(args)
+    from dsc_assets.staleness import generation_cost, plan
+    from dsc_assets.tasks import TaskError, load_task
+
+    tasks = _task_list(args.tasks, profile.tasks)
+    resources = defs.resources
+    instance = dg.DagsterInstance.get()
+    entries = plan(defs, instance, tasks, resources["settings"], resources["llm"])
+    costs = {}
+    for task_name in {e.task for e in entries}:
+        try:
+            task = load_task(task_name)
+        except TaskError:
+            continue
+        for asset, cost in generation_cost(task, resources["settings"], resources["llm"]).items():
+            costs[(asset, task_name)] = cost
+    return dg, defs, instance, tasks, entries, costs
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    *_, entries, costs = _plan(args)
+    _print_plan(entries, costs)
+    return 0
+
+
+def cmd_refresh(args: argparse.Namespace) -> int:
+    """Materialize stale roots, re-plan, repeat: data-aware, so an unchanged output stops the wave."""
+    dg, defs, instance, tasks, entries, costs = _plan(args)
+    job = defs.resolve_implicit_global_asset_job_def()
+    for _round in range(50):
+        roots = [e for e in entries if e.root]
+        if not roots:
+            print("dsc refresh: nothing is stale")
+            return 0
+        for task in sorted({e.task for e in roots}):
+            selection = [dg.AssetKey(e.asset) for e in roots if e.task == task]
+            print(f"dsc refresh: {task}: {', '.join(k.path[-1] for k in selection)}", flush=True)
+            result = job.execute_in_process(partition_key=task, instance=instance, asset_selection=selection,
+                                            raise_on_error=False)
+            if not result.success:
+                print(f"dsc refresh: {task} failed; see the run in the Dagster UI", file=sys.stderr)
+                return 1
+        from dsc_assets.staleness import plan
+
+        entries = plan(defs, instance, tasks, defs.resources["settings"], defs.resources["llm"])
+    print("dsc refresh: gave up after 50 rounds", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dsc", description="Align a language model with synthetic data.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,6 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--tasks", help="comma-separated task names (default: the profile's list)")
     run.add_argument("--profile", help="profile name under profiles/ or a YAML path (default: $DSC_PROFILE or 'default')")
     run.set_defaults(func=cmd_run)
+
+    for name, func, text in (("plan", cmd_plan, "what is stale per asset and task, why, and what a refresh costs"),
+                             ("refresh", cmd_refresh, "materialize only stale asset partitions until nothing is stale")):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("--tasks", help="comma-separated task names (default: the profile's list)")
+        command.add_argument("--profile", help="profile name or YAML path")
+        command.set_defaults(func=func)
 
     args = parser.parse_args(argv)
     return args.func(args)

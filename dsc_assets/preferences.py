@@ -8,7 +8,7 @@ import dagster as dg
 import pandas as pd
 
 from dsc_assets.acceptance import metropolis_hastings, uniform_draw
-from dsc_assets.assets import TABLE_METADATA, version_metadata, partition_task, system_message, user_message, generate_step, sampling_params
+from dsc_assets.assets import TABLE_METADATA, ChainMessages, version_metadata, partition_task, system_message, user_message, generate_step, sampling_params
 from dsc_assets.partitions import task_partitions
 from dsc_assets.versions import code_version
 from dsc_assets.plots import reward_histogram
@@ -161,12 +161,13 @@ def contrastive_pairs(
     train = raw_prompts[raw_prompts["split"] == "train"]
     params = sampling_params(task, settings)
 
-    def under(affix: str):
-        system = {"role": "system", "content": f"{task.spec.system_prompt} {affix}".strip()}
-        return lambda row: [system, user_message(row["prompt"])]
-
-    positive = samples_frame(generate_step(context, llm, params, task, train, "positive", 0, under(task.spec.contrastive.positive_affix)))
-    negative = samples_frame(generate_step(context, llm, params, task, train, "negative", 0, under(task.spec.contrastive.negative_affix)))
+    chain, affixes = ChainMessages(task), task.spec.contrastive
+    positive = samples_frame(generate_step(
+        context, llm, params, task, train, "positive", 0, lambda row: chain.contrastive(row["prompt"], affixes.positive_affix)
+    ))
+    negative = samples_frame(generate_step(
+        context, llm, params, task, train, "negative", 0, lambda row: chain.contrastive(row["prompt"], affixes.negative_affix)
+    ))
     df = positive[["task", "prompt_id", "prompt"]].assign(positive=positive["text"], negative=negative["text"].values)
     stats = generation_metadata(pd.concat([positive, negative], ignore_index=True))
     stats.pop("preview")
