@@ -3,6 +3,7 @@
     dsc run [--tasks safety,sentiment] [--profile test]   materialize the main job, one partition per task
     dsc plan [--tasks ...]                                what is stale, why, and how many model calls a refresh costs
     dsc refresh [--tasks ...]                             rebuild only what is stale, until nothing is
+    dsc gate --partition sentiment [--check-only]         quality gate: failed expectations, exit 1 on failure
 """
 
 from __future__ import annotations
@@ -56,14 +57,83 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"materialized: {', '.join(materialized) or 'nothing'}", flush=True)
         if not result.success:
             failed.append(task)
-            for event in result.all_events:
-                if event.is_failure and event.step_failure_data:
-                    print(f"  {event.step_key}: {event.step_failure_data.error.message.strip()}", file=sys.stderr)
+            _print_failures(result)
     if failed:
         print(f"dsc run: failed tasks: {', '.join(failed)} (everything already generated is kept in the cache)",
               file=sys.stderr)
         return 1
     return 0
+
+
+def _print_failures(result) -> None:
+    """Failed checks with their failed expectations, then failed steps: what a person needs to act."""
+    for evaluation in result.get_asset_check_evaluations():
+        if not evaluation.passed:
+            print(f"  check {evaluation.check_name} FAILED: {evaluation.description or ''}", file=sys.stderr)
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.user_failure_data or event.step_failure_data.error
+            message = getattr(error, "description", None) or getattr(error, "message", "")
+            print(f"  step {event.step_key} failed: {message.strip().splitlines()[0] if message else ''}", file=sys.stderr)
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    """Materialize the data assets (unless --check-only), then run every quality suite on the stored tables and
+    print a table of failed expectations with example rows. Exit 1 on any failure or missing table."""
+    dg, defs, profile = _load(args)
+    import duckdb
+
+    from dsc_assets.checks import CHECKED_ASSETS, report_for
+    from dsc_assets.profiles import dsc_home
+    from dsc_assets.tasks import load_task
+
+    tasks = _task_list(args.tasks, profile.tasks)
+    if not args.check_only:
+        job = defs.resolve_implicit_global_asset_job_def()
+        data_assets = [key for key in job.asset_layer.asset_graph.materializable_asset_keys
+                       if key.path[-1] not in TRAINING_ASSETS]
+        instance = dg.DagsterInstance.get()
+        for task in tasks:
+            print(f"dsc gate: materializing the data assets of '{task}' ...", flush=True)
+            job.execute_in_process(partition_key=task, instance=instance, asset_selection=data_assets,
+                                   raise_on_error=False)
+    failures = 0
+    database = dsc_home() / "warehouse.duckdb"
+    with duckdb.connect(str(database), read_only=True) if database.exists() else _nothing() as con:
+        for task_name in tasks:
+            task = load_task(task_name)
+            print(f"\n== {task_name}")
+            for asset in CHECKED_ASSETS:
+                try:
+                    table = con.execute(f"SELECT * FROM dsc.{asset} WHERE task = ?", [task_name]).df()
+                except Exception:  # noqa: BLE001  the table does not exist yet
+                    table = None
+                if table is None or (table.empty and asset != "preference_pairs"):
+                    print(f"  {asset:<18} MISSING  (not materialized: blocked upstream or never run)")
+                    failures += 1
+                    continue
+                report = report_for(asset, table, task, defs.resources["rewards"])
+                print(f"  {asset:<18} {'ok' if report.success else 'FAILED'}  "
+                      f"({len(report.outcomes) - len(report.failed())}/{len(report.outcomes)} expectations met)")
+                for outcome in report.failed():
+                    failures += 1
+                    print(f"      - {outcome.expectation} [{outcome.column or 'table'}]: observed {outcome.observed}")
+                    for example in outcome.examples:
+                        text = " ".join(str(example.get("value")).split())[:100]
+                        print(f"          {example.get('prompt_id')}: {text}")
+    print(f"\ndsc gate: {'FAILED' if failures else 'passed'} ({failures} problem(s))")
+    return 1 if failures else 0
+
+
+class _nothing:
+    def __enter__(self):
+        raise SystemExit(f"dsc gate: no tables yet; run without --check-only first")
+
+    def __exit__(self, *exc):
+        return False
+
+
+TRAINING_ASSETS = {"sft_checkpoint", "dpo_checkpoint", "rdpo_checkpoint", "dlma_checkpoint", "evaluation"}
 
 
 def _load(args: argparse.Namespace):
@@ -156,6 +226,12 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--tasks", help="comma-separated task names (default: the profile's list)")
         command.add_argument("--profile", help="profile name or YAML path")
         command.set_defaults(func=func)
+
+    gate = sub.add_parser("gate", help="quality gate for CI: materialize data assets, check, exit 1 on failure")
+    gate.add_argument("--tasks", "--partition", dest="tasks", help="comma-separated task names (default: the profile's)")
+    gate.add_argument("--profile", help="profile name or YAML path")
+    gate.add_argument("--check-only", action="store_true", help="only re-check the stored tables")
+    gate.set_defaults(func=cmd_gate)
 
     args = parser.parse_args(argv)
     return args.func(args)

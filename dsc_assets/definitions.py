@@ -7,12 +7,13 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb_pandas import DuckDBPandasIOManager
 
-from dsc_assets import assets
+from dsc_assets import assets, checks, preferences
 from dsc_assets.partitions import task_partitions
-from dsc_assets.profiles import Profile, build_generator, dsc_home, load_profile
+from dsc_assets.profiles import Profile, build_generator, build_rewards, build_student, dsc_home, load_profile
 from resources.settings import DscSettings
 
-all_assets = dg.load_assets_from_modules([assets])
+all_assets = dg.load_assets_from_modules([assets, preferences])
+all_checks = dg.load_asset_checks_from_modules([checks])
 
 dsc_job = dg.define_asset_job(
     "dsc_job",
@@ -26,6 +27,8 @@ def build_resources(profile: Profile, home: Path) -> dict:
     """Every resource the graph needs, configured by a profile and rooted at a DSC_HOME."""
     return {
         "llm": build_generator(profile, home),
+        "rewards": build_rewards(profile, home),
+        "student": build_student(profile, home),
         "settings": DscSettings(
             max_prompts_per_task=profile.max_prompts_per_task,
             max_eval_prompts_per_task=profile.max_eval_prompts_per_task,
@@ -41,6 +44,7 @@ def build_definitions(profile: Profile | None = None, home: Path | None = None) 
     profile = profile or load_profile()
     return dg.Definitions(
         assets=all_assets,
+        asset_checks=all_checks,
         jobs=[dsc_job],
         resources=build_resources(profile, home or dsc_home()),
         # In-process is ~3x faster than multiprocess on 2 cores, and keeps one loaded model per run.

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from resources.llm import LlamaCppLLM, LLMResource, OpenAICompatibleLLM
+from resources.rewards import RewardModels
 from resources.settings import DscSettings  # noqa: F401  (re-exported for definitions)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -34,10 +35,21 @@ class GeneratorProfile(BaseModel):
     max_retries: int = 3
 
 
+class LocalModelProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "smollm2-135m"
+    n_ctx: int = 2048
+    n_threads: int = 0
+
+
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     generator: GeneratorProfile = Field(default_factory=GeneratorProfile)
+    judge: LocalModelProfile = Field(default_factory=LocalModelProfile, description="LLM judge and DLMA self-reward.")
+    student: LocalModelProfile = Field(default_factory=LocalModelProfile, description="The model distilled into.")
+    trainer: dict = Field(default_factory=dict, description="LoRATrainer settings (epochs, max_steps, lora_r, ...).")
     max_prompts_per_task: int | None = Field(None, ge=1)
     max_eval_prompts_per_task: int | None = Field(None, ge=0)
     max_tokens_cap: int | None = Field(None, ge=1)
@@ -79,3 +91,15 @@ def build_generator(profile: Profile, home: Path) -> LLMResource:
         cache_path=cache, model=gen.model, model_cache_dir=str(home / "models"), n_ctx=gen.n_ctx,
         n_threads=gen.n_threads,
     )
+
+
+def build_rewards(profile: Profile, home: Path) -> RewardModels:
+    judge = profile.judge
+    return RewardModels(cache_path=str(home / "cache.duckdb"), judge_model=judge.model,
+                        model_cache_dir=str(home / "models"), n_ctx=judge.n_ctx, n_threads=judge.n_threads)
+
+
+def build_student(profile: Profile, home: Path) -> LlamaCppLLM:
+    student = profile.student
+    return LlamaCppLLM(cache_path=str(home / "cache.duckdb"), model=student.model, model_cache_dir=str(home / "models"),
+                       n_ctx=student.n_ctx, n_threads=student.n_threads)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dsc_assets.quality import QualityRules
 from resources.hashing import content_hash
 from resources.llm import SamplingParams
 
@@ -98,6 +99,7 @@ class TaskSpec(BaseModel):
     contrastive: Contrastive | None = None
     scorer: Scorer | None = None
     acceptance: Acceptance = Field(default_factory=Acceptance)
+    quality: QualityRules = Field(default_factory=QualityRules)
 
     @field_validator("critique_template")
     @classmethod
@@ -134,6 +136,8 @@ FIELD_HINTS = {
     "contrastive": "a mapping with positive_affix and negative_affix",
     "scorer": "a mapping with name and options",
     "acceptance": "a mapping with temperature, seed, min_rate, max_rate",
+    "quality": "a mapping of quality thresholds: min_rows, min_chars, max_chars, max_repetition, max_echo, "
+    "max_template_echo, max_duplicate_rate, mostly",
 }
 
 
