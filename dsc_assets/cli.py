@@ -88,6 +88,10 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from dsc_assets.tasks import load_task
 
     tasks = _task_list(args.tasks, profile.tasks)
+    selected = [a.strip() for a in args.assets.split(",")] if args.assets else CHECKED_ASSETS
+    unknown = sorted(set(selected) - set(CHECKED_ASSETS))
+    if unknown:
+        raise SystemExit(f"dsc gate: no quality suite for {', '.join(unknown)}; checked: {', '.join(CHECKED_ASSETS)}")
     if not args.check_only:
         job = defs.resolve_implicit_global_asset_job_def()
         data_assets = [key for key in job.asset_layer.asset_graph.materializable_asset_keys
@@ -103,7 +107,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
         for task_name in tasks:
             task = load_task(task_name)
             print(f"\n== {task_name}")
-            for asset in CHECKED_ASSETS:
+            for asset in selected:
                 try:
                     table = con.execute(f"SELECT * FROM dsc.{asset} WHERE task = ?", [task_name]).df()
                 except Exception:  # noqa: BLE001  the table does not exist yet
@@ -231,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     gate.add_argument("--tasks", "--partition", dest="tasks", help="comma-separated task names (default: the profile's)")
     gate.add_argument("--profile", help="profile name or YAML path")
     gate.add_argument("--check-only", action="store_true", help="only re-check the stored tables")
+    gate.add_argument("--assets", help="comma-separated checked assets (default: all checked assets)")
     gate.set_defaults(func=cmd_gate)
 
     args = parser.parse_args(argv)
