@@ -1,0 +1,71 @@
+"""LoRA training on the real 135M student: loss goes down, the merged model exports to GGUF and runs in llama.cpp."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from datasets import Dataset
+
+from resources.llm import LlamaCppLLM, SamplingParams
+from resources.trainer import LoRATrainer
+
+SYSTEM = {"role": "system", "content": "You are a cheerful film critic."}
+FILMS = ["Jaws", "Titanic", "Alien", "Heat", "Up", "Cars"]
+
+
+def _trainer(tmp_path, **overrides) -> LoRATrainer:
+    settings = dict(model_cache_dir=str(tmp_path.parent / "shared_models"), device="cpu", max_steps=6,
+                    per_device_batch_size=2, grad_accum=1, learning_rate=3e-3, max_length=96, lora_r=8)
+    return LoRATrainer(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def sft_result(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sft")
+    rows = [{"messages": [SYSTEM, {"role": "user", "content": f"Review {film}."},
+                          {"role": "assistant", "content": f"{film} is a delight: warm, funny and beautifully made."}]}
+            for film in FILMS]
+    trainer = _trainer(tmp)
+    return trainer, trainer.train_sft(Dataset.from_list(rows), str(tmp / "sft")), tmp
+
+
+def test_sft_steps_reduce_training_loss(sft_result):
+    _, result, _ = sft_result
+    assert result.steps == 6 and len(result.losses) == 6
+    assert np.mean(result.losses[-2:]) < 0.7 * np.mean(result.losses[:2])
+
+
+def test_rdpo_steps_reduce_training_loss(tmp_path):
+    rows = [{"prompt": [SYSTEM, {"role": "user", "content": f"Review {film}."}],
+             "chosen": [{"role": "assistant", "content": f"{film} is wonderful and moving."}],
+             "rejected": [{"role": "assistant", "content": f"{film} is dull garbage."}],
+             "score_chosen": 0.9, "score_rejected": -0.8} for film in FILMS]
+    result = _trainer(tmp_path, learning_rate=5e-3).train_dpo(Dataset.from_list(rows), str(tmp_path / "rdpo"), loss="rdpo")
+    assert result.steps == 6
+    assert result.losses[0] == pytest.approx(np.log(2), abs=0.05)  # the policy starts as the reference: h = 0
+    assert np.mean(result.losses[-2:]) < result.losses[0]
+
+
+def test_exported_gguf_loads_in_llama_cpp_and_matches_the_merged_model(sft_result):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    trainer, result, tmp = sft_result
+    path = trainer.export_gguf(result.merged_dir, str(tmp / "student-sft.gguf"))
+    llm = LlamaCppLLM(cache_path=str(tmp / "cache.duckdb"), model=path, n_ctx=512)
+    text = llm.chat([SYSTEM, {"role": "user", "content": "Review Heat."}], SamplingParams(temperature=0, max_tokens=16)).text
+    assert text.strip()
+    # The same next-token choice from the HF merged model and from the exported GGUF (q/k permutation is right).
+    tokenizer = AutoTokenizer.from_pretrained(result.merged_dir)
+    merged = AutoModelForCausalLM.from_pretrained(result.merged_dir)
+    prompt = tokenizer.apply_chat_template([SYSTEM, {"role": "user", "content": "Review Up."}], tokenize=False,
+                                           add_generation_prompt=True)
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        hf_logits = merged(torch.tensor([ids])).logits[0, -1].numpy()
+    llama = llm.llama(logits_all=True)
+    llama.reset()
+    llama.eval(ids)
+    gguf_logits = np.asarray(llama.scores[len(ids) - 1])
+    assert int(np.argmax(gguf_logits)) == int(np.argmax(hf_logits))
+    assert np.corrcoef(gguf_logits, hf_logits)[0, 1] > 0.98

@@ -1,0 +1,30 @@
+"""Preference losses on the policy-vs-reference margin h = (log π(y_c) − log π_ref(y_c)) − (log π(y_r) − log π_ref(y_r)).
+
+- DPO:  L = −log σ(β·h)
+- rDPO: L = −[p·log σ(β·h) + (1 − p)·log σ(−β·h)], p = σ((s_chosen − s_rejected)/τ) from an external reward
+  (a pair the reward model doubts counts less, and a reversed pair pulls the other way)
+- DLMA: L = −log σ(β·[h − γ·clamp(R, −40, 40)]), R the self-reward (a margin the pair must beat)
+All return the batch mean; log-sigmoid keeps them stable for large margins.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def soft_label(score_chosen: torch.Tensor, score_rejected: torch.Tensor, tau: float) -> torch.Tensor:
+    """rDPO's probability that the chosen answer really is better, from the external reward."""
+    return torch.sigmoid((score_chosen - score_rejected) / tau)
+
+
+def dpo_loss(h: torch.Tensor, beta: float) -> torch.Tensor:
+    return -F.logsigmoid(beta * h).mean()
+
+
+def rdpo_loss(h: torch.Tensor, p: torch.Tensor, beta: float) -> torch.Tensor:
+    return -(p * F.logsigmoid(beta * h) + (1 - p) * F.logsigmoid(-beta * h)).mean()
+
+
+def dlma_loss(h: torch.Tensor, self_reward: torch.Tensor, beta: float, gamma: float) -> torch.Tensor:
+    return -F.logsigmoid(beta * (h - gamma * self_reward.clamp(-40.0, 40.0))).mean()

@@ -1,0 +1,308 @@
+"""LoRA distillation into the student over transformers + TRL + PEFT, and export back to GGUF for llama.cpp.
+
+The student is read from its GGUF once (transformers dequantizes it) and saved as a plain Hugging Face folder keyed
+by the GGUF's sha256; later loads take a fraction of a second. SFT uses TRL's SFTTrainer; DPO, rDPO and DLMA use a
+DPOTrainer subclass whose loss reads a per-pair soft label (rDPO) or self-reward margin (DLMA) from the batch,
+since TRL 1.16's DPOTrainer has no loss hook.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import dagster as dg
+from pydantic import Field, PrivateAttr
+
+from resources.models import resolve_model
+
+LossName = Literal["dpo", "rdpo", "dlma"]
+# LoRA targets that are plain linear weights in llama.cpp's tensor naming: what export has to rewrite.
+GGUF_NAMES = {
+    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+}
+
+
+@dataclass
+class TrainResult:
+    output_dir: str
+    adapter_dir: str
+    merged_dir: str
+    losses: list[float] = field(default_factory=list)
+    steps: int = 0
+    seconds: float = 0.0
+    samples_per_s: float = 0.0
+
+
+def _quiet_progress() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    try:
+        from datasets.utils.logging import disable_progress_bar
+
+        disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def hf_student(gguf_path: Path, sha256: str, cache_dir: Path) -> Path:
+    """A Hugging Face copy of a GGUF model, made once (atomic) under ``cache_dir/hf/<sha>``."""
+    target = cache_dir / "hf" / sha256[:16]
+    if (target / "config.json").exists():
+        return target
+    _quiet_progress()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    # transformers marks a GGUF-loaded model as quantized; it is dequantized already, so save it as plain weights.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    partial = target.with_name(target.name + f".partial-{os.getpid()}")
+    model.save_pretrained(str(partial))
+    tokenizer.save_pretrained(str(partial))
+    os.replace(partial, target)
+    return target
+
+
+def _dpo_trainer_class():
+    import torch
+    from trl import DPOTrainer
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+    from resources.losses import dlma_loss, dpo_loss, rdpo_loss
+
+    extra_columns = ("soft_label", "self_reward")
+
+    class PairCollator(DataCollatorForPreference):
+        """TRL's preference collator, carrying the per-pair soft label / self-reward along."""
+
+        def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+            batch = super().torch_call(examples)
+            for column in extra_columns:
+                if column in examples[0]:
+                    batch[column] = torch.tensor([float(e[column]) for e in examples])
+            return batch
+
+    class RefinedDPOTrainer(DPOTrainer):
+        """DPOTrainer with the loss chosen by ``dsc_loss``: dpo, rdpo (soft labels) or dlma (self-reward margin)."""
+
+        def __init__(self, *args, dsc_loss: str = "dpo", dlma_gamma: float = 0.2, **kwargs):
+            self.dsc_loss, self.dlma_gamma = dsc_loss, dlma_gamma
+            super().__init__(*args, **kwargs)
+
+        def _set_signature_columns_if_needed(self):
+            super()._set_signature_columns_if_needed()
+            self._signature_columns = list(self._signature_columns) + list(extra_columns)
+
+        @staticmethod
+        def _sequence_logps(model, inputs) -> torch.Tensor:
+            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False).logits
+            targets = inputs["input_ids"][:, 1:]
+            mask = inputs["completion_mask"][:, 1:].to(logits.dtype)
+            logps = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            return (logps * mask).sum(dim=1)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            policy_chosen, policy_rejected = self._sequence_logps(model, inputs).chunk(2)
+            with torch.no_grad(), self.accelerator.unwrap_model(self.model).disable_adapter():
+                ref_chosen, ref_rejected = self._sequence_logps(model, inputs).chunk(2)
+            h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+            if self.dsc_loss == "rdpo":
+                loss = rdpo_loss(h, inputs["soft_label"].to(h), self.beta)
+            elif self.dsc_loss == "dlma":
+                loss = dlma_loss(h, inputs["self_reward"].to(h), self.beta, self.dlma_gamma)
+            else:
+                loss = dpo_loss(h, self.beta)
+            mode = "train" if model.training else "eval"
+            self._metrics[mode]["rewards/margins"].append((self.beta * h).mean().item())
+            self._metrics[mode]["rewards/accuracies"].append((h > 0).float().mean().item())
+            return (loss, {}) if return_outputs else loss
+
+    return RefinedDPOTrainer, PairCollator
+
+
+class LoRATrainer(dg.ConfigurableResource):
+    """LoRA fine-tuning of the student (SFT for dSC; DPO, rDPO, DLMA) and export of the merged model to GGUF.
+    CPU by default; ``device: cuda`` and ``dtype: bfloat16`` run the same code on a GPU."""
+
+    base_model: str = Field(default="smollm2-135m", description="Student: known model name or .gguf path.")
+    model_cache_dir: str = Field(default=".dsc/models", description="Where the HF copy of the student is kept.")
+    device: str = Field(default="auto", description="cpu, cuda or auto.")
+    dtype: str = Field(default="float32", description="float32, bfloat16 or float16.")
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    learning_rate: float = 2e-4
+    epochs: float = 4.0
+    max_steps: int = Field(default=-1, description="Stop after this many optimizer steps (-1: run the epochs).")
+    per_device_batch_size: int = 2
+    grad_accum: int = 2
+    max_length: int = 512
+    seed: int = 0
+    dpo_beta: float = 0.1
+    rdpo_tau: float = Field(default=1.0, description="Temperature of rDPO's soft label σ((s_c − s_r)/τ).")
+    dlma_gamma: float = 0.2
+    logging_steps: int = 1
+
+    _base: Path | None = PrivateAttr(default=None)
+
+    def settings_identity(self) -> str:
+        """Everything that decides a checkpoint besides its data (the checkpoint folder is keyed by it)."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+    def base_dir(self) -> Path:
+        if self._base is None:
+            student = resolve_model(self.base_model, self.model_cache_dir)
+            self._base = hf_student(student.path, student.sha256, Path(self.model_cache_dir))
+        return self._base
+
+    def _load(self):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        device = self.device if self.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        model = AutoModelForCausalLM.from_pretrained(str(self.base_dir()), dtype=getattr(torch, self.dtype))
+        tokenizer = AutoTokenizer.from_pretrained(str(self.base_dir()))
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return model.to(device), tokenizer
+
+    def _lora(self):
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
+                          target_modules=list(self.target_modules), task_type="CAUSAL_LM")
+
+    def _common_args(self, output_dir: str) -> dict:
+        import torch
+
+        return dict(
+            output_dir=str(Path(output_dir) / "trainer"), learning_rate=self.learning_rate,
+            num_train_epochs=self.epochs, max_steps=self.max_steps, per_device_train_batch_size=self.per_device_batch_size,
+            gradient_accumulation_steps=self.grad_accum, max_length=self.max_length, seed=self.seed,
+            logging_steps=self.logging_steps, save_strategy="no", report_to=[], disable_tqdm=True,
+            bf16=self.dtype == "bfloat16", fp16=self.dtype == "float16",
+            use_cpu=self.device == "cpu" or (self.device == "auto" and not torch.cuda.is_available()),
+            dataloader_pin_memory=False,
+        )
+
+    def _finish(self, trainer, tokenizer, output_dir: str, started: float, rows: int) -> TrainResult:
+        out = Path(output_dir)
+        adapter_dir, merged_dir = out / "adapter", out / "merged"
+        trainer.model.save_pretrained(str(adapter_dir))
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(str(merged_dir))
+        tokenizer.save_pretrained(str(merged_dir))
+        shutil.rmtree(out / "trainer", ignore_errors=True)
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        seconds = time.perf_counter() - started
+        return TrainResult(str(out), str(adapter_dir), str(merged_dir), losses, trainer.state.global_step,
+                           round(seconds, 2), round(rows * max(self.epochs, 1) / seconds, 3) if seconds else 0.0)
+
+    def train_sft(self, dataset, output_dir: str) -> TrainResult:
+        """Supervised fine-tuning on a ``messages`` dataset (chat template from the student's tokenizer)."""
+        _quiet_progress()
+        from trl import SFTConfig, SFTTrainer
+
+        model, tokenizer = self._load()
+        started = time.perf_counter()
+        dataset = dataset.select_columns(["messages"])
+        trainer = SFTTrainer(model=model, args=SFTConfig(**self._common_args(output_dir)), train_dataset=dataset,
+                             processing_class=tokenizer, peft_config=self._lora())
+        trainer.train()
+        return self._finish(trainer, tokenizer, output_dir, started, len(dataset))
+
+    def train_dpo(self, dataset, output_dir: str, loss: LossName = "dpo") -> TrainResult:
+        """DPO on prompt/chosen/rejected; rdpo needs score_chosen and score_rejected, dlma needs self_reward."""
+        _quiet_progress()
+        import math
+
+        from trl import DPOConfig
+
+        if loss == "rdpo":
+            tau = self.rdpo_tau
+            dataset = dataset.map(lambda row: {"soft_label": 1 / (1 + math.exp(-(row["score_chosen"] - row["score_rejected"]) / tau))})
+        elif loss == "dlma" and "self_reward" not in dataset.column_names:
+            raise ValueError("DLMA training needs a 'self_reward' column")
+        keep = ["prompt", "chosen", "rejected"] + [c for c in ("soft_label", "self_reward") if c in dataset.column_names]
+        dataset = dataset.select_columns(keep)
+        trainer_class, collator_class = _dpo_trainer_class()
+        model, tokenizer = self._load()
+        started = time.perf_counter()
+        trainer = trainer_class(
+            model=model, args=DPOConfig(**self._common_args(output_dir), beta=self.dpo_beta), train_dataset=dataset,
+            processing_class=tokenizer, peft_config=self._lora(), data_collator=collator_class(
+                pad_token_id=tokenizer.pad_token_id, max_length=self.max_length),
+            dsc_loss=loss, dlma_gamma=self.dlma_gamma,
+        )
+        trainer.train()
+        return self._finish(trainer, tokenizer, output_dir, started, len(dataset))
+
+    def export_gguf(self, merged_dir: str, out_path: str) -> str:
+        """Write the merged model as GGUF: the student's GGUF with every fine-tuned weight replaced (in F16) and all
+        else (tokenizer, chat template, untouched quantized tensors) copied as it was."""
+        export_merged_gguf(resolve_model(self.base_model, self.model_cache_dir).path, Path(merged_dir), Path(out_path),
+                           [m for m in self.target_modules])
+        return out_path
+
+
+def _permute(weights, n_head: int):
+    """llama.cpp's row order for q/k (transformers undoes it on GGUF load; we redo it)."""
+    return weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
+
+
+def export_merged_gguf(base_gguf: Path, merged_dir: Path, out_path: Path, target_modules: list[str]) -> None:
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    reader = gguf.GGUFReader(str(base_gguf))
+    config = json.loads((merged_dir / "config.json").read_text())
+    state = {}
+    for shard in sorted(merged_dir.glob("*.safetensors")):
+        state.update(load_file(str(shard)))
+    replaced: dict[str, np.ndarray] = {}
+    for layer in range(config["num_hidden_layers"]):
+        for hf_name, gguf_name in GGUF_NAMES.items():
+            if hf_name.split(".")[-1] not in target_modules:
+                continue
+            weight = state[f"model.layers.{layer}.{hf_name}.weight"].astype(np.float32)
+            if gguf_name == "attn_q":
+                weight = _permute(weight, config["num_attention_heads"])
+            elif gguf_name == "attn_k":
+                weight = _permute(weight, config["num_key_value_heads"])
+            replaced[f"blk.{layer}.{gguf_name}.weight"] = weight.astype(np.float16)
+    architecture = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
+    partial = out_path.with_name(out_path.name + ".partial")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(str(partial), architecture)
+    for item in reader.fields.values():
+        if item.name == gguf.Keys.General.ARCHITECTURE or item.name.startswith("GGUF."):
+            continue
+        value_type = item.types[0]
+        sub_type = item.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(item.name, item.contents(), value_type, sub_type=sub_type)
+    for tensor in reader.tensors:
+        if tensor.name in replaced:
+            data = replaced[tensor.name]
+            writer.add_tensor_info(tensor.name, data.shape, data.dtype, data.nbytes, gguf.GGMLQuantizationType.F16)
+        else:
+            writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes, tensor.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for tensor in reader.tensors:
+        writer.write_tensor_data(replaced.get(tensor.name, tensor.data), tensor_endianess=reader.endianess)
+    writer.close()
+    os.replace(partial, out_path)
