@@ -3,7 +3,8 @@
     python bench/generation.py [--model qwen2.5-coder-1.5b] [--prompts 12] [--max-tokens 96] [--rounds 2]
 
 Both sides load the same GGUF with the same settings and answer the same chat requests with the same seed;
-rounds alternate (bare, pipeline, bare, pipeline, ...) so drift in machine speed hits both. Prints tokens/s of
+rounds alternate in ABBA order (bare then pipeline, pipeline then bare, ...) so drift in machine speed
+and warm-up hit both sides alike. Prints tokens/s of
 each, the throughput ratio pipeline/bare (goal >= 0.95), and the speed-up of a second identical pipeline run
 served from the call cache.
 """
@@ -75,10 +76,12 @@ def main() -> None:
     for round_index in range(args.rounds):
         # A new seed per round: the pipeline must really generate (no cache hit) in every round.
         round_params = params.model_copy(update={"seed": params.seed + round_index})
-        seconds, tokens, bare_texts = run_bare(round_params)
-        bare_s, bare_tok = bare_s + seconds, bare_tok + tokens
-        seconds, tokens, pipe_texts, calls = run_pipeline(round_params, workdir / f"cache-{round_index}.duckdb")
-        pipe_s, pipe_tok = pipe_s + seconds, pipe_tok + tokens
+        cache = workdir / f"cache-{round_index}.duckdb"
+        if round_index % 2 == 0:  # ABBA order: whichever side runs first in a round runs second in the next
+            (b_s, b_tok, bare_texts), (p_s, p_tok, pipe_texts, calls) = run_bare(round_params), run_pipeline(round_params, cache)
+        else:
+            (p_s, p_tok, pipe_texts, calls), (b_s, b_tok, bare_texts) = run_pipeline(round_params, cache), run_bare(round_params)
+        bare_s, bare_tok, pipe_s, pipe_tok = bare_s + b_s, bare_tok + b_tok, pipe_s + p_s, pipe_tok + p_tok
         assert calls == len(requests), "the pipeline side must not hit the cache in a timed round"
         assert pipe_texts == bare_texts, "same model, same seed: both sides must produce the same text"
 

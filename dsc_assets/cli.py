@@ -24,7 +24,8 @@ def _prepare_environment(profile: str | None) -> None:
     os.makedirs(dagster_home, exist_ok=True)
     config = os.path.join(dagster_home, "dagster.yaml")
     if not os.path.exists(config):
-        open(config, "w").close()  # an empty file: default storage in this folder, without Dagster's warning
+        with open(config, "w") as handle:  # default storage in this folder; no telemetry from an offline tool
+            handle.write("telemetry:\n  enabled: false\n")
 
 
 def _task_list(value: str | None, default: list[str]) -> list[str]:

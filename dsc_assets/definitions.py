@@ -7,12 +7,12 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb_pandas import DuckDBPandasIOManager
 
-from dsc_assets import assets, checks, preferences
+from dsc_assets import assets, checks, preferences, training
 from dsc_assets.partitions import task_partitions
-from dsc_assets.profiles import Profile, build_generator, build_rewards, build_student, dsc_home, load_profile
+from dsc_assets.profiles import Profile, build_generator, build_rewards, build_student, build_trainer, dsc_home, load_profile
 from resources.settings import DscSettings
 
-all_assets = dg.load_assets_from_modules([assets, preferences])
+all_assets = dg.load_assets_from_modules([assets, preferences, training])
 all_checks = dg.load_asset_checks_from_modules([checks])
 
 dsc_job = dg.define_asset_job(
@@ -29,6 +29,7 @@ def build_resources(profile: Profile, home: Path) -> dict:
         "llm": build_generator(profile, home),
         "rewards": build_rewards(profile, home),
         "student": build_student(profile, home),
+        "trainer": build_trainer(profile, home),
         "settings": DscSettings(
             max_prompts_per_task=profile.max_prompts_per_task,
             max_eval_prompts_per_task=profile.max_eval_prompts_per_task,

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from resources.llm import LlamaCppLLM, LLMResource, OpenAICompatibleLLM
 from resources.rewards import RewardModels
+from resources.trainer import LoRATrainer
 from resources.settings import DscSettings  # noqa: F401  (re-exported for definitions)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -103,3 +104,10 @@ def build_student(profile: Profile, home: Path) -> LlamaCppLLM:
     student = profile.student
     return LlamaCppLLM(cache_path=str(home / "cache.duckdb"), model=student.model, model_cache_dir=str(home / "models"),
                        n_ctx=student.n_ctx, n_threads=student.n_threads)
+
+
+def build_trainer(profile: Profile, home: Path) -> LoRATrainer:
+    try:
+        return LoRATrainer(base_model=profile.student.model, model_cache_dir=str(home / "models"), **profile.trainer)
+    except Exception as error:  # pydantic names the bad key; say where it came from
+        raise ValueError(f"profile 'trainer' settings are invalid: {error}") from None
