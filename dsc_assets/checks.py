@@ -12,11 +12,17 @@ from dsc_assets.partitions import task_partitions
 from dsc_assets.quality import QualityReport, check_rate, check_result, instruction_lines, validate_table
 from dsc_assets.tasks import Task
 from resources.rewards import RewardModels
+from resources.settings import DscSettings
 
 
-def report_for(asset: str, df: pd.DataFrame, task: Task, rewards: RewardModels | None = None) -> QualityReport:
-    """The quality suite of one asset's table for one task."""
-    spec, rules = task.spec, task.spec.quality
+def report_for(
+    asset: str, df: pd.DataFrame, task: Task, rewards: RewardModels | None = None, overrides: dict | None = None
+) -> QualityReport:
+    """The quality suite of one asset's table for one task (``overrides``: the profile's quality_overrides)."""
+    spec, overrides = task.spec, dict(overrides or {})
+    band = (overrides.pop("min_acceptance_rate", spec.acceptance.min_rate),
+            overrides.pop("max_acceptance_rate", spec.acceptance.max_rate))
+    rules = spec.quality.model_copy(update=overrides)
     if asset == "drafts":
         return validate_table(df, rules, asset, echo_of={"text": ("prompt",)}, unique_columns=("prompt_id",))
     if asset == "critiques":
@@ -34,7 +40,7 @@ def report_for(asset: str, df: pd.DataFrame, task: Task, rewards: RewardModels |
     if asset == "accepted_samples":
         report = validate_table(df, rules, asset, text_columns=(), unique_columns=("prompt_id",))
         rate = float(df["accepted"].mean()) if len(df) else 0.0
-        report.outcomes.append(check_rate(rate, spec.acceptance.min_rate, spec.acceptance.max_rate, "acceptance_rate"))
+        report.outcomes.append(check_rate(rate, band[0], band[1], "acceptance_rate"))
         return report
     if asset == "preference_pairs":
         return validate_table(df, rules, asset, text_columns=("chosen",), echo_of={"chosen": ("rejected",)})
@@ -53,8 +59,11 @@ def _check(asset_def: dg.AssetsDefinition, description: str, needs_rewards: bool
 
     @dg.asset_check(asset=asset_def, name=f"{name}_quality", blocking=True, partitions_def=task_partitions,
                     description=description)
-    def _quality(context: dg.AssetCheckExecutionContext, table: pd.DataFrame, rewards: RewardModels) -> dg.AssetCheckResult:
-        return check_result(report_for(name, table, partition_task(context), rewards if needs_rewards else None))
+    def _quality(
+        context: dg.AssetCheckExecutionContext, table: pd.DataFrame, rewards: RewardModels, settings: DscSettings
+    ) -> dg.AssetCheckResult:
+        return check_result(report_for(name, table, partition_task(context), rewards if needs_rewards else None,
+                                       settings.quality_overrides))
 
     return _quality
 

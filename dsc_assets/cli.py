@@ -46,12 +46,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     tasks = _task_list(args.tasks, profile.tasks)
     job = defs.resolve_job_def("dsc_job")
+    selection = [dg.AssetKey(name) for name in sorted(_selection(args, defs) or [])] or None
     instance = dg.DagsterInstance.get()
     failed = []
     for task in tasks:
         started = time.perf_counter()
         print(f"dsc run: task '{task}' ...", flush=True)
-        result = job.execute_in_process(partition_key=task, instance=instance, raise_on_error=False)
+        result = job.execute_in_process(partition_key=task, instance=instance, raise_on_error=False,
+                                        asset_selection=selection)
         seconds = time.perf_counter() - started
         materialized = [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()]
         print(f"dsc run: task '{task}' {'succeeded' if result.success else 'FAILED'} in {seconds:.0f}s; "
@@ -117,7 +119,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
                     print(f"  {asset:<18} MISSING  (not materialized: blocked upstream or never run)")
                     failures += 1
                     continue
-                report = report_for(asset, table, task, defs.resources["rewards"])
+                report = report_for(asset, table, task, defs.resources["rewards"],
+                                    defs.resources["settings"].quality_overrides)
                 print(f"  {asset:<18} {'ok' if report.success else 'FAILED'}  "
                       f"({len(report.outcomes) - len(report.failed())}/{len(report.outcomes)} expectations met)")
                 for outcome in report.failed():
@@ -174,7 +177,8 @@ def _plan(args: argparse.Namespace):
     tasks = _task_list(args.tasks, profile.tasks)
     resources = defs.resources
     instance = dg.DagsterInstance.get()
-    entries = plan(defs, instance, tasks, resources["settings"], resources["llm"])
+    only = _selection(args, defs)
+    entries = plan(defs, instance, tasks, resources["settings"], resources["llm"], only)
     costs = {}
     for task_name in {e.task for e in entries}:
         try:
@@ -183,18 +187,30 @@ def _plan(args: argparse.Namespace):
             continue
         for asset, cost in generation_cost(task, resources["settings"], resources["llm"]).items():
             costs[(asset, task_name)] = cost
-    return dg, defs, instance, tasks, entries, costs
+    return dg, defs, instance, tasks, entries, costs, only
+
+
+def _selection(args: argparse.Namespace, defs) -> set[str] | None:
+    if not getattr(args, "select", None):
+        return None
+    from dsc_assets.staleness import asset_order
+
+    known = set(asset_order(defs)[0])
+    chosen = {name.strip() for name in args.select.split(",") if name.strip()}
+    if chosen - known:
+        raise SystemExit(f"dsc: unknown asset(s) {', '.join(sorted(chosen - known))}; known: {', '.join(sorted(known))}")
+    return chosen
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    *_, entries, costs = _plan(args)
+    *_, entries, costs, _only = _plan(args)
     _print_plan(entries, costs)
     return 0
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
     """Materialize stale roots, re-plan, repeat: data-aware, so an unchanged output stops the wave."""
-    dg, defs, instance, tasks, entries, costs = _plan(args)
+    dg, defs, instance, tasks, entries, costs, only = _plan(args)
     job = defs.resolve_implicit_global_asset_job_def()
     for _round in range(50):
         roots = [e for e in entries if e.root]
@@ -211,7 +227,7 @@ def cmd_refresh(args: argparse.Namespace) -> int:
                 return 1
         from dsc_assets.staleness import plan
 
-        entries = plan(defs, instance, tasks, defs.resources["settings"], defs.resources["llm"])
+        entries = plan(defs, instance, tasks, defs.resources["settings"], defs.resources["llm"], only)
     print("dsc refresh: gave up after 50 rounds", file=sys.stderr)
     return 1
 
@@ -223,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="materialize the main job for each task (partition)")
     run.add_argument("--tasks", help="comma-separated task names (default: the profile's list)")
     run.add_argument("--profile", help="profile name under profiles/ or a YAML path (default: $DSC_PROFILE or 'default')")
+    run.add_argument("--select", help="comma-separated asset names (default: the whole graph)")
     run.set_defaults(func=cmd_run)
 
     for name, func, text in (("plan", cmd_plan, "what is stale per asset and task, why, and what a refresh costs"),
@@ -230,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         command = sub.add_parser(name, help=text)
         command.add_argument("--tasks", help="comma-separated task names (default: the profile's list)")
         command.add_argument("--profile", help="profile name or YAML path")
+        command.add_argument("--select", help="comma-separated asset names to consider (default: all)")
         command.set_defaults(func=func)
 
     gate = sub.add_parser("gate", help="quality gate for CI: materialize data assets, check, exit 1 on failure")

@@ -34,6 +34,7 @@ def build_resources(profile: Profile, home: Path) -> dict:
             max_prompts_per_task=profile.max_prompts_per_task,
             max_eval_prompts_per_task=profile.max_eval_prompts_per_task,
             max_tokens_cap=profile.max_tokens_cap,
+            quality_overrides=profile.quality_overrides,
             artifacts_dir=str(home / "artifacts"),
         ),
         # The database file's name must differ from the schema's.

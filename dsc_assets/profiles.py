@@ -54,6 +54,7 @@ class Profile(BaseModel):
     max_prompts_per_task: int | None = Field(None, ge=1)
     max_eval_prompts_per_task: int | None = Field(None, ge=0)
     max_tokens_cap: int | None = Field(None, ge=1)
+    quality_overrides: dict[str, float] = Field(default_factory=dict)
     tasks: list[str] = Field(default_factory=list)
 
 

@@ -81,10 +81,14 @@ def asset_order(defs: dg.Definitions) -> tuple[list[str], dict[str, list[str]]]:
 
 
 def plan(
-    defs: dg.Definitions, instance: dg.DagsterInstance, tasks: list[str], settings: DscSettings, llm: LLMResource
+    defs: dg.Definitions, instance: dg.DagsterInstance, tasks: list[str], settings: DscSettings, llm: LLMResource,
+    only: set[str] | None = None,
 ) -> list[StaleEntry]:
-    """Every stale (asset, task) with its reasons, in dependency order."""
+    """Every stale (asset, task) with its reasons, in dependency order (``only``: restrict to these assets)."""
     ordered, upstream = asset_order(defs)
+    if only:
+        ordered = [a for a in ordered if a in only]
+        upstream = {a: [p for p in parents if p in only] for a, parents in upstream.items()}
     stale: dict[tuple[str, str], StaleEntry] = {}
     for task_name in tasks:
         try:

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dsc_assets.quality import QualityRules
-from resources.hashing import content_hash
+from resources.hashing import content_hash, file_sha256
 from resources.llm import SamplingParams
 
 PROMPTS_DIR_ENV = "DSC_PROMPTS_DIR"
@@ -180,8 +180,10 @@ class Task:
         return "test" if draw < self.spec.split.test_fraction else "train"
 
     @cached_property
-    def prompts_version(self) -> str:
-        return content_hash([p.model_dump(mode="json") for p in self.prompts], length=16)
+    def prompts_file_version(self) -> str:
+        """Hash of the prompts file's bytes: any edit, even whitespace, makes raw_prompts rebuild (and stop there
+        if the parsed prompts did not change)."""
+        return file_sha256(str(self.folder / PROMPTS_FILE))[:16]
 
 
 def _format_validation(path: Path, error: ValidationError) -> str:

@@ -56,7 +56,7 @@ def run_context(asset: str, task, settings, llm=None) -> tuple:
     """What besides task.yaml decides an asset's output: the prompts and caps for raw_prompts; the model and the
     effective sampling parameters for generation."""
     if asset == "raw_prompts":
-        return (task.prompts_version, settings.max_prompts_per_task, settings.max_eval_prompts_per_task)
+        return (task.prompts_file_version, settings.max_prompts_per_task, settings.max_eval_prompts_per_task)
     if asset in GENERATION_ASSETS and llm is not None:
         return (llm.model_identity(), task.sampling_for(settings.max_tokens_cap).model_dump(mode="json"))
     return ()

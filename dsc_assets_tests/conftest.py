@@ -46,3 +46,4 @@ def run_cli(args: list[str], env: dict[str, str], timeout: int = 600) -> subproc
     bin_dir = Path(sys.executable).parent
     full_env = {**os.environ, **env, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     return subprocess.run(args, cwd=PROJECT_ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+

@@ -108,7 +108,7 @@ def test_gate_exit_code(tmp_path, texts, exit_code):
     home.mkdir()
     _write_tables(home, {"drafts": _drafts(texts)})
     result = run_cli(["dsc", "gate", "--partition", "sentiment", "--check-only", "--assets", "drafts"],
-                     {"DSC_PROFILE": "test", "DSC_HOME": str(home), "DAGSTER_HOME": str(tmp_path)})
+                     {"DSC_PROFILE": "default", "DSC_HOME": str(home), "DAGSTER_HOME": str(tmp_path)})
     assert result.returncode == exit_code, result.stdout + result.stderr
     if exit_code:
         assert "drafts" in result.stdout and "FAILED" in result.stdout and "text_repetition" in result.stdout

@@ -48,7 +48,8 @@ def test_killed_run_loses_only_the_rows_in_flight(tmp_path):
     profile_path.write_text(yaml.safe_dump(profile))
     env = {**os.environ, **_env(tmp_path), "PYTHONUNBUFFERED": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    command = ["dsc", "run", "--tasks", "sentiment", "--profile", str(profile_path)]
+    command = ["dsc", "run", "--tasks", "sentiment", "--profile", str(profile_path), "--select",
+               "raw_prompts,drafts,critiques,revisions"]
     process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
     for line in process.stdout:  # wait until drafts are under way, then kill without warning

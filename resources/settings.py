@@ -18,6 +18,10 @@ class DscSettings(dg.ConfigurableResource):
         default=None, description="First N test-split prompts of each task, for evaluation (None: all)."
     )
     max_tokens_cap: int | None = Field(default=None, description="Upper bound on every task's max_tokens.")
+    quality_overrides: dict[str, float] = Field(
+        default_factory=dict,
+        description="Profile-wide overrides of every task's quality thresholds (and min/max_acceptance_rate).",
+    )
     artifacts_dir: str = Field(default=".dsc/artifacts", description="Versioned datasets and checkpoints live here.")
 
     def artifact_path(self, *parts: str) -> Path:

@@ -1,0 +1,96 @@
+"""Incremental rebuilds: an edited template makes exactly its dependents stale, and refresh rebuilds only those."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import duckdb
+import pytest
+
+from dsc_assets.tasks import Task, load_task_spec
+from dsc_assets_tests.conftest import run_cli
+
+CHAIN = "raw_prompts,drafts,critiques,revisions"
+
+
+def _train_prompts(root, name, count):
+    task = Task(name, root / name, load_task_spec(name, root), [])
+    ids, n = [], 0
+    while len(ids) < count:
+        if task.split_of(f"{name}-x{n}") == "train":
+            ids.append(f"{name}-x{n}")
+        n += 1
+    lines = [json.dumps({"id": i, "prompt": f"Question number {k} for {name}: what do you think of rainy days?"})
+             for k, i in enumerate(ids)]
+    (root / name / "prompts.jsonl").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def two_tasks(tmp_path):
+    """sentiment and sycophancy, three train prompts each, in a private prompts folder and DSC_HOME."""
+    root = tmp_path / "prompts"
+    for name in ("sentiment", "sycophancy"):
+        shutil.copytree(f"prompts/{name}", root / name)
+        _train_prompts(root, name, 3)
+    (tmp_path / "dagster").mkdir()
+    env = {"DSC_PROFILE": "test", "DSC_PROMPTS_DIR": str(root), "DSC_HOME": str(tmp_path / "home"),
+           "DAGSTER_HOME": str(tmp_path / "dagster")}
+    return root, env, tmp_path / "home"
+
+
+def _calls(home) -> int:
+    with duckdb.connect(str(home / "cache.duckdb"), read_only=True) as con:
+        return con.execute("SELECT count(*) FROM calls WHERE kind = 'chat'").fetchone()[0]
+
+
+def _dsc(env, *args):
+    result = run_cli(["dsc", *args, "--tasks", "sentiment,sycophancy", "--select", CHAIN], env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def _stale(plan_output: str) -> set[tuple[str, str]]:
+    rows = [line.split() for line in plan_output.splitlines()[1:] if line and not line.startswith(("refresh", "dsc"))]
+    return {(row[0], row[1]) for row in rows if len(row) > 2}
+
+
+def test_edited_revision_template_rebuilds_only_that_tasks_revisions(two_tasks):
+    root, env, home = two_tasks
+    _dsc(env, "refresh")
+    assert _calls(home) == 2 * 3 * 3  # two tasks x three prompts x (draft, critique, revision)
+    assert "nothing is stale" in _dsc(env, "plan")
+
+    task_file = root / "sentiment" / "task.yaml"
+    task_file.write_text(task_file.read_text().replace("clearly positive about the movie", "warmly positive about the film"))
+    planned = _dsc(env, "plan")
+    assert _stale(planned) == {("revisions", "sentiment")}, planned
+    assert "3 (+0 cached)" in planned  # the cost: three revisions, nothing from the cache
+
+    before = _calls(home)
+    _dsc(env, "refresh")
+    assert _calls(home) - before == 3  # only the sentiment revisions were generated again
+    assert "nothing is stale" in _dsc(env, "plan")
+
+
+def test_whitespace_only_edit_stops_at_the_first_asset(two_tasks):
+    root, env, home = two_tasks
+    _dsc(env, "refresh")
+    prompts = root / "sentiment" / "prompts.jsonl"
+    reformatted = "\n".join(json.dumps(json.loads(line), indent=None, separators=(", ", ":  "))
+                            for line in prompts.read_text().splitlines()) + "\n\n"
+    prompts.write_text(reformatted)
+    assert _stale(_dsc(env, "plan")) == {("raw_prompts", "sentiment")}
+    before = _calls(home)
+    refreshed = _dsc(env, "refresh")
+    assert "sentiment: raw_prompts" in refreshed and "drafts" not in refreshed.split("nothing is stale")[0].split("raw_prompts", 1)[1]
+    assert _calls(home) == before
+    assert "nothing is stale" in _dsc(env, "plan")  # identical output: drafts and the rest stay fresh
+
+
+def test_adding_a_task_folder_adds_a_partition(two_tasks):
+    root, env, _ = two_tasks
+    code = "from dsc_assets.partitions import task_partitions; print(','.join(task_partitions.get_partition_keys()))"
+    assert run_cli(["python", "-c", code], env).stdout.strip() == "sentiment,sycophancy"
+    shutil.copytree(root / "sentiment", root / "reviews")
+    assert run_cli(["python", "-c", code], env).stdout.strip() == "reviews,sentiment,sycophancy"
