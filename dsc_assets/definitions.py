@@ -25,6 +25,7 @@ dsc_job = dg.define_asset_job(
 
 def build_resources(profile: Profile, home: Path) -> dict:
     """Every resource the graph needs, configured by a profile and rooted at a DSC_HOME."""
+    home.mkdir(parents=True, exist_ok=True)  # DuckDB creates files, not folders
     return {
         "llm": build_generator(profile, home),
         "rewards": build_rewards(profile, home),

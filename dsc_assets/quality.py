@@ -72,13 +72,14 @@ def template_echo(text: str, template_lines: list[str]) -> float:
 
 
 def instruction_lines(*templates: str) -> list[str]:
-    """The fixed text of templates (placeholders removed), line by line: what a parroting model would copy."""
+    """The fixed text of templates (placeholders removed), sentence by sentence: what a parroting model would copy."""
     lines = []
     for template in templates:
         for line in template.splitlines():
-            fixed = re.sub(r"\{[a-z_]+\}", " ", line).strip()
-            if len(_WORD.findall(fixed)) >= 6:
-                lines.append(fixed)
+            fixed = re.sub(r"\{[a-z_]+\}", " ", line)
+            for sentence in re.split(r"(?<=[.!?:])\s+", fixed):
+                if len(_WORD.findall(sentence)) >= 6:
+                    lines.append(sentence.strip())
     return lines
 
 
