@@ -34,7 +34,21 @@ def sampling_params(task: Task, settings: DscSettings) -> SamplingParams:
 def version_metadata(context: dg.AssetExecutionContext, task: Task, settings: DscSettings | None = None, llm=None) -> dict:
     """The per-task version `dsc plan` compares with the current task files (see versions.py)."""
     asset = context.asset_key.path[-1]
-    return {"task_version": dg.MetadataValue.text(task_version(asset, task.spec, *run_context(asset, task, settings, llm)))}
+    return {"task_version": dg.MetadataValue.text(task_version(asset, task.spec, *run_context(asset, task, settings, llm))),
+            "upstream_data_versions": dg.MetadataValue.json(upstream_data_versions(context))}
+
+
+def upstream_data_versions(context: dg.AssetExecutionContext) -> dict[str, str | None]:
+    """The data version of every parent's latest materialization of this partition: what this run read. Recorded
+    by dsc because Dagster's input-event pointer of a parent outside the run may name another partition's event."""
+    versions = {}
+    for dep in context.assets_def.specs_by_key[context.asset_key].deps:
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dep.asset_key, asset_partitions=[context.partition_key]), limit=1
+        ).records
+        tags = (records[0].event_log_entry.asset_materialization.tags or {}) if records else {}
+        versions[dep.asset_key.path[-1]] = tags.get("dagster/data_version")
+    return versions
 
 
 def generate_step(

@@ -212,11 +212,18 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     """Materialize stale roots, re-plan, repeat: data-aware, so an unchanged output stops the wave."""
     dg, defs, instance, tasks, entries, costs, only = _plan(args)
     job = defs.resolve_implicit_global_asset_job_def()
+    previous: set[tuple[str, str]] = set()
     for _round in range(50):
         roots = [e for e in entries if e.root]
         if not roots:
             print("dsc refresh: nothing is stale")
             return 0
+        if {(e.asset, e.task) for e in roots} == previous:  # rebuilt and still stale: report instead of looping
+            for entry in roots:
+                print(f"dsc refresh: {entry.task}: {entry.asset} is still stale after a rebuild: "
+                      f"{'; '.join(entry.reasons)}", file=sys.stderr)
+            return 1
+        previous = {(e.asset, e.task) for e in roots}
         for task in sorted({e.task for e in roots}):
             selection = [dg.AssetKey(e.asset) for e in roots if e.task == task]
             print(f"dsc refresh: {task}: {', '.join(k.path[-1] for k in selection)}", flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import duckdb
@@ -50,9 +51,20 @@ def _dsc(env, *args):
     return result.stdout
 
 
-def _stale(plan_output: str) -> set[tuple[str, str]]:
-    rows = [line.split() for line in plan_output.splitlines()[1:] if line and not line.startswith(("refresh", "dsc"))]
-    return {(row[0], row[1]) for row in rows if len(row) > 2}
+_ROW = re.compile(r"^(\S+)\s+(\S+)\s+(?:\d+ \(\+\d+ cached\)|-)\s+(.*)$")
+
+
+def _stale(plan_output: str, roots_only: bool = False) -> set[tuple[str, str]]:
+    """(asset, task) rows of `dsc plan`; roots_only: stale for their own reasons, not only because of upstream."""
+    stale = set()
+    for line in plan_output.splitlines():
+        match = _ROW.match(line)
+        if match is None or match.group(1) == "asset":
+            continue
+        reasons = [r.strip() for r in match.group(3).split(";")]
+        if not roots_only or any(not r.startswith("upstream stale") for r in reasons):
+            stale.add((match.group(1), match.group(2)))
+    return stale
 
 
 def test_edited_revision_template_rebuilds_only_that_tasks_revisions(two_tasks):
@@ -80,10 +92,14 @@ def test_whitespace_only_edit_stops_at_the_first_asset(two_tasks):
     reformatted = "\n".join(json.dumps(json.loads(line), indent=None, separators=(", ", ":  "))
                             for line in prompts.read_text().splitlines()) + "\n\n"
     prompts.write_text(reformatted)
-    assert _stale(_dsc(env, "plan")) == {("raw_prompts", "sentiment")}
+    planned = _dsc(env, "plan")
+    # the prompts file changed, so raw_prompts must be rebuilt; the rest waits on it (stale only upstream)
+    assert _stale(planned, roots_only=True) == {("raw_prompts", "sentiment")}, planned
+    assert {task for _, task in _stale(planned)} == {"sentiment"}
     before = _calls(home)
     refreshed = _dsc(env, "refresh")
-    assert "sentiment: raw_prompts" in refreshed and "drafts" not in refreshed.split("nothing is stale")[0].split("raw_prompts", 1)[1]
+    rounds = [line for line in refreshed.splitlines() if line.startswith("dsc refresh: sentiment")]
+    assert rounds == ["dsc refresh: sentiment: raw_prompts"], refreshed  # identical rows: the wave stops there
     assert _calls(home) == before
     assert "nothing is stale" in _dsc(env, "plan")  # identical output: drafts and the rest stay fresh
 

@@ -1,0 +1,57 @@
+"""The whole graph for one task with the tiny model: data, datasets, four checkpoints, evaluation."""
+
+from __future__ import annotations
+
+import dagster as dg
+import duckdb
+import pandas as pd
+from datasets import load_from_disk
+
+from dsc_assets.definitions import build_definitions
+from dsc_assets.profiles import load_profile
+from resources import stores
+
+
+def _table(home, asset: str) -> pd.DataFrame:
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        return con.execute(f"SELECT * FROM dsc.{asset} WHERE task = 'sentiment'").df()
+
+
+def test_full_graph_then_reproducible_evaluation(dsc_home):
+    defs = build_definitions(load_profile("test"), dsc_home)
+    instance = dg.DagsterInstance.ephemeral()
+    result = defs.resolve_job_def("dsc_job").execute_in_process(partition_key="sentiment", instance=instance)
+    assert result.success
+    materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
+    assert {"reward_scores", "accepted_samples", "preference_pairs", "sft_dataset", "dpo_dataset", "dlma_pairs",
+            "sft_checkpoint", "dpo_checkpoint", "rdpo_checkpoint", "dlma_checkpoint", "evaluation"} <= materialized
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+
+    rewards = _table(dsc_home, "reward_scores")
+    assert set(rewards["step"]) == {0, 1} and rewards["reward"].between(-1, 1).all()
+    accepted = _table(dsc_home, "accepted_samples")
+    # Greedy-ish acceptance (T = 0.05): a revision is kept only with a reward gain or a lucky draw.
+    assert (accepted.loc[accepted["accepted"], "sample_reward"] >= accepted.loc[accepted["accepted"], "draft_reward"] - 0.5).all()
+    sft = _table(dsc_home, "sft_dataset")
+    if len(sft):
+        records = load_from_disk(sft["dataset_path"].iloc[0]).to_list()
+        assert [m["role"] for m in records[0]["messages"]] == ["system", "user", "assistant"]
+
+    evaluation = _table(dsc_home, "evaluation").set_index("model")
+    assert "base" in evaluation.index and evaluation.loc["base", "difference_vs_base"] == 0.0
+    trained = [m for m in ("sft", "dpo", "rdpo", "dlma") if m in evaluation.index]
+    checkpoints = pd.concat([_table(dsc_home, f"{m}_checkpoint") for m in ("sft", "dpo", "rdpo", "dlma")])
+    assert sorted(trained) == sorted(checkpoints.loc[checkpoints["status"] == "trained", "method"])
+    assert "dlma" in trained  # DLMA pairs exist whenever some self-reward is positive
+    assert (evaluation["prompts"] == evaluation.loc["base", "prompts"]).all()
+    report = (dsc_home / "artifacts" / "reports" / "sentiment" / "evaluation.md").read_text()
+    assert "| model |" in report and "base" in report
+
+    # Same seed, fresh cache: the evaluation generates again and gets the same numbers.
+    stores.close_all()
+    (dsc_home / "cache.duckdb").unlink()
+    again = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        partition_key="sentiment", instance=instance, asset_selection=[dg.AssetKey("evaluation")],
+    )
+    assert again.success
+    pd.testing.assert_frame_equal(_table(dsc_home, "evaluation").set_index("model"), evaluation)
