@@ -8,6 +8,7 @@ import dagster as dg
 from dagster_duckdb_pandas import DuckDBPandasIOManager
 
 from dsc_assets import assets, checks, preferences, training
+from dsc_assets.automation import dsc_refresh_sensor
 from dsc_assets.partitions import task_partitions
 from dsc_assets.profiles import Profile, build_generator, build_rewards, build_student, build_trainer, dsc_home, load_profile
 from resources.settings import DscSettings
@@ -49,6 +50,7 @@ def build_definitions(profile: Profile | None = None, home: Path | None = None) 
         assets=all_assets,
         asset_checks=all_checks,
         jobs=[dsc_job],
+        sensors=[dsc_refresh_sensor],
         resources=build_resources(profile, home or dsc_home()),
         # In-process is ~3x faster than multiprocess on 2 cores, and keeps one loaded model per run.
         executor=dg.in_process_executor,

@@ -65,9 +65,9 @@ def upstream_moved(instance: dg.DagsterInstance, materialization, parent: str, t
     return read is None or _data_version(read) != _data_version(history[0])
 
 
-def asset_order(defs: dg.Definitions) -> tuple[list[str], dict[str, list[str]]]:
-    """Asset names in dependency order, and each asset's upstream names."""
-    graph = defs.resolve_asset_graph()
+def asset_order(defs) -> tuple[list[str], dict[str, list[str]]]:
+    """Asset names in dependency order, and each asset's upstream names (from Definitions or an asset graph)."""
+    graph = defs.resolve_asset_graph() if isinstance(defs, dg.Definitions) else defs
     upstream = {key.path[-1]: sorted(p.path[-1] for p in graph.get(key).parent_keys) for key in graph.materializable_asset_keys}
     ordered, seen = [], set()
 
@@ -85,7 +85,7 @@ def asset_order(defs: dg.Definitions) -> tuple[list[str], dict[str, list[str]]]:
 
 
 def plan(
-    defs: dg.Definitions, instance: dg.DagsterInstance, tasks: list[str], settings: DscSettings, llm: LLMResource,
+    defs, instance: dg.DagsterInstance, tasks: list[str], settings: DscSettings, llm: LLMResource,
     only: set[str] | None = None,
 ) -> list[StaleEntry]:
     """Every stale (asset, task) with its reasons, in dependency order (``only``: restrict to these assets)."""

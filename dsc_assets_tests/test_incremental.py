@@ -6,6 +6,9 @@ import json
 import re
 import shutil
 
+from pathlib import Path
+
+import dagster as dg
 import duckdb
 import pytest
 
@@ -67,7 +70,7 @@ def _stale(plan_output: str, roots_only: bool = False) -> set[tuple[str, str]]:
     return stale
 
 
-def test_edited_revision_template_rebuilds_only_that_tasks_revisions(two_tasks):
+def test_edited_revision_template_rebuilds_only_that_tasks_revisions(two_tasks, monkeypatch):
     root, env, home = two_tasks
     _dsc(env, "refresh")
     assert _calls(home) == 2 * 3 * 3  # two tasks x three prompts x (draft, critique, revision)
@@ -78,11 +81,29 @@ def test_edited_revision_template_rebuilds_only_that_tasks_revisions(two_tasks):
     planned = _dsc(env, "plan")
     assert _stale(planned) == {("revisions", "sentiment")}, planned
     assert "3 (+0 cached)" in planned  # the cost: three revisions, nothing from the cache
+    # `dagster dev`'s sensor sees the same thing and asks for exactly that run
+    requests = _sensor(env, monkeypatch)
+    assert [(r.partition_key, [k.path[-1] for k in r.asset_selection]) for r in requests] == [("sentiment", ["revisions"])]
 
     before = _calls(home)
     _dsc(env, "refresh")
     assert _calls(home) - before == 3  # only the sentiment revisions were generated again
     assert "nothing is stale" in _dsc(env, "plan")
+    assert isinstance(_sensor(env, monkeypatch), dg.SkipReason)
+
+
+def _sensor(env, monkeypatch):
+    """Evaluate dsc_refresh_sensor against the CLI's Dagster instance and prompts folder."""
+    from dsc_assets.automation import dsc_refresh_sensor
+    from dsc_assets.definitions import build_definitions
+    from dsc_assets.profiles import load_profile
+
+    monkeypatch.setenv("DSC_PROMPTS_DIR", env["DSC_PROMPTS_DIR"])
+    defs = build_definitions(load_profile("test"), Path(env["DSC_HOME"]))
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        context = dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def(),
+                                          resources={"settings": defs.resources["settings"], "llm": defs.resources["llm"]})
+        return dsc_refresh_sensor(context)
 
 
 def test_whitespace_only_edit_stops_at_the_first_asset(two_tasks):
