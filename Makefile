@@ -22,7 +22,9 @@ test: install
 	$(BIN)/python -m pytest
 
 bench: install-teacher
-	$(BIN)/python bench/generation.py
+	$(BIN)/python bench/generation.py --json bench/results/generation.json
+	$(BIN)/python bench/training.py --json bench/results/training.json
+	$(BIN)/python bench/incremental.py --json bench/results/incremental.json
 
 ui: install
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dsc/dagster} $(BIN)/dagster dev -h 127.0.0.1 -p 3000
