@@ -54,6 +54,8 @@ def main() -> None:
     # Both sides answer one untimed request first: page faults of the memory-mapped weights and llama.cpp's
     # first-call allocations are start-up, not throughput, and would otherwise land on whichever side runs first.
     bare.create_chat_completion(messages=requests[0], max_tokens=8)
+    LlamaCppLLM(cache_path=str(workdir / "warm-up.duckdb"), model=args.model, model_cache_dir=".dsc/models",
+                n_ctx=args.n_ctx).llama().create_chat_completion(messages=requests[0], max_tokens=8)  # shared per process
 
     def run_bare(params: SamplingParams) -> tuple[float, int, list[str]]:
         started, tokens, texts = time.perf_counter(), 0, []
