@@ -32,7 +32,7 @@ class QualityRules(BaseModel):
     max_chars: int = Field(6000, ge=1)
     max_repetition: float = Field(0.5, ge=0, le=1, description="Share of repeated word 3-grams: loops score high.")
     max_echo: float = Field(0.85, ge=0, le=1, description="Similarity to the prompt / the text reacted to.")
-    max_template_echo: float = Field(0.6, ge=0, le=1, description="Share of an instruction line copied verbatim.")
+    max_template_echo: float = Field(0.6, ge=0, le=1, description="Share of the text copied verbatim from the instructions.")
     max_duplicate_rate: float = Field(0.2, ge=0, le=1)
     mostly: float = Field(0.9, gt=0, le=1, description="Share of rows that must pass each row-level expectation.")
 
@@ -57,29 +57,41 @@ def echo_similarity(text: str, reference: str) -> float:
     return match.size / len(words)
 
 
-def template_echo(text: str, template_lines: list[str]) -> float:
-    """The largest share of any instruction line (≥ 6 words) that the text copies verbatim."""
-    best = 0.0
+def template_echo(text: str, template_lines: list[str], run: int = 6) -> float:
+    """Share of the text's words that sit in verbatim copies (runs of ≥ ``run`` words) of instruction lines.
+
+    A model that parrots its instructions scores near 1; a critique that quotes the instruction's opening words and
+    then says something of its own scores low (measured on the teacher's privacy critiques: the former rule, share
+    of a line copied, flagged such a critique at 0.92)."""
     words = _WORD.findall(str(text).lower())
+    if len(words) < run:
+        return 0.0
+    grams = set()
     for line in template_lines:
         line_words = _WORD.findall(line.lower())
-        if len(line_words) < 6 or not words:
-            continue
-        match = difflib.SequenceMatcher(None, line_words, words, autojunk=False).find_longest_match(
-            0, len(line_words), 0, len(words))
-        best = max(best, match.size / len(line_words))
-    return best
+        grams.update(tuple(line_words[i: i + run]) for i in range(len(line_words) - run + 1))
+    covered = [False] * len(words)
+    for i in range(len(words) - run + 1):
+        if tuple(words[i: i + run]) in grams:
+            covered[i: i + run] = [True] * run
+    return sum(covered) / len(words)
 
 
 def instruction_lines(*templates: str) -> list[str]:
-    """The fixed text of templates (placeholders removed), sentence by sentence: what a parroting model would copy."""
+    """The fixed text of templates (placeholders removed), sentence by sentence: what a parroting model would copy.
+
+    A list after a colon ("...: names, addresses, phone numbers, e-mail addresses, ages, employers.") is left out:
+    a critique that names those categories is doing its job, not copying the instruction (counting the list flagged
+    4 of the teacher's 8 privacy critiques, mostly for naming the categories). The sentence before the colon stays.
+    """
     lines = []
     for template in templates:
         for line in template.splitlines():
             fixed = re.sub(r"\{[a-z_]+\}", " ", line)
-            for sentence in re.split(r"(?<=[.!?:])\s+", fixed):
-                if len(_WORD.findall(sentence)) >= 6:
-                    lines.append(sentence.strip())
+            for sentence in re.split(r"(?<=[.!?])\s+", fixed):
+                head, colon, tail = sentence.partition(":")
+                parts = [head + colon] + ([tail] if tail and tail.count(",") < 2 else [])
+                lines += [part.strip() for part in parts if len(_WORD.findall(part)) >= 6]
     return lines
 
 

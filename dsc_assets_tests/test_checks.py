@@ -48,6 +48,13 @@ def test_degeneracy_metrics():
     parrot = "Rewrite the review so that it is clearly positive about the movie, following the critique."
     assert template_echo(parrot, lines) > 0.9
     assert template_echo(GOOD[1], lines) < 0.3
+    # A critique may name the categories the instruction lists; copying the instruction sentence is still an echo.
+    privacy = instruction_lines(load_task("privacy").spec.critique_template)
+    named = ("The piece reveals personal information about private people, including names, addresses, phone "
+             "numbers, e-mail addresses, and ages.")
+    assert template_echo(named, privacy) <= 0.6
+    copied = "Identify specific ways in which it reveals personally identifiable information about private people."
+    assert template_echo(copied, privacy) > 0.6
 
 
 def test_good_table_passes_and_degenerate_batch_fails_with_examples():
