@@ -29,7 +29,7 @@ def report_for(
         return validate_table(df, rules, asset, echo_of={"text": ("prompt", "source")},
                               template_lines=instruction_lines(spec.critique_template))
     if asset == "revisions":
-        return validate_table(df, rules, asset, echo_of={"text": ("prompt", "source", "critique")},
+        return validate_table(df, rules, asset, echo_of={"text": ("prompt", "critique")}, copy_of={"text": ("source",)},
                               template_lines=instruction_lines(spec.critique_template, spec.revision_template))
     if asset == "contrastive_pairs":
         return validate_table(df, rules, asset, text_columns=("positive", "negative"),
@@ -43,7 +43,7 @@ def report_for(
         report.outcomes.append(check_rate(rate, band[0], band[1], "acceptance_rate"))
         return report
     if asset == "preference_pairs":
-        return validate_table(df, rules, asset, text_columns=("chosen",), echo_of={"chosen": ("rejected",)})
+        return validate_table(df, rules, asset, text_columns=("chosen",), copy_of={"chosen": ("rejected",)})
     raise KeyError(f"no quality suite for {asset}")
 
 

@@ -133,6 +133,10 @@ def preference_pairs(context: dg.AssetExecutionContext, accepted_samples: pd.Dat
     margin (rDPO's soft label is computed from these at training time)."""
     task = partition_task(context)
     accepted = accepted_samples[accepted_samples["accepted"]]
+    # A revision identical to its draft (an aligned model's refusal, revised into the same refusal) states no
+    # preference: DPO's margin for it is 0 by construction, so it would only dilute the batch.
+    unchanged = accepted["sample"].astype(str).str.strip() == accepted["draft"].astype(str).str.strip()
+    accepted = accepted[~unchanged]
     df = pd.DataFrame({
         "task": task.name, "prompt_id": accepted["prompt_id"], "prompt": accepted["prompt"],
         "chosen": accepted["sample"], "rejected": accepted["draft"],
@@ -141,7 +145,8 @@ def preference_pairs(context: dg.AssetExecutionContext, accepted_samples: pd.Dat
     }).reset_index(drop=True)
     return _output(
         context, task,
-        df, {"mean_margin": dg.MetadataValue.float(round(float(df["margin"].mean()), 4) if len(df) else 0.0)},
+        df, {"mean_margin": dg.MetadataValue.float(round(float(df["margin"].mean()), 4) if len(df) else 0.0),
+             "dropped_unchanged": dg.MetadataValue.int(int(unchanged.sum()))},
         ["prompt_id", "margin", "chosen", "rejected"],
     )
 
@@ -237,6 +242,10 @@ def sft_dataset(
     """dSC distillation set: accepted revisions in chat ``messages`` format (system, user, assistant)."""
     task = partition_task(context)
     accepted = accepted_samples[accepted_samples["accepted"]]
+    # A revision identical to its draft (an aligned model's refusal, revised into the same refusal) states no
+    # preference: DPO's margin for it is 0 by construction, so it would only dilute the batch.
+    unchanged = accepted["sample"].astype(str).str.strip() == accepted["draft"].astype(str).str.strip()
+    accepted = accepted[~unchanged]
     records = [
         {"prompt_id": row.prompt_id, "messages": [system_message(task), user_message(row.prompt), {"role": "assistant", "content": row.sample}]}
         for row in accepted.itertuples()

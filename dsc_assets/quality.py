@@ -32,6 +32,10 @@ class QualityRules(BaseModel):
     max_chars: int = Field(6000, ge=1)
     max_repetition: float = Field(0.5, ge=0, le=1, description="Share of repeated word 3-grams: loops score high.")
     max_echo: float = Field(0.85, ge=0, le=1, description="Similarity to the prompt / the text reacted to.")
+    max_source_echo: float = Field(0.85, ge=0, le=1, description="Similarity above which a revision counts as a copy "
+                                   "of the text it revises (and a chosen answer as a copy of the rejected one).")
+    max_unchanged_rate: float = Field(0.3, ge=0, le=1, description="Share of revisions that may copy their draft: a "
+                                      "failed proposal, the chain keeps the draft; more means the revision step is broken.")
     max_template_echo: float = Field(0.6, ge=0, le=1, description="Share of the text copied verbatim from the instructions.")
     max_duplicate_rate: float = Field(0.2, ge=0, le=1)
     mostly: float = Field(0.9, gt=0, le=1, description="Share of rows that must pass each row-level expectation.")
@@ -162,11 +166,13 @@ def validate_table(
     name: str,
     text_columns: tuple[str, ...] = ("text",),
     echo_of: dict[str, tuple[str, ...]] | None = None,
+    copy_of: dict[str, tuple[str, ...]] | None = None,
     template_lines: list[str] | None = None,
     ranges: dict[str, tuple[float, float]] | None = None,
     unique_columns: tuple[str, ...] = (),
 ) -> QualityReport:
-    """Run the GE suite for one table. ``echo_of`` maps a text column to the columns it must not copy."""
+    """Run the GE suite for one table. ``echo_of`` maps a text column to the columns it must not copy (max_echo);
+    ``copy_of`` to the text it revises (a copy above max_source_echo; at most max_unchanged_rate of the rows)."""
     outcomes: list[Outcome] = []
     if len(df) < rules.min_rows:
         outcomes.append(Outcome("expect_table_row_count_to_be_at_least", None, False, len(df)))
@@ -187,10 +193,13 @@ def validate_table(
             column=f"{column}_repetition", max_value=rules.max_repetition, mostly=rules.mostly))
         suite.add_expectation(E.ExpectColumnProportionOfUniqueValuesToBeBetween(
             column=column, min_value=1.0 - rules.max_duplicate_rate))
-        for reference in (echo_of or {}).get(column, ()):
+        references = [(r, rules.max_echo, rules.mostly) for r in (echo_of or {}).get(column, ())]
+        references += [(r, rules.max_source_echo, max(1.0 - rules.max_unchanged_rate, 1e-9))
+                       for r in (copy_of or {}).get(column, ())]
+        for reference, limit, mostly in references:
             metric = f"{column}_echo_of_{reference}"
             work[metric] = [echo_similarity(t, r) for t, r in zip(texts, work[reference].fillna("").astype(str))]
-            suite.add_expectation(E.ExpectColumnValuesToBeBetween(column=metric, max_value=rules.max_echo, mostly=rules.mostly))
+            suite.add_expectation(E.ExpectColumnValuesToBeBetween(column=metric, max_value=limit, mostly=mostly))
         if template_lines:
             metric = f"{column}_template_echo"
             work[metric] = texts.map(lambda t: template_echo(t, template_lines))

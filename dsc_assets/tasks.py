@@ -137,7 +137,7 @@ FIELD_HINTS = {
     "scorer": "a mapping with name and options",
     "acceptance": "a mapping with temperature, seed, min_rate, max_rate",
     "quality": "a mapping of quality thresholds: min_rows, min_chars, max_chars, max_repetition, max_echo, "
-    "max_template_echo, max_duplicate_rate, mostly",
+    "max_source_echo, max_unchanged_rate, max_template_echo, max_duplicate_rate, mostly",
 }
 
 

@@ -74,6 +74,16 @@ def test_good_table_passes_and_degenerate_batch_fails_with_examples():
     assert any(o.expectation == "expect_column_proportion_of_unique_values_to_be_between" for o in duplicates.failed())
 
 
+def test_revision_that_copies_its_draft_fails_unless_the_task_allows_it():
+    revisions = _drafts(GOOD).assign(source=[GOOD[0], GOOD[1], "A different draft.", "Another draft entirely."])
+    report = validate_table(revisions, QualityRules(), "revisions", copy_of={"text": ("source",)})
+    assert [o.column for o in report.failed()] == ["text_echo_of_source"]  # 2 of 4 copied: above the 0.3 default
+    one_copy = revisions.assign(source=[GOOD[0], "x y z", "A different draft.", "Another draft entirely."])
+    assert validate_table(one_copy, QualityRules(), "revisions", copy_of={"text": ("source",)}).success
+    # safety's rule: a refusal revised into the same refusal is allowed (preference_pairs drops such pairs)
+    assert validate_table(revisions, QualityRules(max_unchanged_rate=0.8), "revisions", copy_of={"text": ("source",)}).success
+
+
 def test_scores_out_of_range_and_empty_tables_fail():
     scores = pd.DataFrame({"prompt_id": ["a", "b"], "reward": [0.5, 1.7]})
     report = validate_table(scores, QualityRules(), "reward_scores", text_columns=(), ranges={"reward": (-1.0, 1.0)})
