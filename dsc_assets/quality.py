@@ -194,8 +194,8 @@ def validate_table(
         suite.add_expectation(E.ExpectColumnProportionOfUniqueValuesToBeBetween(
             column=column, min_value=1.0 - rules.max_duplicate_rate))
         references = [(r, rules.max_echo, rules.mostly) for r in (echo_of or {}).get(column, ())]
-        references += [(r, rules.max_source_echo, max(1.0 - rules.max_unchanged_rate, 1e-9))
-                       for r in (copy_of or {}).get(column, ())]
+        if rules.max_unchanged_rate < 1.0:  # 1.0: any share may be unchanged, nothing to expect
+            references += [(r, rules.max_source_echo, 1.0 - rules.max_unchanged_rate) for r in (copy_of or {}).get(column, ())]
         for reference, limit, mostly in references:
             metric = f"{column}_echo_of_{reference}"
             work[metric] = [echo_similarity(t, r) for t, r in zip(texts, work[reference].fillna("").astype(str))]
