@@ -58,6 +58,8 @@ def test_judge_scores_are_probabilities_and_deterministic(models):
                          model_cache_dir=models.model_cache_dir, n_ctx=1024)
     again = fresh.for_task(Scorer(name="judge", options={"question": "Is the response polite?"})).score(["Can you help me?"] * 2, texts)
     assert again == pytest.approx(first, abs=1e-6)
+    inverted = models.for_task(Scorer(name="judge", options={"question": "Is the response polite?", "invert": True}))
+    assert inverted.score(["Can you help me?"] * 2, texts) == pytest.approx([1 - s for s in first], abs=1e-6)
 
 
 def test_dlma_self_reward_sign_and_antisymmetry(models):
