@@ -28,8 +28,10 @@ class StaleEntry:
 
     @property
     def root(self) -> bool:
-        """Stale for its own reasons, not only because something upstream is."""
-        return any(not r.startswith("upstream stale") for r in self.reasons)
+        """Stale for its own reasons and nothing upstream of it is stale: rebuilt now, it is rebuilt once (an asset
+        whose upstream is stale too waits for it; else `evaluation` ran on the old checkpoints, then again)."""
+        own = any(not r.startswith("upstream stale") for r in self.reasons)
+        return own and not any(r.startswith("upstream stale") for r in self.reasons)
 
 
 def _records(instance: dg.DagsterInstance, asset: str, task: str, limit: int = 1):
