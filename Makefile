@@ -3,22 +3,34 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-teacher bench ui
+.PHONY: run test install install-teacher llama llama-rebuild doctor bench ui
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-install: $(BIN)/python
+# llama.cpp is compiled once per (version, CPU flags) into .dsc/wheels/ with explicit instruction sets (never
+# AMX, never -march=native) and installed from there, before pip could build or reuse a native wheel.
+llama: $(BIN)/python
+	$(BIN)/python -m resources.llama_build
+
+llama-rebuild: $(BIN)/python
+	$(BIN)/python -m resources.llama_build --rebuild
+
+install: llama
 	$(BIN)/pip install -q -e '.[test]'
 
-install-teacher: $(BIN)/python
+install-teacher: llama
 	$(BIN)/pip install -q -e '.[teacher,test]'
+
+doctor: install
+	$(BIN)/dsc doctor
 
 run: install-teacher
 	$(BIN)/dsc run
 
 test: install
+	$(BIN)/dsc doctor --profile test
 	$(BIN)/python -m pytest
 
 bench: install-teacher

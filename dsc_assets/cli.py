@@ -4,6 +4,7 @@
     dsc plan [--tasks ...]                                what is stale, why, and how many model calls a refresh costs
     dsc refresh [--tasks ...]                             rebuild only what is stale, until nothing is
     dsc gate --partition sentiment [--check-only]         quality gate: failed expectations, exit 1 on failure
+    dsc doctor [--profile test] [--force]                 can llama.cpp generate on this CPU? (child-process probe)
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from dsc_assets.definitions import defs, profile
 
     tasks = _task_list(args.tasks, profile.tasks)
+    if not _healthy(profile):
+        return 1
     job = defs.resolve_job_def("dsc_job")
     selection = [dg.AssetKey(name) for name in sorted(_selection(args, defs) or [])] or None
     instance = dg.DagsterInstance.get()
@@ -66,6 +69,48 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _healthy(profile, force: bool = False, verbose: bool = False) -> bool:
+    """The llama.cpp self-check before the first model call: a crash in a child beats a dead interpreter."""
+    from dsc_assets.doctor import DoctorError, check_models, profile_models
+    from dsc_assets.profiles import dsc_home
+    from resources.models import ModelError
+
+    try:
+        results = check_models(profile_models(profile, dsc_home()), dsc_home(), force=force)
+    except (DoctorError, ModelError) as error:
+        print(str(error), file=sys.stderr)
+        return False
+    for result in results:
+        if verbose or not result.cached:
+            speed = f"{result.tokens / result.seconds:.1f} tok/s" if result.seconds else "-"
+            note = " (remembered pass)" if result.cached else ""
+            print(f"dsc doctor: {result.model}: generated {result.tokens} tokens, {speed}{note}", flush=True)
+    return True
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Print the llama.cpp build and the CPU, then probe every model of the profile in a child process."""
+    _prepare_environment(args.profile)
+    from dsc_assets.profiles import load_profile
+    from resources.llama_build import build_key, chosen_features, cmake_args, cpu_flags, installed_marker
+
+    flags = cpu_flags()
+    features = [name for name, on in chosen_features(flags).items() if on]
+    amx = sorted(f for f in flags if f.startswith("amx"))
+    print(f"dsc doctor: CPU features used by a dsc build here: {' '.join(features) or 'none'}"
+          f"{'; AMX present (' + ' '.join(amx) + '), never compiled in' if amx else ''}")
+    marker = installed_marker()
+    expected = build_key(cmake_args())
+    if marker is None:
+        print("dsc doctor: llama-cpp-python was not installed by dsc's build; fix: make llama-rebuild")
+    elif marker.get("key") != expected:
+        print(f"dsc doctor: the installed llama.cpp build (key {marker.get('key')}) was made for another CPU "
+              f"(this CPU's key: {expected}); fix: make llama-rebuild")
+    else:
+        print(f"dsc doctor: llama.cpp build {marker['key']} matches this CPU")
+    return 0 if _healthy(load_profile(), force=args.force, verbose=True) else 1
 
 
 def _print_failures(result) -> None:
@@ -263,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     gate.add_argument("--check-only", action="store_true", help="only re-check the stored tables")
     gate.add_argument("--assets", help="comma-separated checked assets (default: all checked assets)")
     gate.set_defaults(func=cmd_gate)
+
+    doctor = sub.add_parser("doctor", help="check that llama.cpp generates on this CPU with the profile's models")
+    doctor.add_argument("--profile", help="profile name or YAML path")
+    doctor.add_argument("--force", action="store_true", help="probe again even if this build passed before")
+    doctor.set_defaults(func=cmd_doctor)
 
     args = parser.parse_args(argv)
     return args.func(args)
