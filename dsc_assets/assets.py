@@ -10,15 +10,11 @@ from typing import Callable
 import dagster as dg
 import pandas as pd
 
-from dsc_assets.partitions import task_partitions
 from dsc_assets.samples import Sample, data_version, generation_metadata, preview, samples_frame
 from dsc_assets.tasks import Task, TaskError, load_task
-from dsc_assets.versions import code_version, run_context, task_version
+from dsc_assets.versions import TABLE_METADATA, stage, upstream_data_versions, version_metadata  # noqa: F401  (re-exported)
 from resources.llm import Generation, LLMResource, SamplingParams
 from resources.settings import DscSettings
-
-TABLE_METADATA = {"partition_expr": "task"}  # one DuckDB table per asset, one task's rows per partition
-
 
 def partition_task(context: dg.AssetExecutionContext) -> Task:
     try:
@@ -29,26 +25,6 @@ def partition_task(context: dg.AssetExecutionContext) -> Task:
 
 def sampling_params(task: Task, settings: DscSettings) -> SamplingParams:
     return task.sampling_for(settings.max_tokens_cap)
-
-
-def version_metadata(context: dg.AssetExecutionContext, task: Task, settings: DscSettings | None = None, llm=None) -> dict:
-    """The per-task version `dsc plan` compares with the current task files (see versions.py)."""
-    asset = context.asset_key.path[-1]
-    return {"task_version": dg.MetadataValue.text(task_version(asset, task.spec, *run_context(asset, task, settings, llm))),
-            "upstream_data_versions": dg.MetadataValue.json(upstream_data_versions(context))}
-
-
-def upstream_data_versions(context: dg.AssetExecutionContext) -> dict[str, str | None]:
-    """The data version of every parent's latest materialization of this partition: what this run read. Recorded
-    by dsc because Dagster's input-event pointer of a parent outside the run may name another partition's event."""
-    versions = {}
-    for dep in context.assets_def.specs_by_key[context.asset_key].deps:
-        records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dep.asset_key, asset_partitions=[context.partition_key]), limit=1
-        ).records
-        tags = (records[0].event_log_entry.asset_materialization.tags or {}) if records else {}
-        versions[dep.asset_key.path[-1]] = tags.get("dagster/data_version")
-    return versions
 
 
 def generate_step(
@@ -119,10 +95,7 @@ def _sample_output(context, df: pd.DataFrame, task: Task, settings: DscSettings,
     return dg.Output(df, data_version=data_version(df), metadata=metadata)
 
 
-@dg.asset(
-    partitions_def=task_partitions, group_name="generation", metadata=TABLE_METADATA, kinds={"duckdb"},
-    code_version=code_version("raw_prompts"),
-)
+@stage(group="generation", reads=("task.split", "prompts_file", "max_prompts_per_task", "max_eval_prompts_per_task"))
 def raw_prompts(context: dg.AssetExecutionContext, settings: DscSettings) -> dg.Output[pd.DataFrame]:
     """The task's prompts with a deterministic train/test split (a prompt's split depends only on its id and the
     split seed, so adding prompts never moves old ones); the first ``max_prompts_per_task`` train prompts and the
@@ -156,10 +129,7 @@ def raw_prompts(context: dg.AssetExecutionContext, settings: DscSettings) -> dg.
     )
 
 
-@dg.asset(
-    partitions_def=task_partitions, group_name="generation", metadata=TABLE_METADATA, kinds={"duckdb"},
-    code_version=code_version("drafts"),
-)
+@stage(group="generation", reads=("task.system_prompt", "sampling", "generator"))
 def drafts(
     context: dg.AssetExecutionContext, raw_prompts: pd.DataFrame, llm: LLMResource, settings: DscSettings
 ) -> dg.Output[pd.DataFrame]:
@@ -173,10 +143,7 @@ def drafts(
     return _sample_output(context, samples_frame(samples), task, settings, llm)
 
 
-@dg.asset(
-    partitions_def=task_partitions, group_name="generation", metadata=TABLE_METADATA, kinds={"duckdb"},
-    code_version=code_version("critiques"),
-)
+@stage(group="generation", reads=("task.system_prompt", "task.critique_template", "sampling", "generator"))
 def critiques(
     context: dg.AssetExecutionContext, drafts: pd.DataFrame, llm: LLMResource, settings: DscSettings
 ) -> dg.Output[pd.DataFrame]:
@@ -191,10 +158,8 @@ def critiques(
     return _sample_output(context, samples_frame(samples), task, settings, llm)
 
 
-@dg.asset(
-    partitions_def=task_partitions, group_name="generation", metadata=TABLE_METADATA, kinds={"duckdb"},
-    code_version=code_version("revisions"),
-)
+@stage(group="generation", reads=("task.system_prompt", "task.critique_template", "task.revision_template",
+                                      "task.revision_steps", "sampling", "generator"))
 def revisions(
     context: dg.AssetExecutionContext,
     drafts: pd.DataFrame,

@@ -6,7 +6,9 @@ asset and task: task version of the files on disk now vs the one recorded at mat
 upstream's data version moved) and requests a run of the stale roots of one task at a time. Since the plan is
 re-evaluated after each run and downstream is only stale when an upstream's *data* changed, the wave stops where
 output came out identical. It only rebuilds what was built before: a never-materialized asset or a brand-new task
-is left for `dsc run` or the UI's Materialize button.
+is left for `dsc run` or the UI's Materialize button. It never requests an asset below a failed blocking quality
+check: that data waits until the checked table is rebuilt and passes. Each tick also records the current inputs as
+observations of ``task_inputs``, so the UI's per-partition staleness follows edits within one interval.
 """
 
 from __future__ import annotations
@@ -16,17 +18,19 @@ import dagster as dg
 from dsc_assets.staleness import plan
 from dsc_assets.tasks import task_names
 from resources.hashing import content_hash
-from resources.llm import LLMResource
+from resources.llm import LlamaCppLLM, LLMResource
+from resources.rewards import RewardModels
 from resources.settings import DscSettings
+from resources.trainer import LoRATrainer
 
 _ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
            dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
 
-def refresh_requests(asset_graph, instance: dg.DagsterInstance, settings: DscSettings, llm: LLMResource,
-                     tasks: list[str]) -> list[dg.RunRequest]:
-    """One run request per task with stale roots that were built before (the roots of that task, one run)."""
-    entries = plan(asset_graph, instance, tasks, settings, llm)
+def refresh_requests(asset_graph, instance: dg.DagsterInstance, resources: dict, tasks: list[str]) -> list[dg.RunRequest]:
+    """One run request per task with stale roots that were built before (the roots of that task, one run). A root
+    is never below a failed blocking check (see ``StaleEntry.root``)."""
+    entries = plan(asset_graph, instance, tasks, resources=resources)
     requests = []
     for task in sorted({e.task for e in entries}):
         roots = [e for e in entries if e.task == task and e.root
@@ -53,11 +57,13 @@ def refresh_requests(asset_graph, instance: dg.DagsterInstance, settings: DscSet
     asset_selection=dg.AssetSelection.all(),
     description="Rebuilds the stale roots of an edited task (templates, settings, prompts), data-aware, one run at a time.",
 )
-def dsc_refresh_sensor(context: dg.SensorEvaluationContext, settings: DscSettings, llm: LLMResource):
+def dsc_refresh_sensor(context: dg.SensorEvaluationContext, settings: DscSettings, llm: LLMResource,
+                       rewards: RewardModels, student: LlamaCppLLM, trainer: LoRATrainer):
     # DuckDB allows one writer process per file: never start a run while another is under way.
     if context.instance.get_runs(filters=dg.RunsFilter(statuses=_ACTIVE), limit=1):
         return dg.SkipReason("a run is in progress; checking again when it has finished")
-    requests = refresh_requests(context.repository_def.asset_graph, context.instance, settings, llm, task_names())
+    resources = {"settings": settings, "llm": llm, "rewards": rewards, "student": student, "trainer": trainer}
+    requests = refresh_requests(context.repository_def.asset_graph, context.instance, resources, task_names())
     if not requests:
         return dg.SkipReason("nothing that was built is stale")
     return requests[:1]

@@ -15,7 +15,14 @@ import sys
 import time
 
 
+INSTANCE_MARKER = "# Written by dsc"
+
+
 def _prepare_environment(profile: str | None) -> None:
+    """Profile and DAGSTER_HOME for this process, and the instance's dagster.yaml that `make ui` (dagster dev) and
+    every dsc command share: runs from the UI, backfills and the sensor go through one queue, one run at a time.
+    (Each run already uses every core; two at once only share them, and load a model each.) A dagster.yaml without
+    dsc's first line is the user's own and is left alone."""
     if profile:
         os.environ["DSC_PROFILE"] = profile
     from dsc_assets.profiles import dsc_home
@@ -24,9 +31,22 @@ def _prepare_environment(profile: str | None) -> None:
     dagster_home = os.environ.setdefault("DAGSTER_HOME", str(dsc_home() / "dagster"))
     os.makedirs(dagster_home, exist_ok=True)
     config = os.path.join(dagster_home, "dagster.yaml")
-    if not os.path.exists(config):
-        with open(config, "w") as handle:  # default storage in this folder; no telemetry from an offline tool
-            handle.write("telemetry:\n  enabled: false\n")
+    wanted = (
+        f"{INSTANCE_MARKER} (dsc_assets/cli.py); delete this first line to keep your own edits.\n"
+        "telemetry:\n  enabled: false\n"  # an offline tool
+        "concurrency:\n"
+        "  runs:\n"
+        "    max_concurrent_runs: 1\n"  # the queue: UI launches and backfill runs wait their turn
+        "    tag_concurrency_limits:\n"
+        "      - key: dsc/trigger\n"  # the refresh sensor's runs, one at a time whatever the limit above
+        "        value: refresh_sensor\n"
+        "        limit: 1\n"
+    )
+    current = open(config).read() if os.path.exists(config) else None
+    old_default = current is not None and current.strip() == "telemetry:\n  enabled: false"
+    if current is None or old_default or (current.startswith(INSTANCE_MARKER) and current != wanted):
+        with open(config, "w") as handle:
+            handle.write(wanted)
 
 
 def _task_list(value: str | None, default: list[str]) -> list[str]:

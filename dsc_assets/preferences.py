@@ -8,9 +8,8 @@ import dagster as dg
 import pandas as pd
 
 from dsc_assets.acceptance import metropolis_hastings, uniform_draw
-from dsc_assets.assets import TABLE_METADATA, ChainMessages, version_metadata, partition_task, system_message, user_message, generate_step, sampling_params
-from dsc_assets.partitions import task_partitions
-from dsc_assets.versions import code_version
+from dsc_assets.assets import ChainMessages, version_metadata, partition_task, system_message, user_message, generate_step, sampling_params
+from dsc_assets.versions import stage
 from dsc_assets.plots import reward_histogram
 from dsc_assets.tasks import Task
 from dsc_assets.samples import data_version, generation_metadata, preview, samples_frame
@@ -39,10 +38,7 @@ def _output(
     )
 
 
-@dg.asset(
-    partitions_def=task_partitions, group_name="rewards", metadata=TABLE_METADATA, kinds={"duckdb"},
-    code_version=code_version("reward_scores"),
-)
+@stage(group="rewards", reads=("task.scorer", "scorer_model"))
 def reward_scores(
     context: dg.AssetExecutionContext, drafts: pd.DataFrame, revisions: pd.DataFrame, rewards: RewardModels
 ) -> dg.Output[pd.DataFrame]:
@@ -70,10 +66,7 @@ def reward_scores(
     )
 
 
-@dg.asset(
-    partitions_def=task_partitions, group_name="rewards", metadata=TABLE_METADATA, kinds={"duckdb"},
-    code_version=code_version("accepted_samples"),
-)
+@stage(group="rewards", reads=("task.acceptance.temperature", "task.acceptance.seed"))
 def accepted_samples(context: dg.AssetExecutionContext, reward_scores: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     """One Metropolis-Hastings chain per prompt: starting from the draft, each revision step is accepted with
     probability min(1, exp((r_revision − r_current)/T)) (T = task.yaml acceptance.temperature; T = 0 is greedy),
@@ -124,10 +117,7 @@ def accepted_samples(context: dg.AssetExecutionContext, reward_scores: pd.DataFr
     )
 
 
-@dg.asset(
-    partitions_def=task_partitions, group_name="rewards", metadata=TABLE_METADATA, kinds={"duckdb"},
-    code_version=code_version("preference_pairs"),
-)
+@stage(group="rewards")
 def preference_pairs(context: dg.AssetExecutionContext, accepted_samples: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     """Preference pairs from the chain: chosen = accepted revision, rejected = its draft, with both rewards and the
     margin (rDPO's soft label is computed from these at training time)."""
@@ -151,10 +141,7 @@ def preference_pairs(context: dg.AssetExecutionContext, accepted_samples: pd.Dat
     )
 
 
-@dg.asset(
-    partitions_def=task_partitions, group_name="dlma", metadata=TABLE_METADATA, kinds={"duckdb"},
-    code_version=code_version("contrastive_pairs"),
-)
+@stage(group="dlma", reads=("task.system_prompt", "task.contrastive", "sampling", "generator"))
 def contrastive_pairs(
     context: dg.AssetExecutionContext, raw_prompts: pd.DataFrame, llm: LLMResource, settings: DscSettings
 ) -> dg.Output[pd.DataFrame]:
@@ -179,10 +166,7 @@ def contrastive_pairs(
     return _output(context, task, df, stats, ["prompt_id", "positive", "negative"], settings=settings, llm=llm)
 
 
-@dg.asset(
-    partitions_def=task_partitions, group_name="dlma", metadata=TABLE_METADATA, kinds={"duckdb"},
-    code_version=code_version("self_reward_scores"),
-)
+@stage(group="dlma", reads=("task.system_prompt", "task.contrastive", "self_reward_model"))
 def self_reward_scores(
     context: dg.AssetExecutionContext, contrastive_pairs: pd.DataFrame, rewards: RewardModels
 ) -> dg.Output[pd.DataFrame]:
@@ -232,10 +216,7 @@ def _dataset_output(
     )
 
 
-@dg.asset(
-    partitions_def=task_partitions, group_name="datasets", metadata=TABLE_METADATA, kinds={"duckdb", "huggingface"},
-    code_version=code_version("sft_dataset"),
-)
+@stage(group="datasets", reads=("task.system_prompt",), kinds=("duckdb", "huggingface"))
 def sft_dataset(
     context: dg.AssetExecutionContext, accepted_samples: pd.DataFrame, settings: DscSettings
 ) -> dg.Output[pd.DataFrame]:
@@ -255,10 +236,7 @@ def sft_dataset(
     return _dataset_output(context, settings, df, "sft_dataset", task, records, ["prompt_id", "messages"])
 
 
-@dg.asset(
-    partitions_def=task_partitions, group_name="datasets", metadata=TABLE_METADATA, kinds={"duckdb", "huggingface"},
-    code_version=code_version("dpo_dataset"),
-)
+@stage(group="datasets", reads=("task.system_prompt",), kinds=("duckdb", "huggingface"))
 def dpo_dataset(
     context: dg.AssetExecutionContext, preference_pairs: pd.DataFrame, settings: DscSettings
 ) -> dg.Output[pd.DataFrame]:
@@ -277,10 +255,7 @@ def dpo_dataset(
                            ["prompt_id", "score_chosen", "score_rejected", "chosen"])
 
 
-@dg.asset(
-    partitions_def=task_partitions, group_name="datasets", metadata=TABLE_METADATA, kinds={"duckdb", "huggingface"},
-    code_version=code_version("dlma_pairs"),
-)
+@stage(group="datasets", reads=("task.system_prompt",), kinds=("duckdb", "huggingface"))
 def dlma_pairs(
     context: dg.AssetExecutionContext, self_reward_scores: pd.DataFrame, settings: DscSettings
 ) -> dg.Output[pd.DataFrame]:

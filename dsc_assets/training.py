@@ -11,9 +11,8 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from dsc_assets.assets import TABLE_METADATA, partition_task, version_metadata, system_message, user_message, sampling_params
-from dsc_assets.partitions import task_partitions
-from dsc_assets.versions import code_version
+from dsc_assets.assets import partition_task, version_metadata, system_message, user_message, sampling_params
+from dsc_assets.versions import stage
 from dsc_assets.plots import line_plot
 from dsc_assets.samples import data_version
 from resources.hashing import content_hash
@@ -95,11 +94,8 @@ def _train(
 
 
 def _checkpoint_asset(method: str, dataset_asset: str, description: str):
-    @dg.asset(
-        name=f"{method}_checkpoint", partitions_def=task_partitions, group_name="training", metadata=TABLE_METADATA,
-        kinds={"pytorch", "duckdb"}, code_version=code_version(f"{method}_checkpoint"), description=description,
-        ins={"dataset": dg.AssetIn(dataset_asset)},
-    )
+    @stage(name=f"{method}_checkpoint", group="training", layer="training", reads=("trainer",),
+           kinds=("pytorch", "duckdb"), description=description, ins={"dataset": dg.AssetIn(dataset_asset)})
     def _asset(
         context: dg.AssetExecutionContext, dataset: pd.DataFrame, trainer: LoRATrainer, settings: DscSettings
     ) -> dg.Output[pd.DataFrame]:
@@ -151,10 +147,8 @@ def _markdown_table(df: pd.DataFrame) -> str:
     return header + "".join("| " + " | ".join(fmt(v) for v in row) + " |\n" for row in df.itertuples(index=False))
 
 
-@dg.asset(
-    partitions_def=task_partitions, group_name="evaluation", metadata=TABLE_METADATA, kinds={"duckdb"},
-    code_version=code_version("evaluation"),
-)
+@stage(group="evaluation", layer="training", reads=("task.system_prompt", "sampling", "task.scorer", "scorer_model",
+                                                       "task.acceptance.seed", "student"))
 def evaluation(
     context: dg.AssetExecutionContext,
     raw_prompts: pd.DataFrame,

@@ -1,62 +1,290 @@
-"""What each asset reads, in one table: the basis of code versions (Dagster, per asset) and task versions (dsc,
-per asset and task), so that editing one task's revision template makes exactly that task's revisions stale.
+"""The stage declaration: for every asset, everything its output depends on besides its upstream data.
 
-Dagster's code version belongs to an asset, not to a partition, so it hashes the fields over every task; each
-materialization also records ``task_version``, the same hash for its own task only, which ``dsc plan`` compares.
+``@stage(group=..., reads=(...))`` replaces ``@dg.asset`` on each asset. ``reads`` names entries of ``INPUTS``: the
+task.yaml fields, the prompts file and the profile settings (models by content: a GGUF's sha256; trainer
+settings; caps and counts) that decide the asset's output. From that one declaration come:
+
+- the asset's Dagster code version: its logic ``revision`` only (bump it when the code changes what it writes);
+- its input version per task: a hash of the values of what it reads, for that task alone. It is recorded with each
+  materialization (``task_version``, ``input_versions``), compared by `dsc plan`, `dsc refresh` and the refresh
+  sensor, and observed as the data version of the partition ``<task>.<asset>`` of the observable source asset
+  ``task_inputs``, which every stage depends on: Dagster's UI flags exactly the partitions whose inputs changed;
+- the groups the CLI and the quality gate use (``data_assets``, ``training_assets``).
 """
 
 from __future__ import annotations
 
-from dsc_assets.tasks import TaskError, TaskSpec, load_task_spec, task_names
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Mapping
+
+import warnings
+
+import dagster as dg
+
+from dsc_assets.partitions import task_partitions
+from dsc_assets.tasks import Task, TaskError, load_task, task_names
 from resources.hashing import content_hash
 
-# asset -> (logic revision: bump when the asset's code changes what it writes, task.yaml fields it reads)
-READS: dict[str, tuple[int, tuple[str, ...]]] = {
-    "raw_prompts": (1, ("split",)),
-    "drafts": (1, ("system_prompt", "sampling")),
-    "critiques": (1, ("system_prompt", "critique_template", "sampling")),
-    "revisions": (1, ("system_prompt", "critique_template", "revision_template", "revision_steps", "sampling")),
-    "reward_scores": (1, ("scorer",)),
-    "accepted_samples": (1, ("acceptance",)),
-    "preference_pairs": (1, ()),
-    "contrastive_pairs": (1, ("system_prompt", "contrastive", "sampling")),
-    "self_reward_scores": (1, ("system_prompt", "contrastive")),
-    "dlma_pairs": (1, ("system_prompt",)),
-    "sft_dataset": (1, ("system_prompt",)),
-    "dpo_dataset": (1, ("system_prompt",)),
-    "sft_checkpoint": (1, ()),
-    "dpo_checkpoint": (1, ()),
-    "rdpo_checkpoint": (1, ()),
-    "dlma_checkpoint": (1, ()),
-    "evaluation": (1, ("system_prompt", "sampling", "scorer")),
-}
+# Observable source assets are "beta" in Dagster 1.13; task_inputs is one.
+warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*observable_source_asset.*")
+
+TABLE_METADATA = {"partition_expr": "task"}  # one DuckDB table per asset, one task's rows per partition
+INPUTS_KEY = dg.AssetKey("task_inputs")
+DATA_VERSION_TAG = "dagster/data_version"
 
 
-def task_version(asset: str, spec: TaskSpec, *context: object) -> str:
-    """Version of one asset for one task: its logic, the fields it reads, and any run context (model, caps)."""
-    logic, fields = READS[asset]
-    return content_hash(asset, logic, spec.version_of(*fields), list(context), length=16)
+class Environment:
+    """The resources a version is computed from (settings, llm, rewards, student, trainer), with the model files'
+    identities remembered: hashing a GGUF costs up to seconds, and a plan asks for each many times."""
+
+    def __init__(self, resources: Mapping[str, Any] | Any):
+        get = resources.get if isinstance(resources, Mapping) else lambda name: getattr(resources, name, None)
+        self.settings, self.llm, self.rewards = get("settings"), get("llm"), get("rewards")
+        self.student, self.trainer = get("student"), get("trainer")
+        self._memo: dict[tuple, Any] = {}
+
+    def memo(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        if key not in self._memo:
+            try:
+                self._memo[key] = compute()
+            except Exception as error:  # noqa: BLE001  a missing model or bad scorer fails the run, not the plan
+                self._memo[key] = f"unavailable: {type(error).__name__}: {error}"
+        return self._memo[key]
 
 
-def code_version(asset: str) -> str:
-    """Dagster's (asset-wide) code version: the task versions of every task folder."""
-    versions = []
-    for name in task_names():
+def _gguf_sha(env: Environment, model: str, cache_dir: str) -> str:
+    from resources.models import resolve_model
+
+    return env.memo(("gguf", model, cache_dir), lambda: f"gguf:{resolve_model(model, cache_dir).sha256}")
+
+
+def _task_field(path: str) -> Callable[[Task, Environment], Any]:
+    def value(task: Task, env: Environment) -> Any:
+        data: Any = task.spec.model_dump(mode="json")
+        for part in path.split("."):
+            data = data.get(part) if isinstance(data, dict) else None
+        return data
+
+    return value
+
+
+def _scorer(task: Task, env: Environment) -> Any:
+    scorer = task.spec.scorer
+    key = ("scorer", json.dumps(scorer.model_dump(mode="json") if scorer else None, sort_keys=True))
+    return env.memo(key, lambda: env.rewards.for_task(scorer).identity())
+
+
+def _trainer(task: Task, env: Environment) -> Any:
+    trainer = env.trainer
+    # where files live is no setting; the base model goes by content, not by name
+    settings = {k: v for k, v in trainer.model_dump(mode="json").items() if k not in ("model_cache_dir", "base_model")}
+    return {"settings": settings, "base_model": _gguf_sha(env, trainer.base_model, trainer.model_cache_dir)}
+
+
+@dataclass(frozen=True)
+class Input:
+    name: str
+    description: str
+    value: Callable[[Task, Environment], Any]
+
+
+def _inputs() -> dict[str, Input]:
+    fields = {
+        "split": "train/test split (fraction, seed)", "system_prompt": "system message of every chat",
+        "critique_template": "critique request", "revision_template": "revision request",
+        "revision_steps": "number of critique/revision steps", "contrastive": "DLMA's positive and negative affixes",
+        "scorer": "reward scorer and its options", "acceptance.temperature": "Metropolis-Hastings temperature",
+        "acceptance.seed": "acceptance draws and evaluation bootstrap seed",
+    }
+    inputs = [Input(f"task.{name}", f"task.yaml {name}: {text}", _task_field(name)) for name, text in fields.items()]
+    inputs += [
+        Input("prompts_file", "the bytes of the task's prompts.jsonl", lambda t, e: t.prompts_file_version),
+        Input("max_prompts_per_task", "profile: train prompts used per task",
+              lambda t, e: e.settings.max_prompts_per_task),
+        Input("max_eval_prompts_per_task", "profile: test prompts used per task",
+              lambda t, e: e.settings.max_eval_prompts_per_task),
+        Input("sampling", "task.yaml sampling, max_tokens capped by the profile's max_tokens_cap",
+              lambda t, e: t.sampling_for(e.settings.max_tokens_cap).model_dump(mode="json")),
+        Input("generator", "profile: the generator model by content (GGUF sha256, or server model + revision)",
+              lambda t, e: e.memo(("generator",), e.llm.model_identity)),
+        Input("scorer_model", "the task's scorer by identity (for a judge: the judge GGUF's sha256, question)", _scorer),
+        Input("self_reward_model", "profile: the judge model by content (DLMA self-reward)",
+              lambda t, e: _gguf_sha(e, e.rewards.judge_model, e.rewards.model_cache_dir)),
+        Input("student", "profile: the student model by content (evaluated as the base)",
+              lambda t, e: e.memo(("student",), e.student.model_identity)),
+        Input("trainer", "profile: trainer settings and the student model it starts from (by content)", _trainer),
+    ]
+    return {i.name: i for i in inputs}
+
+
+INPUTS = _inputs()
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One asset's declaration: what it reads, its logic revision, its layer (data or training)."""
+
+    name: str
+    group: str
+    reads: tuple[str, ...]
+    layer: Literal["data", "training"]
+    revision: int = 1
+
+    @property
+    def code_version(self) -> str:
+        return f"r{self.revision}"
+
+    def input_values(self, task: Task, env: Environment) -> dict[str, Any]:
+        return {name: INPUTS[name].value(task, env) for name in self.reads}
+
+    def input_versions(self, task: Task, env: Environment) -> dict[str, str]:
+        """A short hash per input: `dsc plan` names the inputs that changed."""
+        return {name: content_hash(value, length=12) for name, value in self.input_values(task, env).items()}
+
+    def version(self, task: Task, env: Environment) -> str:
+        return self.version_of(self.input_versions(task, env))
+
+    def version_of(self, input_versions: Mapping[str, str]) -> str:
+        return content_hash(self.name, self.revision, dict(input_versions), length=16)
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def inputs_partition(task: str, asset: str) -> str:
+    return f"{task}.{asset}"
+
+
+def stage(
+    *, group: str, reads: tuple[str, ...] = (), layer: Literal["data", "training"] = "data", revision: int = 1,
+    name: str | None = None, kinds: tuple[str, ...] = ("duckdb",), **asset_kwargs: Any,
+) -> Callable:
+    """``@dg.asset`` for one stage of the graph: partitioned by task, stored as a DuckDB table, its code version its
+    logic revision, its reads declared and depending on its partition of ``task_inputs``."""
+    unknown = sorted(set(reads) - set(INPUTS))
+    if unknown:
+        raise ValueError(f"unknown input(s) {', '.join(unknown)}; known: {', '.join(INPUTS)}")
+
+    def decorate(fn: Callable) -> dg.AssetsDefinition:
+        declared = Stage(name or fn.__name__, group, tuple(reads), layer, revision)
+        STAGES[declared.name] = declared
+        deps = [dg.AssetDep(INPUTS_KEY, partition_mapping=dg.StaticPartitionMapping(
+            {inputs_partition(task, declared.name): task for task in task_names()}))] if reads else []
+        return dg.asset(
+            name=declared.name, partitions_def=task_partitions, group_name=group, metadata=TABLE_METADATA,
+            kinds=set(kinds), code_version=declared.code_version, deps=deps, **asset_kwargs,
+        )(fn)
+
+    return decorate
+
+
+def data_assets() -> list[str]:
+    return [s.name for s in STAGES.values() if s.layer == "data"]
+
+
+def training_assets() -> list[str]:
+    return [s.name for s in STAGES.values() if s.layer == "training"]
+
+
+def current_versions(tasks: list[str], env: Environment, assets: list[str] | None = None) -> dict[tuple[str, str], Any]:
+    """(asset, task) -> (version, input versions) for every stage that reads something; a task whose files do not
+    load maps to a TaskError (the run reports it)."""
+    result: dict[tuple[str, str], Any] = {}
+    for task_name in tasks:
         try:
-            versions.append((name, task_version(asset, load_task_spec(name))))
-        except TaskError:
-            versions.append((name, "invalid"))  # the run itself reports what is wrong
-    return content_hash(asset, READS[asset][0], versions, length=16)
+            task = load_task(task_name)
+        except TaskError as error:
+            task = error
+        for declared in STAGES.values():
+            if not declared.reads or (assets is not None and declared.name not in assets):
+                continue
+            if isinstance(task, TaskError):
+                result[(declared.name, task_name)] = task
+            else:
+                versions = declared.input_versions(task, env)
+                result[(declared.name, task_name)] = (declared.version_of(versions), versions)
+    return result
 
 
-GENERATION_ASSETS = {"drafts", "critiques", "revisions", "contrastive_pairs"}
+def _latest_observed(instance: dg.DagsterInstance, partition: str) -> str | None:
+    records = instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=INPUTS_KEY, asset_partitions=[partition]), limit=1).records
+    if not records:
+        return None
+    return (records[0].event_log_entry.asset_observation.tags or {}).get(DATA_VERSION_TAG)
 
 
-def run_context(asset: str, task, settings, llm=None) -> tuple:
-    """What besides task.yaml decides an asset's output: the prompts and caps for raw_prompts; the model and the
-    effective sampling parameters for generation."""
-    if asset == "raw_prompts":
-        return (task.prompts_file_version, settings.max_prompts_per_task, settings.max_eval_prompts_per_task)
-    if asset in GENERATION_ASSETS and llm is not None:
-        return (llm.model_identity(), task.sampling_for(settings.max_tokens_cap).model_dump(mode="json"))
-    return ()
+def observe_inputs(instance: dg.DagsterInstance, versions: Mapping[tuple[str, str], Any]) -> int:
+    """Record the current input versions as observations of ``task_inputs`` (only those that changed), so the UI's
+    per-partition staleness sees what `dsc plan` sees. Returns how many were recorded."""
+    recorded = 0
+    for (asset, task), value in versions.items():
+        if isinstance(value, Exception):
+            continue
+        partition = inputs_partition(task, asset)
+        if _latest_observed(instance, partition) != value[0]:
+            instance.report_runless_asset_event(dg.AssetObservation(
+                asset_key=INPUTS_KEY, partition=partition, tags={DATA_VERSION_TAG: value[0]},
+                metadata={"inputs": dg.MetadataValue.json(value[1])}))
+            recorded += 1
+    return recorded
+
+
+def version_metadata(context: dg.AssetExecutionContext, task: Task, *_: Any, **__: Any) -> dict:
+    """What this materialization read, recorded with it: its input version (``task_version``; per input in
+    ``input_versions``) and the data version of each parent it read (``upstream_data_versions``).
+
+    The inputs are observed now, before the materialization event is written, and the step's cached provenance of
+    ``task_inputs`` is dropped, so Dagster records the observation this run really read (it fetched provenance
+    when the step started, possibly before a task file was edited and observed)."""
+    declared = STAGES[context.asset_key.path[-1]]
+    env = Environment(context.resources)
+    versions = declared.input_versions(task, env)
+    version = declared.version_of(versions)
+    if declared.reads:
+        observe_inputs(context.instance, {(declared.name, task.name): (version, versions)})
+        step = getattr(context.op_execution_context, "_step_execution_context", None)
+        if step is not None and hasattr(step, "wipe_input_asset_version_info"):
+            step.wipe_input_asset_version_info(INPUTS_KEY)
+    return {"task_version": dg.MetadataValue.text(version), "input_versions": dg.MetadataValue.json(versions),
+            "upstream_data_versions": dg.MetadataValue.json(upstream_data_versions(context))}
+
+
+def upstream_data_versions(context: dg.AssetExecutionContext) -> dict[str, str | None]:
+    """The data version of every parent's latest materialization of this partition: what this run read. Recorded
+    by dsc because Dagster's input-event pointer of a parent outside the run may name another partition's event."""
+    versions = {}
+    for dep in context.assets_def.specs_by_key[context.asset_key].deps:
+        if dep.asset_key == INPUTS_KEY:
+            continue
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dep.asset_key, asset_partitions=[context.partition_key]), limit=1
+        ).records
+        tags = (records[0].event_log_entry.asset_materialization.tags or {}) if records else {}
+        versions[dep.asset_key.path[-1]] = tags.get(DATA_VERSION_TAG)
+    return versions
+
+
+def inputs_source() -> dg.SourceAsset:
+    """``task_inputs``: one partition per (task, asset) that reads something; its data version is that asset's
+    input version. Observed by `dsc plan`/`run`/`refresh`, the refresh sensor, each materialization, and the UI's
+    Observe button."""
+    partitions = dg.StaticPartitionsDefinition(
+        [inputs_partition(task, s.name) for task in task_names() for s in STAGES.values() if s.reads])
+    lines = "\n".join(f"- **{s.name}** (r{s.revision}): {', '.join(s.reads)}" for s in STAGES.values() if s.reads)
+
+    @dg.observable_source_asset(
+        name=INPUTS_KEY.path[-1], partitions_def=partitions, group_name="inputs",
+        required_resource_keys={"settings", "llm", "rewards", "student", "trainer"},
+        description="What each asset reads besides upstream data, per task: task.yaml fields, the prompts file, "
+                    "profile settings, models by sha256. A partition's data version changes when one of its "
+                    f"asset's inputs does.\n\n{lines}",
+    )
+    def task_inputs(context) -> dg.DataVersionsByPartition:
+        versions = current_versions(task_names(), Environment(context.resources))
+        return dg.DataVersionsByPartition({inputs_partition(task, asset): value[0]
+                                           for (asset, task), value in versions.items()
+                                           if not isinstance(value, Exception)})
+
+    return task_inputs

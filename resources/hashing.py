@@ -34,3 +34,10 @@ def file_sha256(path: str, chunk_size: int = 1 << 22) -> str:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def call_key(kind: str, identity: str, *request: Any) -> str:
+    """The call cache's key: what was asked (``kind``: chat, score, logprob; the request's parts) of which model or
+    scorer (``identity``: a GGUF's sha256, a scorer with its options). The only formula for cache keys: the LLM,
+    the scorers and `dsc plan`'s cost replay all call it."""
+    return content_hash(kind, identity, *request)

@@ -2,20 +2,29 @@
 
 Each finished call is committed on its own, so a killed run loses at most the call in flight, and a rerun
 asks the model only for keys it has never seen.
+
+DuckDB lets one process at a time open a file for writing, and a reader excludes writers in other processes. So the
+cache never keeps the file open: every operation opens it, does its work and closes it (a few milliseconds), and
+waits for its turn while another process (a run from the UI, `dsc run`, a backfill's run, the sensor) holds it.
+`dsc plan` opens it read-only.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import duckdb
 
-_CONNECTIONS: dict[str, duckdb.DuckDBPyConnection] = {}
-_LOCK = threading.Lock()
+# Within one process the operations take turns: DuckDB refuses a read-only and a read-write connection to the same
+# file at once in one process, and the turns are short.
+_LOCK = threading.RLock()
+WAIT_ENV = "DSC_CACHE_WAIT_S"  # how long to wait for another process's turn before giving up
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -30,67 +39,92 @@ CREATE TABLE IF NOT EXISTS calls (
 """
 
 
-class CallCache:
-    """A DuckDB table of model calls keyed by content hash. Safe to share within one process."""
+class CacheBusyError(RuntimeError):
+    """Another process kept the call cache open for longer than dsc waits."""
 
-    def __init__(self, path: str | Path):
+
+class CallCache:
+    """A DuckDB table of model calls keyed by content hash, opened per operation: safe across threads and processes.
+    ``read_only``: never writes (and a missing file reads as empty)."""
+
+    def __init__(self, path: str | Path, read_only: bool = False):
         self.path = str(Path(path).expanduser().resolve())
+        self.read_only = read_only
+
+    @contextmanager
+    def _connection(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
         with _LOCK:
-            con = _CONNECTIONS.get(self.path)
-            if con is None:
+            if self.read_only and not os.path.exists(self.path):
+                yield None
+                return
+            if not self.read_only:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-                con = _connect(self.path)
-                con.execute(_SCHEMA)
-                _CONNECTIONS[self.path] = con
-        self._con = con
+            con = _connect(self.path, self.read_only)
+            try:
+                if not self.read_only:
+                    con.execute(_SCHEMA)  # cheap, and a file deleted under a running process comes back whole
+                yield con
+            finally:
+                con.close()
 
     def get(self, key: str) -> dict[str, Any] | None:
-        with _LOCK:
-            row = self._con.execute("SELECT response FROM calls WHERE key = ?", [key]).fetchone()
-        return json.loads(row[0]) if row else None
+        return self.get_many([key]).get(key)
 
     def get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         if not keys:
             return {}
-        with _LOCK:
-            rows = self._con.execute(
+        with self._connection() as con:
+            if con is None or not _has_table(con):
+                return {}
+            rows = con.execute(
                 "SELECT key, response FROM calls WHERE key IN (SELECT unnest(?))", [list(keys)]
             ).fetchall()
         return {key: json.loads(response) for key, response in rows}
 
     def put(self, key: str, kind: str, model: str, request: Any, response: dict[str, Any], seconds: float) -> None:
-        with _LOCK:
-            self._con.execute(
+        if self.read_only:
+            raise RuntimeError(f"the call cache {self.path} was opened read-only")
+        with self._connection() as con:
+            con.execute(
                 "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [key, kind, model, json.dumps(request, sort_keys=True, ensure_ascii=False),
                  json.dumps(response, ensure_ascii=False), seconds, time.time()],
             )
 
     def count(self, kind: str | None = None) -> int:
-        with _LOCK:
+        with self._connection() as con:
+            if con is None or not _has_table(con):
+                return 0
             if kind is None:
-                return self._con.execute("SELECT count(*) FROM calls").fetchone()[0]
-            return self._con.execute("SELECT count(*) FROM calls WHERE kind = ?", [kind]).fetchone()[0]
+                return con.execute("SELECT count(*) FROM calls").fetchone()[0]
+            return con.execute("SELECT count(*) FROM calls WHERE kind = ?", [kind]).fetchone()[0]
 
 
-def _connect(path: str) -> duckdb.DuckDBPyConnection:
-    # Another process (say `dagster dev` and a CLI run) may hold the file for a moment: wait, then say who.
-    deadline = time.monotonic() + 30
+def _has_table(con: duckdb.DuckDBPyConnection) -> bool:
+    return con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'calls'").fetchone()[0] > 0
+
+
+def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """Open the file, waiting while another process holds it; say who and what to do when that lasts too long."""
+    wait = float(os.environ.get(WAIT_ENV, "300"))
+    deadline, pause = time.monotonic() + wait, 0.02
     while True:
         try:
-            return duckdb.connect(path)
+            return duckdb.connect(path, read_only=read_only)
         except duckdb.IOException as error:
-            if "lock" not in str(error).lower() or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"cannot open the call cache {path}: {error}. Another dsc or dagster process holds it; "
-                    "stop it or point DSC_HOME elsewhere."
+            if "lock" not in str(error).lower():
+                raise
+            if time.monotonic() > deadline:
+                raise CacheBusyError(
+                    f"cannot open the call cache {path}: another process kept it open for more than {wait:.0f}s "
+                    f"({error}). dsc and its runs open it only for a moment per call, so this is a process that "
+                    "keeps it open (a DuckDB shell, a notebook, an old dsc or dagster process): close it, then "
+                    "re-execute the failed run in the Dagster UI (Runs > the run > Re-execute) or rerun the dsc "
+                    "command; every call finished so far is cached."
                 ) from error
-            time.sleep(0.5)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
 
 def close_all() -> None:
-    """Close every cached connection (tests use a fresh DSC_HOME each)."""
-    with _LOCK:
-        for con in _CONNECTIONS.values():
-            con.close()
-        _CONNECTIONS.clear()
+    """Nothing stays open between operations; kept for callers (tests) that reset between homes."""
