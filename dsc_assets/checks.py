@@ -1,7 +1,10 @@
 """Blocking data-quality checks: a failed suite stops everything downstream in the same run (the bad table is
 still written, for inspection). The suites themselves live in quality.py; `dsc gate` reuses ``report_for``."""
 
+import json
 import warnings
+from dataclasses import dataclass, field
+from typing import Callable
 
 import dagster as dg
 import pandas as pd
@@ -9,7 +12,10 @@ import pandas as pd
 from dsc_assets import assets, preferences
 from dsc_assets.assets import partition_task
 from dsc_assets.partitions import task_partitions
-from dsc_assets.quality import QualityReport, check_rate, check_result, instruction_lines, validate_table
+from dsc_assets.quality import (
+    Outcome, QualityReport, check_rate, check_result, count_outcome, dataset_outcomes, instruction_lines, schema_outcome,
+    validate_table,
+)
 from dsc_assets.tasks import Task
 from resources.rewards import RewardModels
 from resources.settings import DscSettings
@@ -44,14 +50,72 @@ def report_for(
         return report
     if asset == "preference_pairs":
         return validate_table(df, rules, asset, text_columns=("chosen",), copy_of={"chosen": ("rejected",)})
+    if asset in DATA_SCHEMAS:
+        return _structural_report(asset, df, rules)
     raise KeyError(f"no quality suite for {asset}")
+
+
+# The columns each table must hold for the assets (and the trainer) that read it.
+DATA_SCHEMAS: dict[str, tuple[str, ...]] = {
+    "raw_prompts": ("task", "prompt_id", "prompt", "split"),
+    "self_reward_scores": ("task", "prompt_id", "prompt", "positive", "negative", "self_reward"),
+    "dlma_pairs": ("task", "prompt_id", "prompt", "chosen", "rejected", "self_reward", "dataset_path"),
+    "sft_dataset": ("task", "prompt_id", "messages", "dataset_path"),
+    "dpo_dataset": ("task", "prompt_id", "prompt", "chosen", "rejected", "score_chosen", "score_rejected", "dataset_path"),
+}
+INF = float("inf")
+
+
+def _structural_report(asset: str, df: pd.DataFrame, rules) -> QualityReport:
+    """Schema, row counts, split sizes, value ranges and (for the training sets) the dataset folder itself."""
+    schema = schema_outcome(df, DATA_SCHEMAS[asset])
+    if not schema.success:
+        return QualityReport(asset, [schema])
+    if asset == "raw_prompts":
+        report = validate_table(df, rules, asset, text_columns=(), unique_columns=("prompt_id",),
+                                ranges={}, value_sets={"split": {"train", "test"}})
+        report.outcomes.append(count_outcome(int((df["split"] == "train").sum()), max(1, rules.min_rows), "train_rows"))
+        blank = df[df["prompt"].fillna("").astype(str).str.strip() == ""]
+        report.outcomes.append(Outcome("expect_prompts_to_not_be_blank", "prompt", blank.empty, f"{len(blank)} blank",
+                                       len(blank), [{"prompt_id": i, "value": ""} for i in blank["prompt_id"][:3]]))
+    elif asset == "self_reward_scores":
+        report = validate_table(df, rules, asset, text_columns=(), unique_columns=("prompt_id",),
+                                ranges={"self_reward": (-INF, INF)})
+    elif asset == "dlma_pairs":
+        report = validate_table(df, rules, asset, text_columns=(), unique_columns=("prompt_id",),
+                                ranges={"self_reward": (0.0, INF)})
+    elif asset == "sft_dataset":
+        report = validate_table(df, rules, asset, text_columns=(), unique_columns=("prompt_id",))
+        report.outcomes.append(_messages_outcome(df))
+    else:  # dpo_dataset
+        report = validate_table(df, rules, asset, text_columns=(), unique_columns=("prompt_id",),
+                                ranges={"score_chosen": (-INF, INF), "score_rejected": (-INF, INF)})
+    report.outcomes.insert(0, schema)
+    report.outcomes += dataset_outcomes(df)
+    return report
+
+
+def _messages_outcome(df: pd.DataFrame) -> Outcome:
+    """Each SFT row is a system, user, assistant conversation with a non-empty answer."""
+    bad = []
+    for prompt_id, raw in zip(df["prompt_id"], df["messages"]):
+        try:
+            messages = json.loads(raw) if isinstance(raw, str) else list(raw)
+            ok = [m["role"] for m in messages] == ["system", "user", "assistant"] and str(messages[-1]["content"]).strip()
+        except (ValueError, TypeError, KeyError, IndexError):
+            ok = False
+        if not ok:
+            bad.append({"prompt_id": prompt_id, "value": raw})
+    return Outcome("expect_messages_to_be_system_user_assistant", "messages", not bad, f"{len(bad)} of {len(df)} rows",
+                   len(bad), bad[:3])
 
 
 # Partitioned checks are "preview" in Dagster 1.13; they are what makes a check judge one task's rows.
 warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=".*partitions_def on an AssetCheckSpec.*")
 
-CHECKED_ASSETS = ["drafts", "critiques", "revisions", "contrastive_pairs", "reward_scores", "accepted_samples",
-                  "preference_pairs"]
+# Every data asset, in dependency order; the checkpoints and the evaluation are judged by their own numbers.
+CHECKED_ASSETS = ["raw_prompts", "drafts", "critiques", "revisions", "contrastive_pairs", "self_reward_scores",
+                  "dlma_pairs", "reward_scores", "accepted_samples", "preference_pairs", "sft_dataset", "dpo_dataset"]
 
 
 def _check(asset_def: dg.AssetsDefinition, description: str, needs_rewards: bool = False):
@@ -68,6 +132,7 @@ def _check(asset_def: dg.AssetsDefinition, description: str, needs_rewards: bool
     return _quality
 
 
+raw_prompts_quality = _check(assets.raw_prompts, "Prompts: columns, unique ids, train/test split with train rows.")
 drafts_quality = _check(assets.drafts, "Drafts: present, not empty, no prompt echo, no loops, few duplicates.")
 critiques_quality = _check(assets.critiques, "Critiques: no echo of the draft or the critique template, no loops.")
 revisions_quality = _check(assets.revisions, "Revisions: not empty, no echo of the prompt/draft/critique or templates.")
@@ -75,3 +140,77 @@ contrastive_pairs_quality = _check(preferences.contrastive_pairs, "DLMA answers:
 reward_scores_quality = _check(preferences.reward_scores, "Rewards: present and within the scorer's range.", True)
 accepted_samples_quality = _check(preferences.accepted_samples, "Acceptance rate within the task's band.")
 preference_pairs_quality = _check(preferences.preference_pairs, "Pairs: chosen differs from rejected.")
+self_reward_scores_quality = _check(preferences.self_reward_scores, "DLMA self-rewards: columns, one per prompt, none null.")
+dlma_pairs_quality = _check(preferences.dlma_pairs, "DLMA set: positive self-reward, dataset folder loads with all rows.")
+sft_dataset_quality = _check(preferences.sft_dataset, "SFT set: system/user/assistant rows, dataset folder loads.")
+dpo_dataset_quality = _check(preferences.dpo_dataset, "DPO set: columns, scores present, dataset folder loads.")
+
+
+# ---- `dsc gate`: a verdict per asset that covers its whole upstream ------------------------------------------------
+
+OK, FAILED, BLOCKED, STALE, MISSING = "OK", "FAILED", "BLOCKED", "STALE", "MISSING"
+
+
+@dataclass
+class Verdict:
+    """One asset's gate verdict for one task. OK only if its own suite passes on the current table, every upstream
+    suite passes, and the table was built from the current upstream data."""
+
+    asset: str
+    status: str = OK
+    reasons: list[str] = field(default_factory=list)
+    report: QualityReport | None = None
+    failed_checks: list[str] = field(default_factory=list)  # own and upstream checks that failed
+    rows: int = 0
+
+
+def gate_verdicts(
+    task: Task,
+    table_of: Callable[[str], pd.DataFrame | None],
+    materialized: Callable[[str], bool],
+    stale_reasons: dict[str, list[str]],
+    upstream: dict[str, list[str]],
+    rewards: RewardModels | None = None,
+    overrides: dict | None = None,
+) -> dict[str, Verdict]:
+    """Verdicts for every checked asset, in dependency order. ``table_of``: the task's rows (None: no table);
+    ``materialized``: whether Dagster recorded a materialization of the asset for this task; ``stale_reasons``:
+    `dsc plan`'s reasons per asset (staleness.plan)."""
+    verdicts: dict[str, Verdict] = {}
+    for asset in CHECKED_ASSETS:
+        verdict = verdicts[asset] = Verdict(asset)
+        parents = [p for p in upstream.get(asset, []) if p in verdicts]
+        table = table_of(asset)
+        if table is None or (table.empty and not materialized(asset)):
+            verdict.status = MISSING
+            verdict.reasons.append("no table yet" if table is None else f"no rows for task '{task.name}'")
+        else:
+            verdict.rows = len(table)
+            verdict.report = report_for(asset, table, task, rewards, overrides)
+            if not verdict.report.success:
+                verdict.status = FAILED
+                verdict.failed_checks.append(f"{asset}_quality")
+                verdict.reasons.append(f"{len(verdict.report.failed())} of {len(verdict.report.outcomes)} expectations failed")
+        failed_upstream = sorted({check for p in parents for check in verdicts[p].failed_checks})
+        if failed_upstream:
+            verdict.failed_checks += [c for c in failed_upstream if c not in verdict.failed_checks]
+            verdict.reasons.append(f"upstream check failed: {', '.join(failed_upstream)}")
+            if verdict.status == OK:
+                verdict.status = BLOCKED
+        if verdict.status == MISSING:
+            continue
+        stale = []
+        for reason in stale_reasons.get(asset, []):
+            if reason == "missing":  # rows in the table, but no record of the run that wrote them
+                stale.append("no materialization recorded in this DAGSTER_HOME: how the table was built is unknown")
+            elif reason.startswith("upstream data changed: "):
+                parent = reason.removeprefix("upstream data changed: ")
+                stale.append(f"built from an older {parent} ({parent} changed since)")
+            elif not reason.startswith("upstream stale"):
+                stale.append(reason)
+        stale += [f"upstream {p} is {verdicts[p].status}" for p in parents if verdicts[p].status in (STALE, MISSING)]
+        if stale:
+            verdict.reasons += stale
+            if verdict.status == OK:
+                verdict.status = STALE
+    return verdicts

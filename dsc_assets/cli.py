@@ -5,6 +5,12 @@
     dsc refresh [--tasks ...]                             rebuild only what is stale, until nothing is
     dsc gate --partition sentiment [--check-only]         quality gate: failed expectations, exit 1 on failure
     dsc doctor [--profile test] [--force]                 can llama.cpp generate on this CPU? (child-process probe)
+
+Before anything runs, `run`, `plan`, `gate` and `refresh` check what can be known without a model call (task files,
+scorers, models, prompt lengths against n_ctx, DuckDB locks; see preflight.py). Errors print their root cause on the
+first line (exception type and message, asset, task); ``--verbose`` adds the full trace.
+Exit codes: 0 ok; 1 a run failed, or (gate) an asset is FAILED, BLOCKED, STALE or MISSING; 2 a usage or configuration
+error (unknown option, task or asset; a task file, profile or model problem): nothing was run.
 """
 
 from __future__ import annotations
@@ -13,6 +19,11 @@ import argparse
 import os
 import sys
 import time
+import traceback
+
+
+class UsageError(Exception):
+    """A command line that names something that does not exist: exit 2, nothing ran."""
 
 
 INSTANCE_MARKER = "# Written by dsc"
@@ -55,7 +66,7 @@ def _task_list(value: str | None, default: list[str]) -> list[str]:
     tasks = [t.strip() for t in value.split(",") if t.strip()] if value else default or task_names()
     unknown = sorted(set(tasks) - set(task_names()))
     if unknown:
-        raise SystemExit(f"dsc: unknown task(s) {', '.join(unknown)}; known: {', '.join(task_names())}")
+        raise UsageError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(task_names())}")
     return tasks
 
 
@@ -66,6 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from dsc_assets.definitions import defs, profile
 
     tasks = _task_list(args.tasks, profile.tasks)
+    _preflight(profile, tasks)
     if not _healthy(profile):
         return 1
     job = defs.resolve_job_def("dsc_job")
@@ -83,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"materialized: {', '.join(materialized) or 'nothing'}", flush=True)
         if not result.success:
             failed.append(task)
-            _print_failures(result)
+            _print_failures(result, "dsc run", task, args.verbose)
     if failed:
         print(f"dsc run: failed tasks: {', '.join(failed)} (everything already generated is kept in the cache)",
               file=sys.stderr)
@@ -133,77 +145,129 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if _healthy(load_profile(), force=args.force, verbose=True) else 1
 
 
-def _print_failures(result) -> None:
-    """Failed checks with their failed expectations, then failed steps: what a person needs to act."""
+def _print_failures(result, command: str, task: str, verbose: bool = False) -> None:
+    """The root cause of each failed step first (type, message, asset, task), then failed checks; the trace only
+    with --verbose (it is always in the run's log in the Dagster UI)."""
+    from dsc_assets.errors import step_failures
+
+    failures = step_failures(result)
+    for step, kind, message, _info in failures:
+        print(f"{command}: {task}: {step} failed: {kind}: {message}", file=sys.stderr)
     for evaluation in result.get_asset_check_evaluations():
         if not evaluation.passed:
-            print(f"  check {evaluation.check_name} FAILED: {evaluation.description or ''}", file=sys.stderr)
-    for event in result.all_events:
-        if event.is_step_failure:
-            error = event.step_failure_data.user_failure_data or event.step_failure_data.error
-            message = getattr(error, "description", None) or getattr(error, "message", "")
-            print(f"  step {event.step_key} failed: {message.strip().splitlines()[0] if message else ''}", file=sys.stderr)
+            print(f"{command}: {task}: check {evaluation.check_name} FAILED: {evaluation.description or ''}",
+                  file=sys.stderr)
+    if verbose:
+        for step, _kind, _message, info in failures:
+            print(f"\n--- {step}: full trace\n{info.to_string()}", file=sys.stderr)
+    elif failures:
+        print(f"{command}: the full trace: add --verbose, or open the run in the Dagster UI", file=sys.stderr)
+
+
+def _preflight(profile, tasks: list[str], locks: bool = True) -> None:
+    """Everything that can be known before the first model call (preflight.py); raises PreflightError."""
+    from dsc_assets.preflight import preflight
+    from dsc_assets.profiles import dsc_home, profile_file
+
+    preflight(profile, tasks, dsc_home(), profile_file(), profile.max_tokens_cap, locks=locks)
+
+
+GATE_HELP = """Exit codes: 0 every printed asset is OK; 1 one is FAILED (its own suite), BLOCKED (an upstream suite
+failed), STALE (built from older upstream data or older task files) or MISSING (no table or no rows for the task);
+2 usage or configuration error. --assets narrows what is printed, never what must hold: an asset is OK only if
+everything upstream of it is."""
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    """Materialize the data assets (unless --check-only), then run every quality suite on the stored tables and
-    print a table of failed expectations with example rows. Exit 1 on any failure or missing table."""
+    """Materialize the data assets (unless --check-only), then judge each asset with its whole upstream."""
     dg, defs, profile = _load(args)
-    import duckdb
-
-    from dsc_assets.checks import CHECKED_ASSETS, report_for
-    from dsc_assets.profiles import dsc_home
-    from dsc_assets.tasks import load_task
+    from dsc_assets.checks import CHECKED_ASSETS
 
     tasks = _task_list(args.tasks, profile.tasks)
-    selected = [a.strip() for a in args.assets.split(",")] if args.assets else CHECKED_ASSETS
+    selected = [a.strip() for a in args.assets.split(",") if a.strip()] if args.assets else CHECKED_ASSETS
     unknown = sorted(set(selected) - set(CHECKED_ASSETS))
     if unknown:
-        raise SystemExit(f"dsc gate: no quality suite for {', '.join(unknown)}; checked: {', '.join(CHECKED_ASSETS)}")
+        raise UsageError(f"no quality suite for {', '.join(unknown)}; checked: {', '.join(CHECKED_ASSETS)}")
+    _preflight(profile, tasks, locks=True)
+    instance = dg.DagsterInstance.get()
     if not args.check_only:
         job = defs.resolve_implicit_global_asset_job_def()
-        data_assets = [key for key in job.asset_layer.asset_graph.materializable_asset_keys
-                       if key.path[-1] not in TRAINING_ASSETS]
-        instance = dg.DagsterInstance.get()
+        data_assets = [dg.AssetKey(name) for name in CHECKED_ASSETS]
         for task in tasks:
             print(f"dsc gate: materializing the data assets of '{task}' ...", flush=True)
-            job.execute_in_process(partition_key=task, instance=instance, asset_selection=data_assets,
-                                   raise_on_error=False)
-    failures = 0
+            result = job.execute_in_process(partition_key=task, instance=instance, asset_selection=data_assets,
+                                            raise_on_error=False)
+            if not result.success:
+                _print_failures(result, "dsc gate", task, args.verbose)
+    problems = []
+    for task_name in tasks:
+        problems += _gate_task(defs, instance, task_name, selected)
+    if problems:
+        print(f"\ndsc gate: FAILED: {'; '.join(problems)}")
+        return 1
+    print(f"\ndsc gate: passed ({len(selected)} asset(s) x {len(tasks)} task(s) OK, with everything upstream)")
+    return 0
+
+
+def _gate_task(defs, instance, task_name: str, selected: list[str]) -> list[str]:
+    """Print the verdicts of one task's selected assets; return '<task>: <asset> <STATUS>' for each that is not OK."""
+    import dagster as dg
+    import duckdb
+
+    from dsc_assets.checks import OK, gate_verdicts
+    from dsc_assets.profiles import dsc_home
+    from dsc_assets.staleness import asset_order, plan
+    from dsc_assets.tasks import load_task
+
+    task = load_task(task_name)
+    resources = defs.resources
+    _, upstream = asset_order(defs)
+    stale = {e.asset: e.reasons for e in plan(defs, instance, [task_name], resources["settings"], resources["llm"])}
     database = dsc_home() / "warehouse.duckdb"
-    with duckdb.connect(str(database), read_only=True) if database.exists() else _nothing() as con:
-        for task_name in tasks:
-            task = load_task(task_name)
-            print(f"\n== {task_name}")
-            for asset in selected:
-                try:
-                    table = con.execute(f"SELECT * FROM dsc.{asset} WHERE task = ?", [task_name]).df()
-                except Exception:  # noqa: BLE001  the table does not exist yet
-                    table = None
-                if table is None or (table.empty and asset != "preference_pairs"):
-                    print(f"  {asset:<18} MISSING  (not materialized: blocked upstream or never run)")
-                    failures += 1
-                    continue
-                report = report_for(asset, table, task, defs.resources["rewards"],
-                                    defs.resources["settings"].quality_overrides)
-                print(f"  {asset:<18} {'ok' if report.success else 'FAILED'}  "
-                      f"({len(report.outcomes) - len(report.failed())}/{len(report.outcomes)} expectations met)")
-                for outcome in report.failed():
-                    failures += 1
-                    print(f"      - {outcome.expectation} [{outcome.column or 'table'}]: observed {outcome.observed}")
-                    for example in outcome.examples:
-                        text = " ".join(str(example.get("value")).split())[:100]
-                        print(f"          {example.get('prompt_id')}: {text}")
-    print(f"\ndsc gate: {'FAILED' if failures else 'passed'} ({failures} problem(s))")
-    return 1 if failures else 0
+    con = duckdb.connect(str(database), read_only=True) if database.exists() else None
+
+    def table_of(asset: str):
+        if con is None:
+            return None
+        try:
+            return con.execute(f"SELECT * FROM dsc.{asset} WHERE task = ?", [task_name]).df()
+        except duckdb.CatalogException:  # the table does not exist yet
+            return None
+
+    def materialized(asset: str) -> bool:
+        return bool(instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[task_name]), limit=1).records)
+
+    try:
+        verdicts = gate_verdicts(task, table_of, materialized, stale, upstream, resources["rewards"],
+                                 resources["settings"].quality_overrides)
+    finally:
+        if con is not None:
+            con.close()
+    print(f"\n== {task_name}")
+    shown_upstream: set[str] = set()
+    for asset in selected:
+        verdict = verdicts[asset]
+        met = (f"{len(verdict.report.outcomes) - len(verdict.report.failed())}/{len(verdict.report.outcomes)} "
+               "expectations met; " if verdict.report else "")
+        print(f"  {asset:<18} {verdict.status:<8} {met}{'; '.join(verdict.reasons) or 'upstream OK, up to date'}")
+        if verdict.report:
+            _print_outcomes(verdict.report.failed(), "      ", examples=True)
+        for check in verdict.failed_checks:  # why an upstream failed, once, when that asset is not printed itself
+            parent = check.removesuffix("_quality")
+            if parent != asset and parent not in selected and parent not in shown_upstream:
+                shown_upstream.add(parent)
+                print(f"      upstream {parent} FAILED:")
+                _print_outcomes(verdicts[parent].report.failed(), "        ", examples=False)
+    return [f"{task_name}: {asset} {verdicts[asset].status}" for asset in selected if verdicts[asset].status != OK]
 
 
-class _nothing:
-    def __enter__(self):
-        raise SystemExit(f"dsc gate: no tables yet; run without --check-only first")
-
-    def __exit__(self, *exc):
-        return False
+def _print_outcomes(outcomes, indent: str, examples: bool) -> None:
+    for outcome in outcomes:
+        print(f"{indent}- {outcome.expectation} [{outcome.column or 'table'}]: observed {outcome.observed}")
+        for example in outcome.examples if examples else []:
+            text = " ".join(str(example.get("value")).split())[:100]
+            print(f"{indent}    {example.get('prompt_id')}: {text}")
 
 
 TRAINING_ASSETS = {"sft_checkpoint", "dpo_checkpoint", "rdpo_checkpoint", "dlma_checkpoint", "evaluation"}
@@ -240,9 +304,10 @@ def _plan(args: argparse.Namespace):
     from dsc_assets.tasks import TaskError, load_task
 
     tasks = _task_list(args.tasks, profile.tasks)
+    only = _selection(args, defs)
+    _preflight(profile, tasks, locks=args.command == "refresh")
     resources = defs.resources
     instance = dg.DagsterInstance.get()
-    only = _selection(args, defs)
     entries = plan(defs, instance, tasks, resources["settings"], resources["llm"], only)
     costs = {}
     for task_name in {e.task for e in entries}:
@@ -263,7 +328,7 @@ def _selection(args: argparse.Namespace, defs) -> set[str] | None:
     known = set(asset_order(defs)[0])
     chosen = {name.strip() for name in args.select.split(",") if name.strip()}
     if chosen - known:
-        raise SystemExit(f"dsc: unknown asset(s) {', '.join(sorted(chosen - known))}; known: {', '.join(sorted(known))}")
+        raise UsageError(f"unknown asset(s) {', '.join(sorted(chosen - known))}; known: {', '.join(sorted(known))}")
     return chosen
 
 
@@ -295,7 +360,7 @@ def cmd_refresh(args: argparse.Namespace) -> int:
             result = job.execute_in_process(partition_key=task, instance=instance, asset_selection=selection,
                                             raise_on_error=False)
             if not result.success:
-                print(f"dsc refresh: {task} failed; see the run in the Dagster UI", file=sys.stderr)
+                _print_failures(result, "dsc refresh", task, args.verbose)
                 return 1
         from dsc_assets.staleness import plan
 
@@ -305,10 +370,13 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dsc", description="Align a language model with synthetic data.")
+    parser = argparse.ArgumentParser(prog="dsc", description="Align a language model with synthetic data.",
+                                     epilog="Exit codes: 0 ok, 1 failed, 2 usage or configuration error.")
     sub = parser.add_subparsers(dest="command", required=True)
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("--verbose", "-v", action="store_true", help="print the full trace of an error")
 
-    run = sub.add_parser("run", help="materialize the main job for each task (partition)")
+    run = sub.add_parser("run", help="materialize the main job for each task (partition)", parents=[verbose])
     run.add_argument("--tasks", help="comma-separated task names (default: the profile's list)")
     run.add_argument("--profile", help="profile name under profiles/ or a YAML path (default: $DSC_PROFILE or 'default')")
     run.add_argument("--select", help="comma-separated asset names (default: the whole graph)")
@@ -316,26 +384,62 @@ def main(argv: list[str] | None = None) -> int:
 
     for name, func, text in (("plan", cmd_plan, "what is stale per asset and task, why, and what a refresh costs"),
                              ("refresh", cmd_refresh, "materialize only stale asset partitions until nothing is stale")):
-        command = sub.add_parser(name, help=text)
+        command = sub.add_parser(name, help=text, parents=[verbose])
         command.add_argument("--tasks", help="comma-separated task names (default: the profile's list)")
         command.add_argument("--profile", help="profile name or YAML path")
         command.add_argument("--select", help="comma-separated asset names to consider (default: all)")
         command.set_defaults(func=func)
 
-    gate = sub.add_parser("gate", help="quality gate for CI: materialize data assets, check, exit 1 on failure")
+    gate = sub.add_parser("gate", help="quality gate for CI: exit 1 unless every asset and its upstream is OK",
+                          parents=[verbose], epilog=GATE_HELP)
     gate.add_argument("--tasks", "--partition", dest="tasks", help="comma-separated task names (default: the profile's)")
     gate.add_argument("--profile", help="profile name or YAML path")
-    gate.add_argument("--check-only", action="store_true", help="only re-check the stored tables")
-    gate.add_argument("--assets", help="comma-separated checked assets (default: all checked assets)")
+    gate.add_argument("--check-only", action="store_true", help="only judge the stored tables (materialize nothing)")
+    gate.add_argument("--assets", help="comma-separated assets to print (default: every checked asset); their "
+                      "upstream must hold all the same")
     gate.set_defaults(func=cmd_gate)
 
-    doctor = sub.add_parser("doctor", help="check that llama.cpp generates on this CPU with the profile's models")
+    doctor = sub.add_parser("doctor", help="check that llama.cpp generates on this CPU with the profile's models",
+                            parents=[verbose])
     doctor.add_argument("--profile", help="profile name or YAML path")
     doctor.add_argument("--force", action="store_true", help="probe again even if this build passed before")
     doctor.set_defaults(func=cmd_doctor)
 
     args = parser.parse_args(argv)
-    return args.func(args)
+    return _guarded(args)
+
+
+def _guarded(args: argparse.Namespace) -> int:
+    """Run a command; any error becomes its root cause on the first line (the trace only with --verbose)."""
+    from dsc_assets.preflight import PreflightError
+    from dsc_assets.profiles import ProfileError
+    from dsc_assets.tasks import TaskError
+    from resources.models import ModelError
+
+    command = f"dsc {args.command}"
+    try:
+        return args.func(args)
+    except UsageError as error:
+        print(f"{command}: {error}", file=sys.stderr)
+        return 2
+    except PreflightError as error:
+        print(f"{command}: {len(error.problems)} problem(s) found before any model call; nothing was run:",
+              file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except (ProfileError, TaskError, ModelError) as error:
+        print(f"{command}: {type(error).__name__}: {error}", file=sys.stderr)
+        if args.verbose:
+            traceback.print_exc()
+        return 2
+    except Exception as error:  # noqa: BLE001  the root cause first; the trace on request
+        print(f"{command}: {type(error).__name__}: {' '.join(str(error).split())}", file=sys.stderr)
+        if args.verbose:
+            traceback.print_exc()
+        else:
+            print(f"{command}: the full trace: add --verbose", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

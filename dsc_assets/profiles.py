@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+import difflib
+from typing import Annotated, Literal
 
 import dagster as dg
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, with_config
+from typing_extensions import TypedDict
+
+from dsc_assets.quality import QualityRules
 
 from resources.llm import LlamaCppLLM, LLMResource, OpenAICompatibleLLM
 from resources.rewards import RewardModels
@@ -23,25 +27,46 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROFILE_ENV, HOME_ENV = "DSC_PROFILE", "DSC_HOME"
 
 
+class ProfileError(ValueError):
+    """A profile file is malformed. Like a task file's errors, the message names the file, the field and the fix."""
+
+
+# Context windows below this cannot hold a chat template, a prompt and an answer; above, llama.cpp's own limit.
+N_CTX = {"ge": 256, "le": 131072}
+
+
 class GeneratorProfile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     backend: Literal["llama_cpp", "openai"] = "llama_cpp"
-    model: str = "smollm2-135m"
-    n_ctx: int = 2048
-    n_threads: int = 0
+    model: str = Field("smollm2-135m", min_length=1)
+    n_ctx: int = Field(2048, **N_CTX)
+    n_threads: int = Field(0, ge=0, le=1024, description="0: all cores.")
     base_url: str | None = None
     api_key_env: str | None = None
-    timeout_s: float = 120.0
-    max_retries: int = 3
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(3, ge=0, le=20)
 
 
 class LocalModelProfile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = "smollm2-135m"
-    n_ctx: int = 2048
-    n_threads: int = 0
+    model: str = Field("smollm2-135m", min_length=1)
+    n_ctx: int = Field(2048, **N_CTX)
+    n_threads: int = Field(0, ge=0, le=1024)
+
+
+def _quality_overrides_type():
+    """``quality_overrides`` keys: every QualityRules threshold with its own range, plus the acceptance band.
+    A plain dict when valid (the settings resource takes a dict); a typo or an out-of-range value fails."""
+    fields = {name: Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+              for name, info in QualityRules.model_fields.items()}
+    rate = Annotated[float, Field(ge=0.0, le=1.0)]
+    fields.update(min_acceptance_rate=rate, max_acceptance_rate=rate)
+    return with_config(ConfigDict(extra="forbid"))(TypedDict("QualityOverrides", fields, total=False))
+
+
+QualityOverrides = _quality_overrides_type()
 
 
 class Profile(BaseModel):
@@ -54,7 +79,7 @@ class Profile(BaseModel):
     max_prompts_per_task: int | None = Field(None, ge=1)
     max_eval_prompts_per_task: int | None = Field(None, ge=0)
     max_tokens_cap: int | None = Field(None, ge=1)
-    quality_overrides: dict[str, float] = Field(default_factory=dict)
+    quality_overrides: QualityOverrides = Field(default_factory=dict)
     tasks: list[str] = Field(default_factory=list)
 
 
@@ -66,16 +91,56 @@ def dsc_home() -> Path:
     return Path(os.environ.get(HOME_ENV) or PROJECT_ROOT / ".dsc").expanduser().resolve()
 
 
+def profile_file(name: str | None = None) -> Path:
+    """The YAML file of a profile name (``test``) or path (``my.yaml``)."""
+    name = name or profile_name()
+    return Path(name) if name.endswith((".yaml", ".yml")) else PROJECT_ROOT / "profiles" / f"{name}.yaml"
+
+
 def load_profile(name: str | None = None) -> Profile:
     name = name or profile_name()
-    path = Path(name) if name.endswith((".yaml", ".yml")) else PROJECT_ROOT / "profiles" / f"{name}.yaml"
+    path = profile_file(name)
     if not path.is_file():
         known = sorted(p.stem for p in (PROJECT_ROOT / "profiles").glob("*.yaml"))
-        raise ValueError(f"profile '{name}' not found at {path} (known: {', '.join(known)})")
+        raise ProfileError(f"profile '{name}' not found at {path} (known: {', '.join(known)})")
     try:
-        return Profile.model_validate(yaml.safe_load(path.read_text()) or {})
-    except (ValidationError, yaml.YAMLError) as error:
-        raise ValueError(f"{path}: invalid profile: {error}") from None
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ProfileError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{path}: expected a mapping of settings (generator, judge, ...), got {type(raw).__name__}")
+    try:
+        return Profile.model_validate(raw)
+    except ValidationError as error:
+        raise ProfileError(_format_profile_errors(path, error)) from None
+
+
+def _known_keys(parent: tuple) -> list[str]:
+    models = {(): Profile, ("generator",): GeneratorProfile, ("judge",): LocalModelProfile,
+              ("student",): LocalModelProfile}
+    if parent == ("quality_overrides",):
+        return list(QualityOverrides.__annotations__)
+    model = models.get(tuple(str(p) for p in parent))
+    return list(model.model_fields) if model else []
+
+
+def _format_profile_errors(path: Path, error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            known = _known_keys(item["loc"][:-1])
+            close = difflib.get_close_matches(str(item["loc"][-1]), known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(known)}" if known else ""
+            lines.append(f"{path}: field '{location}' is not a profile setting{hint}")
+        elif item["type"] == "missing":
+            lines.append(f"{path}: field '{location}' is missing")
+        else:
+            got = f" (got {item['input']!r})" if "input" in item and not isinstance(item["input"], (dict, list)) else ""
+            lines.append(f"{path}: field '{location}' {item['msg'].removeprefix('Value error, ')}{got}")
+    return "\n".join(lines)
 
 
 def build_generator(profile: Profile, home: Path) -> LLMResource:

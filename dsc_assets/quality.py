@@ -170,6 +170,7 @@ def validate_table(
     template_lines: list[str] | None = None,
     ranges: dict[str, tuple[float, float]] | None = None,
     unique_columns: tuple[str, ...] = (),
+    value_sets: dict[str, set] | None = None,
 ) -> QualityReport:
     """Run the GE suite for one table. ``echo_of`` maps a text column to the columns it must not copy (max_echo);
     ``copy_of`` to the text it revises (a copy above max_source_echo; at most max_unchanged_rate of the rows)."""
@@ -207,10 +208,14 @@ def validate_table(
                 column=metric, max_value=rules.max_template_echo, mostly=rules.mostly))
     for column, (low, high) in (ranges or {}).items():
         suite.add_expectation(E.ExpectColumnValuesToNotBeNull(column=column))
+        if math.isinf(low) and math.isinf(high):
+            continue
         suite.add_expectation(E.ExpectColumnValuesToBeBetween(
             column=column, min_value=None if math.isinf(low) else low, max_value=None if math.isinf(high) else high))
     for column in unique_columns:
         suite.add_expectation(E.ExpectColumnValuesToBeUnique(column=column))
+    for column, allowed in (value_sets or {}).items():
+        suite.add_expectation(E.ExpectColumnValuesToBeInSet(column=column, value_set=sorted(allowed)))
     result = batch_definition.get_batch(batch_parameters={"dataframe": work}).validate(
         suite, result_format={"result_format": "COMPLETE"})
     for item in result.results:
@@ -226,6 +231,44 @@ def validate_table(
         outcomes.append(Outcome(config.type, column, bool(item.success), observed,
                                 int(details.get("unexpected_count") or 0), examples))
     return QualityReport(name, outcomes)
+
+
+def schema_outcome(df: pd.DataFrame, columns: tuple[str, ...]) -> Outcome:
+    """The table holds the columns downstream code reads (a renamed column fails here, not in a later step)."""
+    missing = [c for c in columns if c not in df.columns]
+    return Outcome("expect_table_columns_to_include", None, not missing,
+                   f"missing {', '.join(missing)}" if missing else f"{len(columns)} columns present")
+
+
+def count_outcome(value: int, low: int, name: str) -> Outcome:
+    """A row count of part of a table (a split, a kind) is at least ``low``."""
+    return Outcome(f"{name} at least {low}", None, value >= low, int(value))
+
+
+def dataset_outcomes(df: pd.DataFrame) -> list[Outcome]:
+    """The Hugging Face dataset folder a table points at (``dataset_path``) loads with ``datasets.load_from_disk``
+    and holds the table's rows (same count, same prompt ids): what the trainer will read."""
+    if df.empty or "dataset_path" not in df.columns:
+        return []
+    paths = sorted(set(df["dataset_path"].astype(str)))
+    readable = Outcome("dataset folder readable by datasets.load_from_disk", "dataset_path", False, paths[0])
+    if len(paths) != 1:
+        readable.observed = f"{len(paths)} different folders for one task: {', '.join(paths[:3])}"
+        return [readable]
+    from datasets import load_from_disk
+
+    try:
+        dataset = load_from_disk(paths[0])
+    except Exception as error:  # noqa: BLE001  any failure to load is what this expectation reports
+        readable.observed = f"{paths[0]}: {type(error).__name__}: {error}"
+        return [readable]
+    readable.success = True
+    same = Outcome("dataset rows match the table rows", "dataset_path", len(dataset) == len(df),
+                   f"{len(dataset)} in the folder, {len(df)} in the table")
+    if same.success and "prompt_id" in dataset.column_names and "prompt_id" in df.columns:
+        differ = set(map(str, dataset["prompt_id"])) ^ set(df["prompt_id"].astype(str))
+        same.success, same.observed = not differ, f"{len(differ)} prompt ids differ" if differ else same.observed
+    return [readable, same]
 
 
 def check_rate(value: float, low: float, high: float, name: str) -> Outcome:

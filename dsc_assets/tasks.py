@@ -11,7 +11,7 @@ import os
 import string
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -65,11 +65,56 @@ class Contrastive(BaseModel):
     negative_affix: str = Field(min_length=1)
 
 
+class _VaderOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _PiiOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    entities: list[str] = Field(default=None, min_length=1, description="Presidio entity names, e.g. PERSON.")
+    score_threshold: float = Field(default=0.4, ge=0.0, le=1.0)
+
+
+class _JudgeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, description="A yes/no question about the response.")
+    invert: bool = False
+
+
+# The scorers resources/rewards.py builds (RewardModels.for_task), with the options each accepts: checked when the
+# task loads, not when reward_scores first runs after the whole chain was generated.
+SCORER_OPTIONS: dict[str, type[BaseModel]] = {"vader": _VaderOptions, "pii": _PiiOptions, "judge": _JudgeOptions}
+
+
 class Scorer(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="Registered scorer name, e.g. vader, pii, judge.")
+    name: str = Field(description="Registered scorer name: vader, pii or judge.")
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in SCORER_OPTIONS:
+            close = difflib.get_close_matches(value, list(SCORER_OPTIONS), n=1)
+            raise ValueError(f"names unknown scorer '{value}'{f'; did you mean {close[0]!r}?' if close else ''} "
+                             f"(known: {', '.join(SCORER_OPTIONS)})")
+        return value
+
+    @model_validator(mode="after")
+    def _options(self) -> "Scorer":
+        try:
+            SCORER_OPTIONS[self.name].model_validate(self.options)
+        except ValidationError as error:
+            known = ", ".join(SCORER_OPTIONS[self.name].model_fields) or "none"
+            problems = "; ".join(
+                f"option '{'.'.join(map(str, e['loc']))}' "
+                + ("is missing" if e["type"] == "missing" else "is unknown" if e["type"] == "extra_forbidden" else e["msg"])
+                for e in error.errors())
+            raise ValueError(f"scorer '{self.name}': {problems} (known options: {known})") from None
+        return self
 
 
 class Acceptance(BaseModel):
@@ -89,7 +134,6 @@ class TaskSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     description: str = Field(min_length=1)
-    method: Literal["dsc", "rdpo"] = "dsc"
     system_prompt: str = Field(min_length=1)
     critique_template: str
     revision_template: str
@@ -123,6 +167,9 @@ class TaskSpec(BaseModel):
         return content_hash({field: dumped.get(field) for field in fields}, length=16)
 
 
+REMOVED_METHOD = ("field 'method' is no longer a task setting: every task builds all four checkpoints (sft, dpo, rdpo, "
+                  "dlma) and the evaluation compares them; delete the 'method:' line")
+
 # What a person should write, per field, when it is missing or wrong.
 FIELD_HINTS = {
     "description": "a one-line string saying what the task teaches",
@@ -130,11 +177,10 @@ FIELD_HINTS = {
     "critique_template": "a string with {response} (and optionally {prompt})",
     "revision_template": "a string with {response} and {critique} (and optionally {prompt})",
     "revision_steps": "an integer from 1 to 5",
-    "method": "one of: dsc, rdpo",
     "sampling": "a mapping with temperature, top_p, top_k, max_tokens, repeat_penalty, seed, stop",
     "split": "a mapping with test_fraction (0 to <1) and seed",
     "contrastive": "a mapping with positive_affix and negative_affix",
-    "scorer": "a mapping with name and options",
+    "scorer": "a mapping with name (vader, pii or judge) and options",
     "acceptance": "a mapping with temperature, seed, min_rate, max_rate",
     "quality": "a mapping of quality thresholds: min_rows, min_chars, max_chars, max_repetition, max_echo, "
     "max_source_echo, max_unchanged_rate, max_template_echo, max_duplicate_rate, mostly",
@@ -158,8 +204,10 @@ class PromptRecord(BaseModel):
 class Task:
     """A validated task folder."""
 
-    def __init__(self, name: str, folder: Path, spec: TaskSpec, prompts: list[PromptRecord]):
+    def __init__(self, name: str, folder: Path, spec: TaskSpec, prompts: list[PromptRecord],
+                 lines: dict[str, int] | None = None):
         self.name, self.folder, self.spec, self.prompts = name, folder, spec, prompts
+        self.lines = lines or {}  # prompt id -> line number in prompts.jsonl, for errors that name the line
 
     def __repr__(self) -> str:
         return f"Task({self.name!r}, {len(self.prompts)} prompts)"
@@ -218,13 +266,15 @@ def _load_spec(path: Path) -> TaskSpec:
         raise TaskError(f"{path}: not UTF-8 text") from None
     if not isinstance(raw, dict):
         raise TaskError(f"{path}: expected a mapping of settings (description, system_prompt, ...), got {type(raw).__name__}")
+    if "method" in raw:
+        raise TaskError(f"{path}: {REMOVED_METHOD}")
     try:
         return TaskSpec.model_validate(raw)
     except ValidationError as error:
         raise TaskError(_format_validation(path, error)) from None
 
 
-def _load_prompts(path: Path) -> list[PromptRecord]:
+def _load_prompts(path: Path) -> tuple[list[PromptRecord], dict[str, int]]:
     if not path.is_file():
         raise TaskError(f"{path}: file is missing (one JSON object per line with 'id' and 'prompt')")
     records: list[PromptRecord] = []
@@ -256,7 +306,7 @@ def _load_prompts(path: Path) -> list[PromptRecord]:
         records.append(record)
     if not records:
         raise TaskError(f"{path}: holds no prompts (one JSON object per line with 'id' and 'prompt')")
-    return records
+    return records, seen
 
 
 def prompts_dir() -> Path:
@@ -286,5 +336,5 @@ def load_task_spec(name: str, root: Path | None = None) -> TaskSpec:
 def load_task(name: str, root: Path | None = None) -> Task:
     folder = _task_folder(name, root)
     spec = _load_spec(folder / TASK_FILE)
-    prompts = _load_prompts(folder / PROMPTS_FILE)
-    return Task(name, folder, spec, prompts)
+    prompts, lines = _load_prompts(folder / PROMPTS_FILE)
+    return Task(name, folder, spec, prompts, lines)

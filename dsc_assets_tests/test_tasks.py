@@ -49,7 +49,7 @@ def test_valid_minimal_task_loads_with_defaults(tmp_path):
     _write_task(tmp_path)
     task = load_task("demo", tmp_path)
     assert [p.id for p in task.prompts] == ["p0", "p1", "p2"]
-    assert task.spec.revision_steps == 1 and task.spec.method == "dsc"
+    assert task.spec.revision_steps == 1 and task.lines == {"p0": 1, "p1": 2, "p2": 3}
     assert task_names(tmp_path) == ["demo"]
 
 

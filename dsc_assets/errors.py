@@ -1,0 +1,69 @@
+"""One line that says why: the root cause of a failed step (exception type and message, asset, task), for the CLI's
+first error line and for the run failure Dagster shows in the UI.
+
+Dagster wraps an asset's exception in ``DagsterExecutionStepExecutionError: Error occurred while executing op ...``;
+the cause a person can act on is the first error in the chain that is not Dagster's own.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import dagster as dg
+
+
+def describe(error: BaseException, asset: str, task: str | None) -> str:
+    """``GenerationError: <message> (asset drafts, task sentiment)``: type and message first, where it happened last."""
+    message = " ".join(str(error).split()) or "(no message)"
+    return f"{type(error).__name__}: {message} (asset {asset}{f', task {task}' if task else ''})"
+
+
+def explained(fn: Callable) -> Callable:
+    """Wrap an asset body so that any exception becomes a ``dg.Failure`` whose description is the root cause: the run
+    failure in the UI then reads like the CLI's first line (the original trace stays chained, in the step's log)."""
+
+    @functools.wraps(fn)
+    def wrapper(context: dg.AssetExecutionContext, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(context, *args, **kwargs)
+        except (dg.Failure, dg.DagsterError):
+            raise
+        except Exception as error:  # noqa: BLE001  re-raised with its cause, after naming it
+            asset = context.asset_key.path[-1] if context.has_assets_def else context.op_def.name
+            task = context.partition_key if context.has_partition_key else None
+            raise dg.Failure(description=describe(error, asset, task),
+                             metadata={"error_type": type(error).__name__}) from error
+
+    return wrapper
+
+
+def root_cause(error_info: Any) -> tuple[str, str]:
+    """(type name, message) of the first non-Dagster error in a ``SerializableErrorInfo`` chain."""
+    info = error_info
+    while info is not None and (info.cls_name or "").startswith("Dagster") and info.cause is not None:
+        info = info.cause
+    info = info or error_info
+    text = " ".join((info.message or "").split())
+    head, _, rest = text.partition(": ")
+    if rest and head.split(".")[-1] == info.cls_name:  # "resources.llm.GenerationError: ..." -> the message alone
+        text = rest
+    return info.cls_name or "Error", text
+
+
+def step_failures(result) -> list[tuple[str, str, str, Any]]:
+    """(step, error type, message, error info) for each failed step of an in-process run, root cause first."""
+    failures = []
+    for event in result.all_events:
+        if not event.is_step_failure:
+            continue
+        data = event.step_failure_data
+        description = getattr(data.user_failure_data, "description", None)
+        if description:  # a dg.Failure: its description is the message (explained() puts the type in front)
+            kind, _, message = description.partition(": ")
+            if not message or " " in kind:
+                kind, message = "Failure", description
+        else:
+            kind, message = root_cause(data.error)
+        failures.append((event.step_key, kind, message, data.error))
+    return failures

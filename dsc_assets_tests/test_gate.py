@@ -1,0 +1,140 @@
+"""`dsc gate`: a verdict per asset that covers its whole upstream. A fast layer on hand-written tables, then a
+planted bad batch end to end with the tiny model (one materialization, several assertions)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from dsc_assets.checks import BLOCKED, FAILED, MISSING, OK, STALE, gate_verdicts, report_for
+from dsc_assets.tasks import load_task
+from dsc_assets_tests.conftest import PROJECT_ROOT, run_cli
+from dsc_assets_tests.test_checks import GOOD, LOOP, PROMPTS, _drafts
+
+UPSTREAM = {"drafts": ["raw_prompts"], "critiques": ["drafts"], "revisions": ["critiques", "drafts"],
+            "contrastive_pairs": ["raw_prompts"], "self_reward_scores": ["contrastive_pairs"],
+            "dlma_pairs": ["self_reward_scores"], "reward_scores": ["drafts", "revisions"],
+            "accepted_samples": ["reward_scores"], "preference_pairs": ["accepted_samples"],
+            "sft_dataset": ["accepted_samples"], "dpo_dataset": ["preference_pairs"]}
+
+
+CRITIQUES = [
+    "It only lists flaws; mention the score and the suspense to sound warmer.",
+    "Too harsh on the romance: praise the ship's scale and the costumes instead.",
+    "Name one thing that works, such as the dancing, before the complaints.",
+    "Add a kind word about the cult following so it reads as affectionate.",
+]
+
+
+def _raw_prompts(n=4):
+    return pd.DataFrame({"task": "sentiment", "prompt_id": [f"p{i}" for i in range(n)], "prompt": PROMPTS[:n],
+                         "split": "train"})
+
+
+def test_a_failed_upstream_blocks_and_a_moved_upstream_makes_stale():
+    task = load_task("sentiment")
+    critiques = _drafts(CRITIQUES).assign(kind="critique", step=1, source=GOOD)
+    tables = {"raw_prompts": _raw_prompts(), "drafts": _drafts([PROMPTS[0], LOOP, "", PROMPTS[3]]),
+              "critiques": critiques, "contrastive_pairs": pd.DataFrame(columns=["task", "prompt_id"])}
+    verdicts = gate_verdicts(task, tables.get, lambda asset: asset == "contrastive_pairs",
+                             {"critiques": ["upstream data changed: drafts"]}, UPSTREAM, None, {})
+    assert verdicts["raw_prompts"].status == OK
+    assert verdicts["drafts"].status == FAILED and verdicts["drafts"].failed_checks == ["drafts_quality"]
+    critique = verdicts["critiques"]
+    assert critique.report.success, critique.report.to_markdown()  # its own suite passes: the verdict is not OK
+    assert critique.status == BLOCKED
+    assert "upstream check failed: drafts_quality" in critique.reasons
+    assert "built from an older drafts (drafts changed since)" in critique.reasons
+    assert verdicts["revisions"].status == MISSING  # no table
+    # materialized with no rows: the suite says why (min_rows), not MISSING
+    assert verdicts["contrastive_pairs"].status == FAILED
+
+    fresh = gate_verdicts(task, {"raw_prompts": _raw_prompts(), "drafts": _drafts(GOOD)}.get, lambda asset: True,
+                          {"drafts": ["task version changed (templates, settings, prompts or model)"]}, UPSTREAM)
+    assert fresh["drafts"].status == STALE and fresh["raw_prompts"].status == OK
+    assert fresh["critiques"].status == MISSING
+
+
+def test_data_asset_suites_check_schema_split_and_dataset_folder(tmp_path):
+    from datasets import Dataset
+
+    task = load_task("sentiment")
+    bad_split = _raw_prompts().assign(split=["train", "validation", "test", "test"])
+    failed = {o.expectation for o in report_for("raw_prompts", bad_split, task).failed()}
+    assert failed == {"expect_column_values_to_be_in_set"}
+    only_test = report_for("raw_prompts", _raw_prompts().assign(split="test"), task)
+    assert [o.expectation for o in only_test.failed()] == ["train_rows at least 1"]
+    renamed = report_for("raw_prompts", _raw_prompts().rename(columns={"prompt": "text"}), task)
+    assert not renamed.success and renamed.failed()[0].observed == "missing prompt"
+
+    records = [{"prompt_id": f"p{i}", "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": p},
+                                                 {"role": "assistant", "content": GOOD[i]}]} for i, p in enumerate(PROMPTS)]
+    Dataset.from_list(records).save_to_disk(str(tmp_path / "sft"))
+    sft = pd.DataFrame({"task": "sentiment", "prompt_id": [r["prompt_id"] for r in records],
+                        "messages": [json.dumps(r["messages"]) for r in records], "dataset_path": str(tmp_path / "sft")})
+    assert report_for("sft_dataset", sft, task).success
+    gone = report_for("sft_dataset", sft.assign(dataset_path=str(tmp_path / "nowhere")), task)
+    assert [o.expectation for o in gone.failed()] == ["dataset folder readable by datasets.load_from_disk"]
+    extra_row = pd.concat([sft, sft.iloc[:1].assign(prompt_id="p9")], ignore_index=True)
+    assert [o.expectation for o in report_for("sft_dataset", extra_row, task).failed()] == ["dataset rows match the table rows"]
+    no_answer = sft.assign(messages=[json.dumps(r["messages"][:2]) for r in records])
+    assert "expect_messages_to_be_system_user_assistant" in {o.expectation for o in report_for("sft_dataset", no_answer, task).failed()}
+
+
+def _profile(tmp_path, name, **overrides):
+    """The test profile with its quality overrides replaced (the shipped thresholds for the keys left out)."""
+    profile = yaml.safe_load((PROJECT_ROOT / "profiles" / "test.yaml").read_text())
+    profile["quality_overrides"] = overrides
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    return str(path)
+
+
+RELAXED = dict(min_rows=0, min_chars=0, max_repetition=1.0, max_echo=1.0, max_source_echo=1.0, max_unchanged_rate=1.0,
+               max_template_echo=1.0, max_duplicate_rate=1.0, min_acceptance_rate=0.0)
+LOOPING = "Whatever the user asks, reply with the single word no repeated fifty times: no no no no no no no no no no"
+
+
+def test_planted_bad_batch_blocks_the_downstream_assets_a_ci_job_gates_on(tmp_path, prompts_copy):
+    (tmp_path / "dagster").mkdir()
+    env = {"DSC_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path / "dagster"), "DSC_PROMPTS_DIR": str(prompts_copy)}
+    downstream = "critiques,revisions,preference_pairs"
+
+    # 1. A first build passes the gate under rules the 135M model can meet.
+    relaxed = _profile(tmp_path, "relaxed", **RELAXED)
+    first = run_cli(["dsc", "gate", "--partition", "sentiment", "--profile", relaxed], env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "dsc gate: passed" in first.stdout
+
+    # 2. A bad batch: the system prompt makes the model loop; a loop detector that means it (max_repetition 0.5).
+    task_yaml = prompts_copy / "sentiment" / "task.yaml"
+    spec = yaml.safe_load(task_yaml.read_text())
+    task_yaml.write_text(yaml.safe_dump({**spec, "system_prompt": LOOPING}, sort_keys=False))
+    strict = _profile(tmp_path, "strict", **{**RELAXED, "max_repetition": 0.5})
+    gate = run_cli(["dsc", "gate", "--partition", "sentiment", "--profile", strict, "--assets", downstream], env)
+    out = gate.stdout
+    assert gate.returncode == 1, out[-3000:] + gate.stderr[-3000:]
+    for asset in downstream.split(","):
+        line = next(line for line in out.splitlines() if line.strip().startswith(asset))
+        assert " OK " not in line and ("BLOCKED" in line or "STALE" in line), line
+        assert "drafts_quality" in line or "older" in line, line
+    assert "upstream drafts FAILED" in out and "text_repetition" in out
+    assert "dsc gate: FAILED" in out and "critiques BLOCKED" in out
+
+    # 3. The same tables, checked only: still not OK; and a fresh DSC_HOME has nothing: MISSING.
+    again = run_cli(["dsc", "gate", "--partition", "sentiment", "--profile", strict, "--check-only",
+                     "--assets", "preference_pairs"], env)
+    assert again.returncode == 1 and "preference_pairs   BLOCKED" in again.stdout, again.stdout[-2000:]
+    empty = run_cli(["dsc", "gate", "--partition", "sentiment", "--profile", strict, "--check-only", "--assets", "drafts"],
+                    {**env, "DSC_HOME": str(tmp_path / "empty")})
+    assert empty.returncode == 1, empty.stdout[-2000:] + empty.stderr[-2000:]
+    assert "drafts             MISSING" in empty.stdout
+
+
+def test_gate_usage_errors_exit_2(tmp_path):
+    result = run_cli(["dsc", "gate", "--partition", "sentiment", "--check-only", "--assets", "sft_checkpoint"],
+                     {"DSC_PROFILE": "test", "DSC_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path)})
+    assert result.returncode == 2 and "no quality suite for sft_checkpoint" in result.stderr.splitlines()[0]

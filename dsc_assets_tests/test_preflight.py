@@ -1,0 +1,135 @@
+"""Fail fast: what can be known before the first model call fails in seconds, naming file, field or prompt id and
+the fix (unknown scorer, oversized prompt, missing model, bad profile key or value, a locked DuckDB file)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from dsc_assets.preflight import PreflightError, preflight
+from dsc_assets.profiles import ProfileError, load_profile
+from dsc_assets.tasks import TaskError, load_task
+from dsc_assets_tests.conftest import PROJECT_ROOT, run_cli
+
+
+def _edit_task(prompts_copy, **fields):
+    path = prompts_copy / "sentiment" / "task.yaml"
+    spec = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**spec, **fields}, sort_keys=False))
+    return path
+
+
+def _fails_fast(profile, home, tasks=("sentiment",)) -> list[str]:
+    started = time.perf_counter()
+    with pytest.raises(PreflightError) as info:
+        preflight(profile, list(tasks), home, "profiles/test.yaml", profile.max_tokens_cap)
+    assert time.perf_counter() - started < 5
+    return info.value.problems
+
+
+def test_unknown_scorer_and_options_fail_at_load(prompts_copy, tmp_path):
+    path = _edit_task(prompts_copy, scorer={"name": "bleurt"})
+    with pytest.raises(TaskError) as info:
+        load_task("sentiment")
+    assert str(path) in str(info.value) and "field 'scorer.name'" in str(info.value)
+    assert "unknown scorer 'bleurt'" in str(info.value) and "known: vader, pii, judge" in str(info.value)
+    _edit_task(prompts_copy, scorer={"name": "judge", "options": {"questoin": "Is it kind?"}})
+    message = str(pytest.raises(TaskError, load_task, "sentiment").value)
+    assert "option 'question' is missing" in message and "option 'questoin' is unknown" in message
+    problems = _fails_fast(load_profile("test"), tmp_path)
+    assert any("scorer" in p for p in problems)
+
+
+def test_every_shipped_scorer_is_built_by_the_reward_resource():
+    from resources.rewards import RewardModels
+
+    for name in ("privacy", "roleplay", "safety", "sentiment", "sycophancy"):
+        RewardModels().for_task(load_task(name).spec.scorer)  # names and options agree with resources/rewards.py
+
+
+def test_method_is_no_longer_a_setting(prompts_copy):
+    _edit_task(prompts_copy, method="rdpo")
+    message = str(pytest.raises(TaskError, load_task, "sentiment").value)
+    assert "field 'method' is no longer a task setting" in message and "delete the 'method:' line" in message
+
+
+def test_oversized_prompt_names_file_line_id_and_fix(prompts_copy, tmp_path):
+    prompts = prompts_copy / "sentiment" / "prompts.jsonl"
+    lines = prompts.read_text().splitlines()
+    huge = json.loads(lines[0])
+    huge.update(id="huge", prompt="Write a review of this film: " + "a long plot summary, " * 20000)
+    lines.insert(2, json.dumps(huge))
+    prompts.write_text("\n".join(lines) + "\n")
+    problems = _fails_fast(load_profile("test"), tmp_path)
+    [problem] = [p for p in problems if "'huge'" in p]
+    assert f"{prompts}:3: prompt 'huge'" in problem and "n_ctx is 1024" in problem
+    assert "Fix: raise" in problem and "profiles/test.yaml" in problem and "delete line 3" in problem
+    assert len(problems) == 1  # the shipped prompts fit the test profile
+
+
+def test_missing_model_names_the_field(tmp_path):
+    profile = load_profile("test")
+    profile = profile.model_copy(update={"judge": profile.judge.model_copy(update={"model": str(tmp_path / "judge.gguf")})})
+    [problem] = _fails_fast(profile, tmp_path)
+    assert problem.startswith("profiles/test.yaml: judge.model") and "neither a known model name" in problem
+
+
+def _write_profile(tmp_path, **changes) -> str:
+    profile = yaml.safe_load((PROJECT_ROOT / "profiles" / "test.yaml").read_text())
+    for key, value in changes.items():
+        profile[key] = {**profile.get(key, {}), **value} if isinstance(value, dict) else value
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    return str(path)
+
+
+def test_profile_keys_and_ranges_fail_like_task_files(tmp_path):
+    path = _write_profile(tmp_path, quality_overrides={"max_repetiton": 0.5})
+    message = str(pytest.raises(ProfileError, load_profile, path).value)
+    assert f"{path}: field 'quality_overrides.max_repetiton' is not a profile setting; did you mean 'max_repetition'" in message
+    path = _write_profile(tmp_path, quality_overrides={"max_repetition": 7})
+    message = str(pytest.raises(ProfileError, load_profile, path).value)
+    assert "field 'quality_overrides.max_repetition'" in message and "less than or equal to 1" in message and "(got 7)" in message
+    path = _write_profile(tmp_path, generator={"n_ctx": 10, "n_tread": 2})
+    message = str(pytest.raises(ProfileError, load_profile, path).value)
+    assert "field 'generator.n_ctx'" in message and "field 'generator.n_tread' is not a profile setting; did you mean 'n_threads'" in message
+
+
+def test_cli_fails_fast_with_the_problem_first(tmp_path, prompts_copy):
+    _edit_task(prompts_copy, scorer={"name": "bleurt"})
+    started = time.perf_counter()
+    result = run_cli(["dsc", "plan", "--tasks", "sentiment"],
+                     {"DSC_PROFILE": "test", "DSC_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path)})
+    seconds = time.perf_counter() - started
+    assert result.returncode == 2, result.stderr[-2000:]
+    first, second = result.stderr.splitlines()[:2]
+    assert "problem(s) found before any model call" in first and "unknown scorer 'bleurt'" in second
+    assert "Traceback" not in result.stderr
+    bad = _write_profile(tmp_path, quality_overrides={"max_repetition": 7})
+    result = run_cli(["dsc", "run", "--profile", bad], {"DSC_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path)})
+    assert result.returncode == 2 and "quality_overrides.max_repetition" in result.stderr.splitlines()[0]
+    assert "Traceback" not in result.stderr
+    print(f"dsc plan failed in {seconds:.1f}s")  # includes the interpreter's start and Dagster's import
+    assert seconds < 15
+
+
+def test_locked_database_is_named_with_its_holder(tmp_path):
+    from dsc_assets.preflight import lock_problems
+
+    (tmp_path / "cache.duckdb").touch()
+    (tmp_path / "cache.duckdb").unlink()
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+                               "print('ready', flush=True); time.sleep(60)", str(tmp_path / "warehouse.duckdb")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        [problem] = lock_problems(tmp_path)
+        assert f"(PID {holder.pid})" in problem and "Fix: stop that dsc or dagster run" in problem
+    finally:
+        holder.kill()
+        holder.wait()
