@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
+import yaml
 
 from dsc_assets.tasks import Task, load_task_spec
 from dsc_assets_tests.conftest import run_cli
@@ -102,7 +103,7 @@ def _sensor(env, monkeypatch):
     defs = build_definitions(load_profile("test"), Path(env["DSC_HOME"]))
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         context = dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def(),
-                                          resources={"settings": defs.resources["settings"], "llm": defs.resources["llm"]})
+                                          resources={k: defs.resources[k] for k in ("settings", "llm", "rewards", "student", "trainer")})
         return dsc_refresh_sensor(context)
 
 
@@ -131,3 +132,48 @@ def test_adding_a_task_folder_adds_a_partition(two_tasks):
     assert run_cli(["python", "-c", code], env).stdout.strip() == "sentiment,sycophancy"
     shutil.copytree(root / "sentiment", root / "reviews")
     assert run_cli(["python", "-c", code], env).stdout.strip() == "reviews,sentiment,sycophancy"
+
+
+def test_sensor_requests_nothing_below_a_failed_blocking_check(tmp_path, monkeypatch):
+    """A failed blocking check stops the sensor below it: the critique template of both tasks changed, but
+    sentiment's drafts failed drafts_quality, so only sycophancy's critiques are requested (plan says why)."""
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationTargetMaterializationData,
+    )
+
+    from dsc_assets.automation import refresh_requests
+    from dsc_assets.definitions import build_definitions
+    from dsc_assets.profiles import load_profile
+    from dsc_assets.staleness import plan
+    from dsc_assets_tests.test_staleness_table import TASKS, _copy_prompts, _record_built
+
+    _copy_prompts(tmp_path / "prompts")
+    monkeypatch.setenv("DSC_PROMPTS_DIR", str(tmp_path / "prompts"))
+    profile, home = load_profile("test"), tmp_path / "home"
+    defs = build_definitions(profile, home)
+    with dg.DagsterInstance.ephemeral() as instance:
+        _record_built(instance, profile, home)
+        drafts = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("drafts"), asset_partitions=["sentiment"]), limit=1).records[0]
+        instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey("drafts"), check_name="drafts_quality", passed=False, partition="sentiment",
+            target_materialization_data=AssetCheckEvaluationTargetMaterializationData(
+                storage_id=drafts.storage_id, run_id=drafts.run_id, timestamp=drafts.timestamp)))
+        for task in TASKS:
+            task_file = tmp_path / "prompts" / task / "task.yaml"
+            spec = yaml.safe_load(task_file.read_text())
+            spec["critique_template"] = "Name one flaw of this answer: {response}"
+            task_file.write_text(yaml.safe_dump(spec))
+
+        requests = refresh_requests(defs.resolve_asset_graph(), instance, defs.resources, TASKS)
+        assert [(r.partition_key, [k.path[-1] for k in r.asset_selection]) for r in requests] == \
+            [("sycophancy", ["critiques"])]
+        critiques = next(e for e in plan(defs, instance, TASKS) if (e.asset, e.task) == ("critiques", "sentiment"))
+        assert "blocked by failed check drafts_quality on drafts" in critiques.reasons and not critiques.root
+
+        # The check passes again on a new drafts materialization: the block is lifted.
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            "drafts", partition="sentiment", metadata=drafts.event_log_entry.asset_materialization.metadata,
+            tags=drafts.event_log_entry.asset_materialization.tags))
+        requests = refresh_requests(defs.resolve_asset_graph(), instance, defs.resources, TASKS)
+        assert sorted(r.partition_key for r in requests) == ["sentiment", "sycophancy"]

@@ -4,9 +4,11 @@ Each finished call is committed on its own, so a killed run loses at most the ca
 asks the model only for keys it has never seen.
 
 DuckDB lets one process at a time open a file for writing, and a reader excludes writers in other processes. So the
-cache never keeps the file open: every operation opens it, does its work and closes it (a few milliseconds), and
-waits for its turn while another process (a run from the UI, `dsc run`, a backfill's run, the sensor) holds it.
-`dsc plan` opens it read-only.
+cache never keeps the file open for long: an operation opens it (or reuses the connection the previous operation
+left), and the connection is closed once no operation used it for ``IDLE_CLOSE_S`` (opening costs ~10-40 ms, so a
+loop of cache reads and writes keeps one connection; a model call of a second or more between two writes does not
+keep the file). Meanwhile another process (a run from the UI, `dsc run`, a backfill's run, the sensor) waits for its
+turn and retries. `dsc plan` opens it read-only.
 """
 
 from __future__ import annotations
@@ -24,6 +26,42 @@ import duckdb
 # Within one process the operations take turns: DuckDB refuses a read-only and a read-write connection to the same
 # file at once in one process, and the turns are short.
 _LOCK = threading.RLock()
+IDLE_CLOSE_S = 0.3
+
+
+class _Lease:
+    """The one open connection of this process to one cache file, closed when idle."""
+
+    def __init__(self, path: str, con: duckdb.DuckDBPyConnection, read_only: bool):
+        self.path, self.con, self.read_only = path, con, read_only
+        self.timer: threading.Timer | None = None
+
+    def hold(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def release(self) -> None:
+        timer = threading.Timer(IDLE_CLOSE_S, lambda: _close_idle(self, timer))
+        timer.daemon = True
+        self.timer = timer
+        timer.start()
+
+    def close(self) -> None:
+        self.hold()
+        self.con.close()
+
+
+_LEASES: dict[str, _Lease] = {}
+
+
+def _close_idle(lease: _Lease, timer: threading.Timer) -> None:
+    with _LOCK:
+        if _LEASES.get(lease.path) is lease and lease.timer is timer:  # not used again since this timer started
+            del _LEASES[lease.path]
+            lease.con.close()
+
+
 WAIT_ENV = "DSC_CACHE_WAIT_S"  # how long to wait for another process's turn before giving up
 
 _SCHEMA = """
@@ -54,18 +92,26 @@ class CallCache:
     @contextmanager
     def _connection(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
         with _LOCK:
-            if self.read_only and not os.path.exists(self.path):
-                yield None
-                return
-            if not self.read_only:
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            con = _connect(self.path, self.read_only)
-            try:
+            lease = _LEASES.get(self.path)
+            if lease is not None and lease.read_only and not self.read_only:
+                del _LEASES[self.path]
+                lease.close()
+                lease = None
+            if lease is None:
+                if self.read_only and not os.path.exists(self.path):
+                    yield None
+                    return
                 if not self.read_only:
-                    con.execute(_SCHEMA)  # cheap, and a file deleted under a running process comes back whole
-                yield con
+                    Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                con = _connect(self.path, self.read_only)
+                if not self.read_only:
+                    con.execute(_SCHEMA)
+                lease = _LEASES[self.path] = _Lease(self.path, con, self.read_only)
+            lease.hold()
+            try:
+                yield lease.con
             finally:
-                con.close()
+                lease.release()
 
     def get(self, key: str) -> dict[str, Any] | None:
         return self.get_many([key]).get(key)
@@ -127,4 +173,8 @@ def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
 
 
 def close_all() -> None:
-    """Nothing stays open between operations; kept for callers (tests) that reset between homes."""
+    """Close this process's connections now (tests that delete a cache file; before handing the file on)."""
+    with _LOCK:
+        for lease in list(_LEASES.values()):
+            lease.close()
+        _LEASES.clear()
