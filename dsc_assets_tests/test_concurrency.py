@@ -1,0 +1,100 @@
+"""Concurrent runs share the call cache and the warehouse: `dsc run` beside another run, a process holding the cache
+for a while, and (test_backfill.py) a backfill of three partitions through the instance's run queue."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import duckdb
+import pytest
+
+from dsc_assets.profiles import PROJECT_ROOT
+from dsc_assets.tasks import Task, load_task_spec
+from dsc_assets_tests.conftest import run_cli
+from resources.stores import CacheBusyError, CallCache, close_all
+
+HOLD = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])  # what the old cache did for a whole run
+print("holding", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def _hold(path, seconds: float) -> subprocess.Popen:
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "holding"
+    return holder
+
+
+def test_cache_waits_while_another_process_holds_it(tmp_path):
+    path = tmp_path / "cache.duckdb"
+    CallCache(path).put("k0", "chat", "m", {"q": 0}, {"text": "a"}, 0.1)
+    close_all()
+    holder = _hold(path, 1.5)
+    started = time.monotonic()
+    CallCache(path).put("k1", "chat", "m", {"q": 1}, {"text": "b"}, 0.1)  # waits for its turn, then writes
+    assert time.monotonic() - started > 0.5
+    assert CallCache(path).get("k1") == {"text": "b"} and CallCache(path).count() == 2
+    holder.wait()
+    close_all()
+    # plan's read-only view sees the same rows, and a missing file reads as empty
+    assert CallCache(path, read_only=True).get_many(["k0", "k1"]).keys() == {"k0", "k1"}
+    assert CallCache(tmp_path / "none.duckdb", read_only=True).get("k0") is None
+    close_all()
+
+
+def test_a_cache_held_too_long_fails_with_what_to_do(tmp_path, monkeypatch):
+    path = tmp_path / "cache.duckdb"
+    monkeypatch.setenv("DSC_CACHE_WAIT_S", "0.5")
+    holder = _hold(path, 5)
+    try:
+        with pytest.raises(CacheBusyError, match="another process kept it open") as error:
+            CallCache(path).get("k")
+        assert "Re-execute" in str(error.value) and "cached" in str(error.value)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def _train_prompts(root, name, count):
+    task = Task(name, root / name, load_task_spec(name, root), [])
+    ids = [f"{name}-x{n}" for n in range(60) if task.split_of(f"{name}-x{n}") == "train"][:count]
+    (root / name / "prompts.jsonl").write_text("".join(
+        json.dumps({"id": i, "prompt": f"Question {k} for {name}: what do you think of rainy days?"}) + "\n"
+        for k, i in enumerate(ids)))
+
+
+def test_dsc_run_beside_another_run_both_succeed(tmp_path):
+    """Two `dsc run` processes on one DSC_HOME (same call cache, warehouse, Dagster instance), the second started
+    while the first generates: both succeed, and every call of both is in the cache."""
+    root = tmp_path / "prompts"
+    for name, count in (("sentiment", 3), ("sycophancy", 2)):
+        shutil.copytree(PROJECT_ROOT / "prompts" / name, root / name)
+        _train_prompts(root, name, count)
+    env = {**os.environ, "DSC_PROFILE": "test", "DSC_PROMPTS_DIR": str(root), "DSC_HOME": str(tmp_path / "home"),
+           "DAGSTER_HOME": str(tmp_path / "dagster"), "OMP_WAIT_POLICY": "PASSIVE",
+           "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"}
+    command = ["dsc", "run", "--select", "raw_prompts,drafts"]
+    first = subprocess.Popen([*command, "--tasks", "sentiment"], cwd=PROJECT_ROOT, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines = []
+    for line in first.stdout:  # start the second run once the first is asking the model
+        lines.append(line)
+        if 'execution of step "drafts"' in line or "to generate" in line:
+            break
+    second = run_cli([*command, "--tasks", "sycophancy"], {k: env[k] for k in env if k.startswith(("DSC_", "DAGSTER"))})
+    rest, _ = first.communicate(timeout=600)
+    output = "".join(lines) + rest
+    assert first.returncode == 0, output[-3000:]
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    with duckdb.connect(str(tmp_path / "home" / "cache.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM calls WHERE kind = 'chat'").fetchone()[0] == 3 + 2
+    with duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT task, count(*) FROM dsc.drafts GROUP BY task ORDER BY task").fetchall() == \
+            [("sentiment", 3), ("sycophancy", 2)]
