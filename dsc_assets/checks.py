@@ -206,6 +206,9 @@ def gate_verdicts(
             elif reason.startswith("upstream data changed: "):
                 parent = reason.removeprefix("upstream data changed: ")
                 stale.append(f"built from an older {parent} ({parent} changed since)")
+            elif reason.startswith("blocked"):  # Dagster recorded a failed blocking check above this asset
+                verdict.reasons.append(reason)
+                verdict.status = BLOCKED if verdict.status == OK else verdict.status
             elif not reason.startswith("upstream stale"):
                 stale.append(reason)
         stale += [f"upstream {p} is {verdicts[p].status}" for p in parents if verdicts[p].status in (STALE, MISSING)]

@@ -80,14 +80,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     _preflight(profile, tasks)
     if not _healthy(profile):
         return 1
-    job = defs.resolve_job_def("dsc_job")
+    job = _quiet(defs.resolve_job_def("dsc_job"), args)
     selection = [dg.AssetKey(name) for name in sorted(_selection(args, defs) or [])] or None
     instance = dg.DagsterInstance.get()
     failed = []
     for task in tasks:
         started = time.perf_counter()
         print(f"dsc run: task '{task}' ...", flush=True)
-        result = job.execute_in_process(partition_key=task, instance=instance, raise_on_error=False,
+        result = job.execute_in_process(run_config=QUIET_RUN_CONFIG, partition_key=task, instance=instance, raise_on_error=False,
                                         asset_selection=selection)
         seconds = time.perf_counter() - started
         materialized = [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()]
@@ -164,6 +164,16 @@ def _print_failures(result, command: str, task: str, verbose: bool = False) -> N
         print(f"{command}: the full trace: add --verbose, or open the run in the Dagster UI", file=sys.stderr)
 
 
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {}}}}  # a job's own logger runs only when configured
+
+
+def _quiet(job, args: argparse.Namespace):
+    """The job with a console logger that leaves error traces to --verbose (and to the Dagster UI)."""
+    from dsc_assets.errors import quiet_console_logger
+
+    return job.with_logger_defs({"console": quiet_console_logger(getattr(args, "verbose", False))})
+
+
 def _preflight(profile, tasks: list[str], locks: bool = True) -> None:
     """Everything that can be known before the first model call (preflight.py); raises PreflightError."""
     from dsc_assets.preflight import preflight
@@ -191,11 +201,20 @@ def cmd_gate(args: argparse.Namespace) -> int:
     _preflight(profile, tasks, locks=True)
     instance = dg.DagsterInstance.get()
     if not args.check_only:
-        job = defs.resolve_implicit_global_asset_job_def()
-        data_assets = [dg.AssetKey(name) for name in CHECKED_ASSETS]
+        from dsc_assets.staleness import asset_order
+
+        job = _quiet(defs.resolve_implicit_global_asset_job_def(), args)
+        _, upstream = asset_order(defs)
+        needed, queue = set(), list(selected)  # the printed assets and everything upstream of them
+        while queue:
+            asset = queue.pop()
+            if asset not in needed:
+                needed.add(asset)
+                queue += upstream.get(asset, [])
+        data_assets = [dg.AssetKey(name) for name in CHECKED_ASSETS if name in needed]
         for task in tasks:
             print(f"dsc gate: materializing the data assets of '{task}' ...", flush=True)
-            result = job.execute_in_process(partition_key=task, instance=instance, asset_selection=data_assets,
+            result = job.execute_in_process(run_config=QUIET_RUN_CONFIG, partition_key=task, instance=instance, asset_selection=data_assets,
                                             raise_on_error=False)
             if not result.success:
                 _print_failures(result, "dsc gate", task, args.verbose)
@@ -222,7 +241,7 @@ def _gate_task(defs, instance, task_name: str, selected: list[str]) -> list[str]
     task = load_task(task_name)
     resources = defs.resources
     _, upstream = asset_order(defs)
-    stale = {e.asset: e.reasons for e in plan(defs, instance, [task_name], resources["settings"], resources["llm"])}
+    stale = {e.asset: e.reasons for e in plan(defs, instance, [task_name], observe=False)}
     database = dsc_home() / "warehouse.duckdb"
     con = duckdb.connect(str(database), read_only=True) if database.exists() else None
 
@@ -341,7 +360,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_refresh(args: argparse.Namespace) -> int:
     """Materialize stale roots, re-plan, repeat: data-aware, so an unchanged output stops the wave."""
     dg, defs, instance, tasks, entries, costs, only = _plan(args)
-    job = defs.resolve_implicit_global_asset_job_def()
+    job = _quiet(defs.resolve_implicit_global_asset_job_def(), args)
     previous: set[tuple[str, str]] = set()
     for _round in range(50):
         roots = [e for e in entries if e.root]
@@ -357,7 +376,7 @@ def cmd_refresh(args: argparse.Namespace) -> int:
         for task in sorted({e.task for e in roots}):
             selection = [dg.AssetKey(e.asset) for e in roots if e.task == task]
             print(f"dsc refresh: {task}: {', '.join(k.path[-1] for k in selection)}", flush=True)
-            result = job.execute_in_process(partition_key=task, instance=instance, asset_selection=selection,
+            result = job.execute_in_process(run_config=QUIET_RUN_CONFIG, partition_key=task, instance=instance, asset_selection=selection,
                                             raise_on_error=False)
             if not result.success:
                 _print_failures(result, "dsc refresh", task, args.verbose)

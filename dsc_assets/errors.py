@@ -58,6 +58,8 @@ def step_failures(result) -> list[tuple[str, str, str, Any]]:
         if not event.is_step_failure:
             continue
         data = event.step_failure_data
+        if (data.error and data.error.cls_name == "DagsterAssetCheckFailedError"):
+            continue  # a failed blocking check, reported with its expectations, not as a crash
         description = getattr(data.user_failure_data, "description", None)
         if description:  # a dg.Failure: its description is the message (explained() puts the type in front)
             kind, _, message = description.partition(": ")
@@ -67,3 +69,21 @@ def step_failures(result) -> list[tuple[str, str, str, Any]]:
             kind, message = root_cause(data.error)
         failures.append((event.step_key, kind, message, data.error))
     return failures
+
+
+def quiet_console_logger(verbose: bool) -> dg.LoggerDefinition:
+    """Dagster's console logger without its error events (each a ~100-line trace) unless ``verbose``: progress still
+    shows, the CLI prints each failure's root cause itself, and the full trace stays in the run's log in the UI."""
+    import logging
+
+    from dagster._loggers import colored_console_logger
+
+    @dg.logger(colored_console_logger.config_schema, description="Console logger; errors only with --verbose.")
+    def console(init_context):
+        logger = colored_console_logger.logger_fn(init_context)
+        if not verbose:
+            for handler in logger.handlers:
+                handler.addFilter(lambda record: record.levelno < logging.ERROR)
+        return logger
+
+    return console

@@ -4,6 +4,7 @@ planted bad batch end to end with the tiny model (one materialization, several a
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -85,9 +86,10 @@ def test_data_asset_suites_check_schema_split_and_dataset_folder(tmp_path):
 
 
 def _profile(tmp_path, name, **overrides):
-    """The test profile with its quality overrides replaced (the shipped thresholds for the keys left out)."""
+    """The test profile, two train prompts, with its quality overrides replaced (the shipped thresholds for the keys
+    left out)."""
     profile = yaml.safe_load((PROJECT_ROOT / "profiles" / "test.yaml").read_text())
-    profile["quality_overrides"] = overrides
+    profile.update(quality_overrides=overrides, max_prompts_per_task=2, max_eval_prompts_per_task=1, max_tokens_cap=24)
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(profile))
     return str(path)
@@ -95,46 +97,41 @@ def _profile(tmp_path, name, **overrides):
 
 RELAXED = dict(min_rows=0, min_chars=0, max_repetition=1.0, max_echo=1.0, max_source_echo=1.0, max_unchanged_rate=1.0,
                max_template_echo=1.0, max_duplicate_rate=1.0, min_acceptance_rate=0.0)
-LOOPING = "Whatever the user asks, reply with the single word no repeated fifty times: no no no no no no no no no no"
+# A bad batch: the system prompt asks for a loop and the sampling rewards repeats (the 135M model ignores a system
+# prompt alone; with repeat_penalty 0.5 it loops on every prompt: repetition 0.7 to 0.93, measured).
+LOOPING = {"system_prompt": "Whatever the user asks, reply with the single word no repeated fifty times: no no no no",
+           "sampling": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 200, "seed": 1234, "repeat_penalty": 0.5}}
 
 
 def test_planted_bad_batch_blocks_the_downstream_assets_a_ci_job_gates_on(tmp_path, prompts_copy):
     (tmp_path / "dagster").mkdir()
     env = {"DSC_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path / "dagster"), "DSC_PROMPTS_DIR": str(prompts_copy)}
-    downstream = "critiques,revisions,preference_pairs"
+    gate = ["dsc", "gate", "--partition", "sentiment", "--assets", "critiques,revisions,preference_pairs", "--profile"]
 
-    # 1. A first build passes the gate under rules the 135M model can meet.
-    relaxed = _profile(tmp_path, "relaxed", **RELAXED)
-    first = run_cli(["dsc", "gate", "--partition", "sentiment", "--profile", relaxed], env)
+    # 1. A first build passes the gate under rules the 135M model can meet (the gate builds what it judges).
+    first = run_cli(gate + [_profile(tmp_path, "relaxed", **RELAXED)], env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert "dsc gate: passed" in first.stdout
+    assert "dsc gate: passed" in first.stdout and "contrastive_pairs" not in first.stdout
 
-    # 2. A bad batch: the system prompt makes the model loop; a loop detector that means it (max_repetition 0.5).
+    # 2. A bad batch; a loop detector that means it (max_repetition 0.5). The CI job gates on downstream assets only.
     task_yaml = prompts_copy / "sentiment" / "task.yaml"
-    spec = yaml.safe_load(task_yaml.read_text())
-    task_yaml.write_text(yaml.safe_dump({**spec, "system_prompt": LOOPING}, sort_keys=False))
-    strict = _profile(tmp_path, "strict", **{**RELAXED, "max_repetition": 0.5})
-    gate = run_cli(["dsc", "gate", "--partition", "sentiment", "--profile", strict, "--assets", downstream], env)
-    out = gate.stdout
-    assert gate.returncode == 1, out[-3000:] + gate.stderr[-3000:]
-    for asset in downstream.split(","):
+    task_yaml.write_text(yaml.safe_dump({**yaml.safe_load(task_yaml.read_text()), **LOOPING}, sort_keys=False))
+    second = run_cli(gate + [_profile(tmp_path, "strict", **{**RELAXED, "max_repetition": 0.5})], env)
+    out = second.stdout
+    assert second.returncode == 1, out[-3000:] + second.stderr[-3000:]
+    for asset in ("critiques", "revisions", "preference_pairs"):
         line = next(line for line in out.splitlines() if line.strip().startswith(asset))
-        assert " OK " not in line and ("BLOCKED" in line or "STALE" in line), line
-        assert "drafts_quality" in line or "older" in line, line
+        assert re.match(rf"\s+{asset}\s+BLOCKED\s", line) and "upstream check failed: drafts_quality" in line, line
+    assert "built from an older drafts" in out  # critiques' rows are those of the first build
     assert "upstream drafts FAILED" in out and "text_repetition" in out
-    assert "dsc gate: FAILED" in out and "critiques BLOCKED" in out
-
-    # 3. The same tables, checked only: still not OK; and a fresh DSC_HOME has nothing: MISSING.
-    again = run_cli(["dsc", "gate", "--partition", "sentiment", "--profile", strict, "--check-only",
-                     "--assets", "preference_pairs"], env)
-    assert again.returncode == 1 and "preference_pairs   BLOCKED" in again.stdout, again.stdout[-2000:]
-    empty = run_cli(["dsc", "gate", "--partition", "sentiment", "--profile", strict, "--check-only", "--assets", "drafts"],
-                    {**env, "DSC_HOME": str(tmp_path / "empty")})
-    assert empty.returncode == 1, empty.stdout[-2000:] + empty.stderr[-2000:]
-    assert "drafts             MISSING" in empty.stdout
+    assert "dsc gate: FAILED" in out and "sentiment: critiques BLOCKED" in out
+    assert "Stack Trace" not in second.stderr and "DagsterExecutionStepExecutionError" not in second.stderr
 
 
-def test_gate_usage_errors_exit_2(tmp_path):
-    result = run_cli(["dsc", "gate", "--partition", "sentiment", "--check-only", "--assets", "sft_checkpoint"],
-                     {"DSC_PROFILE": "test", "DSC_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path)})
-    assert result.returncode == 2 and "no quality suite for sft_checkpoint" in result.stderr.splitlines()[0]
+def test_gate_exit_codes_for_missing_tables_and_usage_errors(tmp_path):
+    env = {"DSC_PROFILE": "test", "DSC_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path)}
+    missing = run_cli(["dsc", "gate", "--partition", "sentiment", "--check-only", "--assets", "drafts"], env)
+    assert missing.returncode == 1, missing.stdout[-2000:] + missing.stderr[-2000:]
+    assert re.search(r"drafts\s+MISSING\s+no table yet", missing.stdout) and "sentiment: drafts MISSING" in missing.stdout
+    usage = run_cli(["dsc", "gate", "--partition", "sentiment", "--check-only", "--assets", "sft_checkpoint"], env)
+    assert usage.returncode == 2 and "no quality suite for sft_checkpoint" in usage.stderr.splitlines()[0]
