@@ -425,6 +425,10 @@ def main(argv: list[str] | None = None) -> int:
     doctor.set_defaults(func=cmd_doctor)
 
     args = parser.parse_args(argv)
+    if not args.verbose:  # Dagster's beta/preview notices are not the user's business; errors come first
+        import warnings
+
+        warnings.filterwarnings("ignore", message=r".*(is currently in beta|is currently in preview|preview).*")
     return _guarded(args)
 
 
@@ -442,10 +446,10 @@ def _guarded(args: argparse.Namespace) -> int:
         print(f"{command}: {error}", file=sys.stderr)
         return 2
     except PreflightError as error:
-        print(f"{command}: {len(error.problems)} problem(s) found before any model call; nothing was run:",
-              file=sys.stderr)
         for problem in error.problems:
-            print(f"  {problem}", file=sys.stderr)
+            print(f"{command}: {problem}", file=sys.stderr)
+        print(f"{command}: {len(error.problems)} problem(s) found before any model call; nothing was run",
+              file=sys.stderr)
         return 2
     except (ProfileError, TaskError, ModelError) as error:
         print(f"{command}: {type(error).__name__}: {error}", file=sys.stderr)

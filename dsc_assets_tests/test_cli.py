@@ -83,3 +83,65 @@ def _latest_metadata(dagster_home: Path, asset: str, partition: str) -> dict:
         ).records
         materialization = records[0].event_log_entry.asset_materialization
         return {key: value.value for key, value in materialization.metadata.items()}
+
+
+def _first_error_line(stderr: str) -> str:
+    """The first line of stderr that is not Dagster's log of the run (those start with a timestamp)."""
+    return next(line for line in stderr.splitlines() if line.strip() and not line[:4].isdigit())
+
+
+def test_first_error_line_names_a_task_error(tmp_path, prompts_copy):
+    task_yaml = prompts_copy / "sentiment" / "task.yaml"
+    task_yaml.write_text(task_yaml.read_text().replace("name: vader", "name: bleurt"))
+    result = run_cli(["dsc", "run", "--tasks", "sentiment"], _env(tmp_path, DSC_PROMPTS_DIR=str(prompts_copy)))
+    assert result.returncode == 2
+    first = _first_error_line(result.stderr)
+    assert first.startswith(f"dsc run: {task_yaml}: field 'scorer.name'") and "unknown scorer 'bleurt'" in first, first
+    assert "Traceback" not in result.stderr
+
+
+def test_first_error_line_names_a_locked_database(tmp_path):
+    (tmp_path / "home").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+                               "print('ready', flush=True); time.sleep(120)", str(tmp_path / "home" / "warehouse.duckdb")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        result = run_cli(["dsc", "run", "--tasks", "sentiment", "--select", "raw_prompts"], _env(tmp_path))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2
+    first = _first_error_line(result.stderr)
+    assert "warehouse.duckdb: locked by another process" in first and f"PID {holder.pid}" in first, first
+
+
+def test_first_error_line_names_a_server_fault(tmp_path):
+    import http.server
+    import threading
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802  the server is down behind its proxy
+            self.send_response(500)
+            self.end_headers()
+            self.wfile.write(b"upstream model crashed")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    profile = yaml.safe_load((PROJECT_ROOT / "profiles" / "test.yaml").read_text())
+    profile["generator"] = {"backend": "openai", "base_url": f"http://127.0.0.1:{server.server_port}/v1", "model": "m",
+                            "max_retries": 0, "timeout_s": 10}
+    path = tmp_path / "server.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    try:
+        result = run_cli(["dsc", "run", "--tasks", "sentiment", "--profile", str(path), "--select", "raw_prompts,drafts"],
+                         _env(tmp_path))
+    finally:
+        server.shutdown()
+    assert result.returncode == 1
+    first = _first_error_line(result.stderr)
+    assert first.startswith("dsc run: sentiment: drafts failed: GenerationError:") and "500" in first, first
+    assert "Stack Trace" not in result.stderr and "DagsterExecutionStepExecutionError" not in result.stderr

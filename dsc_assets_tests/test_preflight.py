@@ -107,8 +107,9 @@ def test_cli_fails_fast_with_the_problem_first(tmp_path, prompts_copy):
                      {"DSC_PROFILE": "test", "DSC_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path)})
     seconds = time.perf_counter() - started
     assert result.returncode == 2, result.stderr[-2000:]
-    first, second = result.stderr.splitlines()[:2]
-    assert "problem(s) found before any model call" in first and "unknown scorer 'bleurt'" in second
+    first, last = result.stderr.splitlines()[0], result.stderr.splitlines()[-1]
+    assert first.startswith("dsc plan: ") and "task.yaml: field 'scorer.name'" in first and "unknown scorer 'bleurt'" in first
+    assert "problem(s) found before any model call; nothing was run" in last
     assert "Traceback" not in result.stderr
     bad = _write_profile(tmp_path, quality_overrides={"max_repetition": 7})
     result = run_cli(["dsc", "run", "--profile", bad], {"DSC_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path)})
