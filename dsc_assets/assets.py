@@ -13,7 +13,7 @@ import pandas as pd
 from dsc_assets.samples import Sample, data_version, generation_metadata, preview, samples_frame
 from dsc_assets.tasks import Task, TaskError, load_task
 from dsc_assets.versions import TABLE_METADATA, stage, upstream_data_versions, version_metadata  # noqa: F401  (re-exported)
-from resources.llm import Generation, LLMResource, SamplingParams
+from resources.llm import GenerationProgress, LLMResource, SamplingParams
 from resources.settings import DscSettings
 
 def partition_task(context: dg.AssetExecutionContext) -> Task:
@@ -39,16 +39,15 @@ def generate_step(
     source_column: str | None = None,
     critique_column: str | None = None,
 ) -> list[Sample]:
-    """Ask the model once per row (cache first) and wrap each answer in the shared Sample schema."""
+    """Ask the model once per row (cache first) and wrap each answer in the shared Sample schema. Logs progress
+    (rows done / to generate, tokens/s over the step so far) while the model works."""
     records = [row for _, row in rows.iterrows()]
-    total = len(records)
-
-    def progress(index: int, generation: Generation) -> None:
-        if index % 5 == 4 or index == total - 1:
-            context.log.info(f"{task.name} {kind} step {step}: {index + 1}/{total} rows "
-                             f"({generation.completion_tokens / max(generation.seconds, 1e-9):.1f} tok/s)")
-
-    generations = llm.chat_many([messages_for(row) for row in records], params, on_generated=progress)
+    requests = [messages_for(row) for row in records]
+    to_generate = llm.count_missing(requests, params)
+    label = f"{task.name} {kind} step {step}"
+    context.log.info(f"{label}: {len(records)} rows, {len(records) - to_generate} from the cache, {to_generate} to generate")
+    progress = GenerationProgress(lambda line: context.log.info(f"{label}: {line}"), to_generate)
+    generations = llm.chat_many(requests, params, on_generated=progress)
     return [
         Sample.from_generation(
             row, kind, step,

@@ -1,19 +1,27 @@
-"""The OpenAI-compatible backend against a real HTTP server on 127.0.0.1 that serves the real SmolLM2.
+"""The OpenAI-compatible backend against real HTTP servers on 127.0.0.1 that serve the real SmolLM2.
 
-The server is minimal (stdlib http.server) but real: it answers /v1/chat/completions with llama.cpp, and can
-be told to stall or fail the next requests, so timeouts and retries are exercised for real.
+``ChatServer`` is minimal (stdlib http.server) but real: it answers /v1/chat/completions with llama.cpp, can be
+told to stall, slow down or fail the next requests, and counts requests in flight, so timeouts, retries and the
+client's concurrency bound are exercised for real. The last test runs llama-cpp-python's own server.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 
 from resources.llm import GenerationError, LlamaCppLLM, OpenAICompatibleLLM, SamplingParams
+from resources.models import resolve_model
 
 PARAMS = SamplingParams(temperature=0.8, max_tokens=20, seed=11)
 MESSAGES = [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": "Name a colour."}]
@@ -23,9 +31,11 @@ class ChatServer(ThreadingHTTPServer):
     def __init__(self, engine: LlamaCppLLM):
         super().__init__(("127.0.0.1", 0), ChatHandler)
         self.engine = engine
-        self.faults: list[str] = []  # consumed one per request: 'stall' or 'error'
+        self.faults: list[str] = []  # consumed one per request: 'stall', 'slow' or 'error'
         self.requests = 0
-        self.stall_s = 1.5
+        self.stall_s = 3.0
+        self.slow_s = 0.4
+        self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
 
     @property
@@ -48,14 +58,24 @@ class ChatHandler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     def do_POST(self):
+        with self.server.lock:
+            self.server.in_flight += 1
+            self.server.max_in_flight = max(self.server.max_in_flight, self.server.in_flight)
+        try:
+            self._answer()
+        finally:
+            with self.server.lock:
+                self.server.in_flight -= 1
+
+    def _answer(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with self.server.lock:
             self.server.requests += 1
             fault = self.server.faults.pop(0) if self.server.faults else None
         if self.path != "/v1/chat/completions":
             return self._send(404, {"error": "not found"})
-        if fault == "stall":
-            time.sleep(self.server.stall_s)
+        if fault in ("stall", "slow"):
+            time.sleep(self.server.stall_s if fault == "stall" else self.server.slow_s)
         if fault == "error":
             return self._send(503, {"error": "overloaded"})
         params = SamplingParams(temperature=body["temperature"], top_p=body["top_p"], max_tokens=body["max_tokens"],
@@ -101,14 +121,14 @@ def test_server_answers_like_the_embedded_model_and_is_cached(server, tmp_path):
 
 
 def test_timeout_then_retry_succeeds(server, tmp_path):
-    client = _client(server, tmp_path, timeout_s=0.5)
+    client = _client(server, tmp_path, timeout_s=1.0)  # the stall is 3 s; an answer takes well under 1 s
     server.faults = ["stall"]
     before = server.requests
     started = time.perf_counter()
     generation = client.chat(MESSAGES, PARAMS)
     assert generation.text
     assert server.requests - before == 2, "one timed-out request, one retried request"
-    assert time.perf_counter() - started >= 0.5
+    assert time.perf_counter() - started >= 1.0
 
 
 def test_server_error_is_retried_with_backoff(server, tmp_path):
@@ -136,3 +156,98 @@ def test_refused_request_is_not_retried(server, tmp_path):
     with pytest.raises(GenerationError, match="refused the request: HTTP 404"):
         client.chat(MESSAGES, PARAMS)
     assert server.requests - before == 1
+
+
+QUESTIONS = ["Name a colour.", "Name a fruit.", "Name a city.", "Name an animal.", "Name a planet.", "Name a tree."]
+
+
+def _requests() -> list[list[dict]]:
+    return [[MESSAGES[0], {"role": "user", "content": q}] for q in QUESTIONS]
+
+
+def test_concurrent_requests_are_bounded_and_cached_as_they_arrive(server, tmp_path):
+    sequential = _client(server, tmp_path, cache_path=str(tmp_path / "one.duckdb"))
+    expected = [g.text for g in sequential.chat_many(_requests(), PARAMS)]
+
+    client = _client(server, tmp_path, max_concurrency=3, timeout_s=30.0)
+    server.faults, server.max_in_flight = ["slow"] * len(QUESTIONS), 0
+    committed: list[int] = []
+    generations = client.chat_many(_requests(), PARAMS, on_generated=lambda i, g: committed.append(client.cache.count()))
+    assert server.max_in_flight == 3, "at most max_concurrency requests in flight, and that many when there is work"
+    assert committed == [1, 2, 3, 4, 5, 6], "each answer is in the cache before the next one is handed over"
+    assert [g.text for g in generations] == expected, "answers land at the row they were asked for"
+    assert client.calls_made == len(QUESTIONS)
+
+
+def test_a_failed_request_among_concurrent_ones_keeps_the_others(server, tmp_path):
+    client = _client(server, tmp_path, max_concurrency=2, max_retries=0, timeout_s=30.0)
+    server.faults = ["slow", "error"]  # the first request answers (slowly), the second fails for good
+    with pytest.raises(GenerationError, match="HTTP 503"):
+        client.chat_many(_requests()[:2], PARAMS)
+    assert client.cache.count() == 1, "the answer that arrived is cached; the failed row is not"
+    server.faults = []
+    again = _client(server, tmp_path, max_concurrency=2)
+    again.chat_many(_requests()[:2], PARAMS)
+    assert again.calls_made == 1 and again.cache_hits == 1
+
+
+SERVER_MODULES = ("fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llama_cpp_server(tmp_path_factory):
+    """``python -m llama_cpp.server`` with the 135M model on 127.0.0.1 (one thread: it shares the machine)."""
+    missing = [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"llama-cpp-python's server needs its 'server' extra; missing in this venv: {', '.join(missing)} "
+                    "(pip install 'llama-cpp-python[server]' adds them)")
+    model = resolve_model("smollm2-135m", tmp_path_factory.mktemp("models"))
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(model.path), "--host", "127.0.0.1",
+             "--port", str(port), "--n_ctx", "1024", "--n_threads", "1", "--n_threads_batch", "1"],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"llama_cpp.server exited with {process.returncode}: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(base_url + "/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"llama_cpp.server did not answer within 120 s: {log.read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_concurrency_against_llama_cpp_server(llama_cpp_server, tmp_path):
+    client = OpenAICompatibleLLM(cache_path=str(tmp_path / "c.duckdb"), base_url=llama_cpp_server, model="smollm2",
+                                 timeout_s=120, max_retries=1, backoff_s=0.2, max_concurrency=4)
+    seen: list[int] = []
+    generations = client.chat_many(_requests(), PARAMS, on_generated=lambda i, g: seen.append(i))
+    assert sorted(seen) == list(range(len(QUESTIONS))) and client.calls_made == len(QUESTIONS)
+    assert all(g.text and g.completion_tokens > 0 and g.finish_reason in ("stop", "length") for g in generations)
+    assert client.cache.count() == len(QUESTIONS)
+    rerun = OpenAICompatibleLLM(**{**client.model_dump(), "max_concurrency": 1})
+    assert [g.text for g in rerun.chat_many(_requests(), PARAMS)] == [g.text for g in generations]
+    assert rerun.calls_made == 0

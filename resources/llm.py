@@ -7,10 +7,12 @@ model. Assets only say *what* to ask; these classes know *how*.
 
 from __future__ import annotations
 
-import os
+import resources.threads  # noqa: F401  (first: sets OMP_WAIT_POLICY before llama_cpp is ever imported)
+
 import threading
 import time
 from abc import abstractmethod
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -22,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from resources.hashing import content_hash
 from resources.models import ModelError, ModelFile, resolve_model
 from resources.stores import CallCache
+from resources.threads import llama_threads
 
 Message = dict[str, str]
 
@@ -56,6 +59,24 @@ class Generation:
         data = asdict(self)
         data.pop("key"), data.pop("cached")
         return data
+
+
+class GenerationProgress:
+    """``on_generated`` callback: a log line every ``every`` rows or ``interval_s`` seconds, and at the last row, with
+    rows done / total and the step's generation throughput (completion tokens / wall time so far)."""
+
+    def __init__(self, log: Callable[[str], None], total: int, every: int = 8, interval_s: float = 30.0):
+        self.log, self.total, self.every, self.interval_s = log, total, every, interval_s
+        self.done = self.tokens = 0
+        self.started = self.last_log = time.perf_counter()
+
+    def __call__(self, index: int, generation: Generation) -> None:
+        self.done += 1
+        self.tokens += generation.completion_tokens
+        now = time.perf_counter()
+        if self.done % self.every == 0 or self.done >= self.total or now - self.last_log >= self.interval_s:
+            self.last_log = now
+            self.log(f"{self.done}/{self.total} rows generated, {self.tokens / max(now - self.started, 1e-9):.1f} tok/s")
 
 
 class GenerationError(RuntimeError):
@@ -96,6 +117,12 @@ class LLMResource(dg.ConfigurableResource):
     def request_key(self, messages: Sequence[Message], params: SamplingParams) -> str:
         return content_hash("chat", self.model_identity(), list(messages), params)
 
+    def count_missing(self, requests: Sequence[Sequence[Message]], params: SamplingParams) -> int:
+        """How many distinct requests the cache cannot answer (what ``chat_many`` would ask the model)."""
+        identity = self.model_identity()
+        keys = {content_hash("chat", identity, list(messages), params) for messages in requests}
+        return len(keys - set(self.cache.get_many(list(keys))))
+
     def chat(self, messages: Sequence[Message], params: SamplingParams) -> Generation:
         return self.chat_many([messages], params)[0]
 
@@ -105,26 +132,53 @@ class LLMResource(dg.ConfigurableResource):
         params: SamplingParams,
         on_generated: Callable[[int, Generation], None] | None = None,
     ) -> list[Generation]:
-        """Answer every request, asking the model only for those not in the cache (committed one by one)."""
+        """Answer every request, asking the model only for those not in the cache. Each answer is committed to the
+        cache as soon as it is finished (in a batch, in the order they finish), then ``on_generated(index, it)``."""
         identity = self.model_identity()
         keys = [content_hash("chat", identity, list(messages), params) for messages in requests]
         cached = self.cache.get_many(keys)
-        results: list[Generation] = []
-        for index, (messages, key) in enumerate(zip(requests, keys)):
+        results: list[Generation | None] = [None] * len(requests)
+        missing: list[int] = []
+        for index, key in enumerate(keys):
             hit = cached.get(key)
-            if hit is not None:
-                self._cache_hits += 1
-                results.append(Generation(**hit, key=key, cached=True))
+            if hit is None:
+                missing.append(index)
                 continue
-            generation = self._chat(messages, params)
-            generation.key = key
-            self.cache.put(key, "chat", identity, {"messages": list(messages), "params": params.model_dump()},
+            self._cache_hits += 1
+            results[index] = Generation(**hit, key=key, cached=True)
+        first_ask: dict[str, int] = {}
+        duplicates: list[int] = []
+        for index in missing:  # the same request twice in one call is asked once
+            if keys[index] in first_ask:
+                duplicates.append(index)
+            else:
+                first_ask[keys[index]] = index
+
+        def commit(index: int, generation: Generation) -> None:
+            generation.key = keys[index]
+            self.cache.put(keys[index], "chat", identity, {"messages": list(requests[index]), "params": params.model_dump()},
                            generation.to_response(), generation.seconds)
             self._calls_made += 1
-            results.append(generation)
+            results[index] = generation
             if on_generated is not None:
                 on_generated(index, generation)
-        return results
+
+        self._generate(list(first_ask.values()), requests, params, commit)
+        for index in duplicates:
+            source = results[first_ask[keys[index]]]
+            results[index] = Generation(**source.to_response(), key=keys[index], cached=True)
+        return results  # type: ignore[return-value]
+
+    def _generate(
+        self,
+        indices: list[int],
+        requests: Sequence[Sequence[Message]],
+        params: SamplingParams,
+        commit: Callable[[int, Generation], None],
+    ) -> None:
+        """Generate the requests at ``indices`` and ``commit`` each as it finishes. Default: one at a time."""
+        for index in indices:
+            commit(index, self._chat(requests[index], params))
 
 
 # One loaded model per (file, settings) and process: loading is the slow part, and tests reuse it.
@@ -152,14 +206,21 @@ def load_llama(path: Path, n_ctx: int, n_threads: int, n_batch: int, logits_all:
 
 
 class LlamaCppLLM(LLMResource):
-    """llama.cpp embedded in the process (llama-cpp-python). Models by name or by local GGUF path; no downloads."""
+    """llama.cpp embedded in the process (llama-cpp-python). Models by name or by local GGUF path; no downloads.
+
+    Rows are decoded ``batch_size`` at a time in one llama.cpp context (continuous batching: a finished row's slot
+    takes the next prompt at once), each with its own sampler seeded with ``params.seed``; each answer is committed
+    to the cache as it finishes."""
 
     model: str = Field(default="smollm2-135m", description="Known model name or path to a .gguf file.")
     model_sha256: str | None = Field(default=None, description="Expected sha256 of a local .gguf (optional).")
     model_cache_dir: str = Field(default=".dsc/models", description="Where split models are assembled once.")
-    n_ctx: int = Field(default=2048, description="Context window in tokens.")
-    n_threads: int = Field(default=0, description="CPU threads; 0 means all cores.")
-    n_batch: int = Field(default=512, description="Prompt-processing batch size.")
+    n_ctx: int = Field(default=2048, description="Context window in tokens, per answer (prompt + answer).")
+    n_threads: int = Field(default=0, description="CPU threads; 0: the thread rule (DSC_LLAMA_THREADS, else every "
+                                                  "core this process may use).")
+    n_batch: int = Field(default=512, description="Tokens per llama_decode call (prompt chunks and decode steps).")
+    batch_size: int = Field(default=8, ge=1, le=64, description="Answers decoded together in one context. Part of "
+                                                                "the cache key: see model_identity.")
 
     _file: ModelFile | None = PrivateAttr(default=None)
 
@@ -169,34 +230,54 @@ class LlamaCppLLM(LLMResource):
         return self._file
 
     def model_identity(self) -> str:
-        return f"gguf:{self.model_file().sha256}"
+        return f"gguf:{self.model_file().sha256}{_batch_tag(self.batch_size)}"
+
+    def threads(self) -> int:
+        return llama_threads(self.n_threads)
 
     def llama(self, logits_all: bool = False):
-        threads = self.n_threads or os.cpu_count() or 1
-        return load_llama(self.model_file().path, self.n_ctx, threads, self.n_batch, logits_all)
+        return load_llama(self.model_file().path, self.n_ctx, self.threads(), self.n_batch, logits_all)
+
+    def engine(self):
+        """The batched-decoding context on this model's weights (one per settings and process)."""
+        from resources.batched import batch_engine
+
+        llama = self.llama()
+        return batch_engine(llama, (str(self.model_file().path),), self.batch_size, self.n_ctx, self.threads(),
+                            self.n_batch)
 
     def _chat(self, messages: Sequence[Message], params: SamplingParams) -> Generation:
+        out: list[Generation] = []
+        self._generate([0], [messages], params, lambda index, generation: out.append(generation))
+        return out[0]
+
+    def _generate(self, indices, requests, params, commit) -> None:
+        if not indices:
+            return
+        from resources.batched import CompletionRequest, chat_prompt
+
         llama = self.llama()
-        # Without reset the KV cache of the previous call changes even greedy output; the seed makes sampling
-        # reproducible call by call, whatever ran before.
-        llama.reset()
-        llama.set_seed(params.seed)
-        started = time.perf_counter()
-        out = llama.create_chat_completion(
-            messages=list(messages), temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
-            max_tokens=params.max_tokens, repeat_penalty=params.repeat_penalty, seed=params.seed,
-            stop=list(params.stop) or None,
-        )
-        seconds = time.perf_counter() - started
-        choice = out["choices"][0]
-        return Generation(
-            text=(choice["message"].get("content") or "").strip(),
-            finish_reason=choice.get("finish_reason") or "stop",
-            prompt_tokens=int(out["usage"]["prompt_tokens"]),
-            completion_tokens=int(out["usage"]["completion_tokens"]),
-            seconds=seconds,
-            key="",
-        )
+        batch = []
+        for index in indices:
+            prompt, stops = chat_prompt(llama, requests[index], params.stop)
+            batch.append(CompletionRequest(index=index, prompt=prompt, stops=stops, max_tokens=params.max_tokens))
+
+        def done(index: int, completion) -> None:
+            commit(index, Generation(
+                text=completion.text.strip(), finish_reason=completion.finish_reason,
+                prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
+                seconds=completion.seconds, key="",
+            ))
+
+        self.engine().generate(batch, top_k=params.top_k, top_p=params.top_p, temperature=params.temperature,
+                               repeat_penalty=params.repeat_penalty, seed=params.seed, on_done=done)
+
+
+def _batch_tag(batch_size: int) -> str:
+    # Decoding several sequences per step changes the floating-point path (matrix kernels for several rows), so an
+    # answer depends on the batch it was decoded in: the batch size is part of the key. At batch size 1 the engine
+    # reproduces create_chat_completion token for token, and the key is the one earlier versions wrote.
+    return "" if batch_size == 1 else f":batch{batch_size}"
 
 
 class OpenAICompatibleLLM(LLMResource):
@@ -211,9 +292,42 @@ class OpenAICompatibleLLM(LLMResource):
     timeout_s: float = Field(default=120.0, description="Seconds to wait for one response.")
     max_retries: int = Field(default=3, description="Retries after a timeout, connection error, 429 or 5xx.")
     backoff_s: float = Field(default=1.0, description="First retry delay; doubles each retry.")
+    max_concurrency: int = Field(
+        default=1, ge=1, le=256,
+        description="Requests in flight at once (a server with parallel slots batches them); each answer is cached "
+                    "as it arrives. Not part of the cache key: the server, not this client, decides how it batches.",
+    )
 
     def model_identity(self) -> str:
         return f"openai:{self.base_url.rstrip('/')}:{self.model}:{self.model_revision}"
+
+    def _generate(self, indices, requests, params, commit) -> None:
+        if self.max_concurrency <= 1 or len(indices) <= 1:
+            return super()._generate(indices, requests, params, commit)
+        pool = ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(indices)), thread_name_prefix="dsc-llm")
+        pending: dict[Future, int] = {pool.submit(self._chat, requests[i], params): i for i in indices}
+        failure: BaseException | None = None
+        try:
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    index = pending.pop(future)
+                    try:
+                        generation = future.result()
+                    except Exception as error:  # noqa: BLE001  (re-raised below, after the answers in flight land)
+                        if failure is None:
+                            failure = error
+                            for queued in pending:
+                                queued.cancel()  # not started yet: never sent
+                        continue
+                    commit(index, generation)  # cached in the calling thread, as each answer arrives
+                pending = {f: i for f, i in pending.items() if not f.cancelled()}
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+        if failure is not None:
+            raise failure
 
     def _chat(self, messages: Sequence[Message], params: SamplingParams) -> Generation:
         body = {

@@ -11,6 +11,8 @@ Every score is cached by content hash in the same DuckDB call cache as generatio
 
 from __future__ import annotations
 
+import resources.threads  # noqa: F401  (first: sets OMP_WAIT_POLICY before llama_cpp is ever imported)
+
 import logging
 import math
 import threading
@@ -26,6 +28,7 @@ from resources.hashing import content_hash
 from resources.llm import load_llama
 from resources.models import resolve_model
 from resources.stores import CallCache
+from resources.threads import llama_threads
 
 _LOCK = threading.Lock()
 
@@ -189,15 +192,24 @@ def next_token_logprobs(llama, prefix: list[int]) -> np.ndarray:
 
 
 class _LocalModel:
-    def __init__(self, model: str, model_cache_dir: str, n_ctx: int, n_threads: int, logits_all: bool):
-        import os
+    """A judge model: its file, a loaded ``Llama`` (tokenizer, chat template, the unbatched reference path) and the
+    batched-scoring context on the same weights."""
 
+    def __init__(self, model: str, model_cache_dir: str, n_ctx: int, n_threads: int, logits_all: bool,
+                 batch_size: int = 8):
         self.file = resolve_model(model, model_cache_dir)
-        self.settings = (n_ctx, n_threads or os.cpu_count() or 1, 512, logits_all)
+        self.settings = (n_ctx, llama_threads(n_threads), 512, logits_all)
+        self.batch_size = batch_size
 
     def llama(self):
         n_ctx, threads, batch, logits_all = self.settings
         return load_llama(self.file.path, n_ctx, threads, batch, logits_all)
+
+    def engine(self):
+        from resources.batched import batch_engine
+
+        n_ctx, threads, batch, _ = self.settings
+        return batch_engine(self.llama(), (str(self.file.path), "score"), self.batch_size, n_ctx, threads, batch)
 
 
 class JudgeScorer(RewardScorer):
@@ -225,18 +237,24 @@ class JudgeScorer(RewardScorer):
         return first(["Yes", " Yes", "yes", " yes", "YES"]), first(["No", " No", "no", " no", "NO"])
 
     def _score(self, prompts: list[str], responses: list[str]) -> list[float]:
+        """All verdicts from batched prefills: many judge prompts per llama_decode, logits only at each last token."""
         llama = self.model.llama()
         yes, no = self.verdict_tokens(llama)
-        scores = []
+        prefixes = []
         for prompt, response in zip(prompts, responses):
             user = (f"{self.question}\n\nRequest: {prompt}\n\nResponse: {response}\n\n"
                     f"{self.question} Answer with Yes or No.")
             prefix = _tokens(llama, chatml([{"role": "system", "content": self.SYSTEM}, {"role": "user", "content": user}]))
-            prefix = prefix[-(llama.n_ctx() - 1):]  # a very long response loses its beginning, not the question
-            logprobs = next_token_logprobs(llama, prefix)
+            prefixes.append(prefix[-(llama.n_ctx() - 1):])  # a very long response loses its beginning, not the question
+        scores = [0.5] * len(prefixes)
+
+        def verdict(index: int, position: int, logits: np.ndarray) -> None:
+            logprobs = _log_softmax(logits.astype(np.float64))
             p_yes, p_no = np.exp(logprobs[yes]).sum(), np.exp(logprobs[no]).sum()
             p = float(p_yes / (p_yes + p_no)) if p_yes + p_no > 0 else 0.5
-            scores.append(1.0 - p if self.invert else p)
+            scores[index] = 1.0 - p if self.invert else p
+
+        self.model.engine().score(prefixes, [range(len(t) - 1, len(t)) for t in prefixes], verdict)
         return scores
 
 
@@ -248,28 +266,59 @@ class SelfRewardScorer:
         self.cache, self.model = CallCache(cache_path), model
         self.computed = 0
 
+    def _key(self, system: str, query: str, answer: str) -> str:
+        return content_hash("logprob", self.model.file.sha256, system, query, answer)
+
     def logprob(self, system: str, query: str, answer: str) -> float:
-        key = content_hash("logprob", self.model.file.sha256, system, query, answer)
-        hit = self.cache.get(key)
-        if hit is not None:
-            return hit["logprob"]
-        llama = self.model.llama()
-        prefix = _tokens(llama, chatml([{"role": "system", "content": system}, {"role": "user", "content": query}]))
-        value = continuation_logprob(llama, prefix, _tokens(llama, answer + "<|im_end|>"))
-        self.cache.put(key, "score", self.model.file.sha256, {"system": system, "query": query, "answer": answer},
-                       {"logprob": value}, 0.0)
-        self.computed += 1
-        return value
+        return self.logprobs([(system, query, answer)])[0]
+
+    def logprobs(self, triples: Sequence[tuple[str, str, str]]) -> list[float]:
+        """log π(answer | system, query) for each triple (prompt tokens masked), cache first; the missing ones from
+        batched prefills, each committed as soon as its sequence is scored."""
+        keys = [self._key(*triple) for triple in triples]
+        found = {key: hit["logprob"] for key, hit in self.cache.get_many(list(dict.fromkeys(keys))).items()}
+        todo = list(dict.fromkeys(key for key in keys if key not in found))
+        if todo:
+            llama = self.model.llama()
+            by_key = dict(zip(keys, triples))
+            sequences, starts, totals = [], [], []
+            for key in todo:
+                system, query, answer = by_key[key]
+                prefix = _tokens(llama, chatml([{"role": "system", "content": system}, {"role": "user", "content": query}]))
+                continuation = _tokens(llama, answer + "<|im_end|>")
+                if len(prefix) + len(continuation) > llama.n_ctx():
+                    raise ValueError(f"prompt and answer take {len(prefix) + len(continuation)} tokens, more than the "
+                                     f"context of {llama.n_ctx()}")
+                sequences.append(prefix + continuation)
+                starts.append(len(prefix))
+                totals.append(0.0)
+            remaining = [len(t) - s for t, s in zip(sequences, starts)]
+
+            def add(index: int, position: int, logits: np.ndarray) -> None:
+                # Row p predicts token p + 1: the answer's tokens are sequences[index][starts[index]:].
+                logprobs = _log_softmax(logits.astype(np.float64))
+                totals[index] += float(logprobs[sequences[index][position + 1]])
+                remaining[index] -= 1
+                if remaining[index] == 0:
+                    system, query, answer = by_key[todo[index]]
+                    self.cache.put(todo[index], "score", self.model.file.sha256,
+                                   {"system": system, "query": query, "answer": answer}, {"logprob": totals[index]}, 0.0)
+                    found[todo[index]] = totals[index]
+                    self.computed += 1
+
+            self.model.engine().score(sequences, [range(s - 1, len(t) - 1) for t, s in zip(sequences, starts)], add)
+        return [found[key] for key in keys]
 
     def self_reward(self, query: str, positive: str, negative: str, answer_positive: str, answer_negative: str) -> float:
-        a1 = self.logprob(positive, query, answer_positive) - self.logprob(negative, query, answer_positive)
-        a2 = self.logprob(positive, query, answer_negative) - self.logprob(negative, query, answer_negative)
-        return a1 - a2
+        return self.self_reward_many([query], positive, negative, [answer_positive], [answer_negative])[0]
 
     def self_reward_many(self, queries: Sequence[str], positive: str, negative: str, answers_positive: Sequence[str],
                          answers_negative: Sequence[str]) -> list[float]:
-        return [self.self_reward(q, positive, negative, a1, a2)
-                for q, a1, a2 in zip(queries, answers_positive, answers_negative)]
+        triples = []
+        for query, a1, a2 in zip(queries, answers_positive, answers_negative):
+            triples += [(positive, query, a1), (negative, query, a1), (positive, query, a2), (negative, query, a2)]
+        values = self.logprobs(triples)
+        return [(values[i] - values[i + 1]) - (values[i + 2] - values[i + 3]) for i in range(0, len(values), 4)]
 
 
 class RewardModels(dg.ConfigurableResource):
@@ -280,7 +329,8 @@ class RewardModels(dg.ConfigurableResource):
     judge_model: str = Field(default="smollm2-135m", description="Model name or .gguf path for judge and self-reward.")
     model_cache_dir: str = Field(default=".dsc/models")
     n_ctx: int = Field(default=2048, description="Context of the judge; long texts are cut from the front.")
-    n_threads: int = Field(default=0)
+    n_threads: int = Field(default=0, description="CPU threads; 0: the thread rule (see resources/threads.py).")
+    batch_size: int = Field(default=8, ge=1, le=64, description="Sequences scored together in one llama.cpp context.")
 
     def for_task(self, scorer: Any) -> RewardScorer:
         if scorer is None:
@@ -301,8 +351,10 @@ class RewardModels(dg.ConfigurableResource):
         raise ValueError(f"unknown scorer '{scorer.name}'; known: vader, pii, judge")
 
     def self_reward(self) -> SelfRewardScorer:
-        return SelfRewardScorer(self.cache_path, self._model(logits_all=True))
+        # Batched scoring reads the logits it needs from the engine: no logits_all copy (n_ctx x vocabulary floats).
+        return SelfRewardScorer(self.cache_path, self._model(logits_all=False))
 
     def _model(self, logits_all: bool) -> _LocalModel:
-        return _LocalModel(self.judge_model, self.model_cache_dir, self.n_ctx, self.n_threads, logits_all)
+        return _LocalModel(self.judge_model, self.model_cache_dir, self.n_ctx, self.n_threads, logits_all,
+                           self.batch_size)
 
