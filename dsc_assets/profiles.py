@@ -46,6 +46,8 @@ class GeneratorProfile(BaseModel):
     api_key_env: str | None = None
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(3, ge=0, le=20)
+    batch_size: int = Field(8, ge=1, le=64, description="llama_cpp: answers decoded together in one context.")
+    max_concurrency: int = Field(1, ge=1, le=256, description="openai: requests in flight at once.")
 
 
 class LocalModelProfile(BaseModel):
@@ -54,6 +56,7 @@ class LocalModelProfile(BaseModel):
     model: str = Field("smollm2-135m", min_length=1)
     n_ctx: int = Field(2048, **N_CTX)
     n_threads: int = Field(0, ge=0, le=1024)
+    batch_size: int = Field(8, ge=1, le=64, description="Sequences decoded or scored together in one context.")
 
 
 def _quality_overrides_type():
@@ -152,24 +155,25 @@ def build_generator(profile: Profile, home: Path) -> LLMResource:
         api_key = dg.EnvVar(gen.api_key_env) if gen.api_key_env and os.environ.get(gen.api_key_env) else ""
         return OpenAICompatibleLLM(
             cache_path=cache, base_url=gen.base_url, model=gen.model, api_key=api_key,
-            timeout_s=gen.timeout_s, max_retries=gen.max_retries,
+            timeout_s=gen.timeout_s, max_retries=gen.max_retries, max_concurrency=gen.max_concurrency,
         )
     return LlamaCppLLM(
         cache_path=cache, model=gen.model, model_cache_dir=str(home / "models"), n_ctx=gen.n_ctx,
-        n_threads=gen.n_threads,
+        n_threads=gen.n_threads, batch_size=gen.batch_size,
     )
 
 
 def build_rewards(profile: Profile, home: Path) -> RewardModels:
     judge = profile.judge
     return RewardModels(cache_path=str(home / "cache.duckdb"), judge_model=judge.model,
-                        model_cache_dir=str(home / "models"), n_ctx=judge.n_ctx, n_threads=judge.n_threads)
+                        model_cache_dir=str(home / "models"), n_ctx=judge.n_ctx, n_threads=judge.n_threads,
+                        batch_size=judge.batch_size)
 
 
 def build_student(profile: Profile, home: Path) -> LlamaCppLLM:
     student = profile.student
     return LlamaCppLLM(cache_path=str(home / "cache.duckdb"), model=student.model, model_cache_dir=str(home / "models"),
-                       n_ctx=student.n_ctx, n_threads=student.n_threads)
+                       n_ctx=student.n_ctx, n_threads=student.n_threads, batch_size=student.batch_size)
 
 
 def build_trainer(profile: Profile, home: Path) -> LoRATrainer:

@@ -174,6 +174,7 @@ def evaluation(
             variants[checkpoint["method"].iloc[0]] = LlamaCppLLM(
                 cache_path=student.cache_path, model=checkpoint["gguf_path"].iloc[0],
                 model_cache_dir=student.model_cache_dir, n_ctx=student.n_ctx, n_threads=student.n_threads,
+                batch_size=student.batch_size,
             )
         elif len(checkpoint):
             context.log.warning(f"{task.name}: {checkpoint['method'].iloc[0]} not evaluated ({checkpoint['status'].iloc[0]})")
