@@ -1,19 +1,28 @@
-"""Generation throughput: the pipeline's LLM resource vs bare llama-cpp-python, side by side in one run.
+"""Generation throughput: batched decoding vs one answer at a time, against the machine's prefill speed.
 
-    python bench/generation.py [--model qwen2.5-coder-1.5b] [--prompts 12] [--max-tokens 96] [--rounds 2]
+    DSC_LLAMA_THREADS=1 python bench/generation.py [--models smollm2-135m,qwen2.5-coder-1.5b] [--batch-sizes 4,8]
+        [--rounds 2] [--max-tokens 64] [--server] [--json bench/results/generation.json]
 
-Both sides load the same GGUF with the same settings and answer the same chat requests with the same seed;
-rounds alternate in ABBA order (bare then pipeline, pipeline then bare, ...) so drift in machine speed
-and warm-up hit both sides alike. Prints tokens/s of
-each, the throughput ratio pipeline/bare (goal >= 0.95), and the speed-up of a second identical pipeline run
-served from the call cache.
+For each model, every side is the pipeline's ``LlamaCppLLM.chat_many`` on the same chat requests (a task's system
+prompt and train prompts) with the same sampling parameters and token budget, from a fresh call cache, so each side
+really generates and commits every row: batch size 1 (today's one-at-a-time pipeline; the engine at batch size 1
+reproduces ``create_chat_completion`` token for token, a test checks) and each batch size asked for. Rounds
+alternate the order of the sides (rotating), so drift in machine speed hits all sides alike. The ceiling is the same
+model's prefill speed (a 256-token prompt in one ``llama_decode``), measured inside every round. Threads: the thread
+rule (``resources/threads.py``: DSC_LLAMA_THREADS, else every core this process may use).
+
+``--server`` also measures the OpenAI-compatible backend against ``python -m llama_cpp.server`` (135M model) with
+``max_concurrency`` 1 vs 4, if llama-cpp-python's server extra is installed.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,98 +30,155 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import resources.threads  # noqa: E402,F401  (OMP_WAIT_POLICY before llama_cpp loads)
 from dsc_assets.tasks import load_task  # noqa: E402
-from resources.llm import LlamaCppLLM, SamplingParams  # noqa: E402
-from resources.models import resolve_model  # noqa: E402
+from resources.llm import LlamaCppLLM, OpenAICompatibleLLM, SamplingParams  # noqa: E402
+from resources.threads import llama_threads  # noqa: E402
+
+DEFAULT_PROMPTS = {"smollm2-135m": 24, "qwen2.5-coder-1.5b": 8}
+
+
+def chat_requests(task_name: str, count: int) -> list[list[dict]]:
+    task = load_task(task_name)
+    prompts = [p.prompt for p in task.prompts]
+    prompts = (prompts * (count // len(prompts) + 1))[:count]
+    return [[{"role": "system", "content": task.spec.system_prompt}, {"role": "user", "content": p}] for p in prompts]
+
+
+def prefill_tokens_per_s(llama, tokens: list[int]) -> float:
+    llama.reset()
+    started = time.perf_counter()
+    llama.eval(tokens)
+    return len(tokens) / (time.perf_counter() - started)
+
+
+def bench_model(model: str, requests: list[list[dict]], params: SamplingParams, batch_sizes: list[int], rounds: int,
+                n_ctx: int, workdir: Path) -> dict:
+    sides = [1, *batch_sizes]
+    llms = {b: LlamaCppLLM(cache_path=str(workdir / f"{model}-warm-{b}.duckdb"), model=model,
+                           model_cache_dir=".dsc/models", n_ctx=n_ctx, batch_size=b) for b in sides}
+    for llm in llms.values():  # load and warm every context outside the timed rounds (page faults, allocations)
+        llm.chat_many(requests[: llm.batch_size], params.model_copy(update={"max_tokens": 4, "seed": 999_999}))
+    llama = llms[1].llama()
+    filler = llama.tokenize(" ".join(m[1]["content"] for m in requests).encode(), add_bos=False)
+    ceiling_tokens = (filler * (256 // max(len(filler), 1) + 1))[:256]
+    prefill_tokens_per_s(llama, ceiling_tokens)
+
+    seconds = {b: 0.0 for b in sides}
+    tokens = {b: 0 for b in sides}
+    prefill: list[float] = []
+    for round_index in range(rounds):
+        order = sides[round_index % len(sides):] + sides[: round_index % len(sides)]
+        round_params = params.model_copy(update={"seed": params.seed + round_index})  # no cache hit across rounds
+        for b in order:
+            llm = LlamaCppLLM(**{**llms[b].model_dump(), "cache_path": str(workdir / f"{model}-{round_index}-{b}.duckdb")})
+            started = time.perf_counter()
+            generations = llm.chat_many(requests, round_params)
+            seconds[b] += time.perf_counter() - started
+            tokens[b] += sum(g.completion_tokens for g in generations)
+            assert llm.calls_made == len(requests), "every row must really be generated in a timed round"
+            prefill.append(prefill_tokens_per_s(llama, ceiling_tokens))
+            print(f"  {model} round {round_index + 1} batch {b}: {tokens[b] / seconds[b]:.1f} tok/s so far", flush=True)
+    ceiling = sorted(prefill)[len(prefill) // 2]
+    speed = {b: tokens[b] / seconds[b] for b in sides}
+    return {
+        "model": model, "requests": len(requests), "max_tokens": params.max_tokens, "rounds": rounds,
+        "threads": llama_threads(), "prefill_tokens_per_s": round(ceiling, 1),
+        "sides": {f"batch_{b}": {"tokens_per_s": round(speed[b], 2), "completion_tokens": tokens[b],
+                                  "seconds": round(seconds[b], 2), "ratio_to_batch_1": round(speed[b] / speed[1], 3),
+                                  "fraction_of_prefill": round(speed[b] / ceiling, 3)} for b in sides},
+    }
+
+
+def bench_server(requests: list[list[dict]], params: SamplingParams, rounds: int, workdir: Path) -> dict:
+    missing = [m for m in ("fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        return {"skipped": f"llama-cpp-python's server extra is not installed (missing: {', '.join(missing)})"}
+    from resources.models import resolve_model
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    model = resolve_model("smollm2-135m", ".dsc/models")
+    threads = str(llama_threads())
+    process = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model.path), "--host", "127.0.0.1",
+                                "--port", str(port), "--n_ctx", "2048", "--n_threads", threads, "--n_threads_batch", threads],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(base_url + "/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    return {"skipped": "llama_cpp.server did not start"}
+                time.sleep(0.5)
+        seconds, tokens = {1: 0.0, 4: 0.0}, {1: 0, 4: 0}
+        for round_index in range(rounds):
+            for concurrency in ([1, 4] if round_index % 2 == 0 else [4, 1]):
+                client = OpenAICompatibleLLM(cache_path=str(workdir / f"server-{round_index}-{concurrency}.duckdb"),
+                                             base_url=base_url, model="smollm2", max_concurrency=concurrency)
+                started = time.perf_counter()
+                out = client.chat_many(requests, params.model_copy(update={"seed": params.seed + round_index}))
+                seconds[concurrency] += time.perf_counter() - started
+                tokens[concurrency] += sum(g.completion_tokens for g in out)
+        speed = {c: tokens[c] / seconds[c] for c in seconds}
+        return {"server": "python -m llama_cpp.server (one model instance, requests served one at a time)",
+                "tokens_per_s": {f"max_concurrency_{c}": round(v, 2) for c, v in speed.items()},
+                "ratio_4_over_1": round(speed[4] / speed[1], 3)}
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="qwen2.5-coder-1.5b")
+    parser.add_argument("--models", default="smollm2-135m,qwen2.5-coder-1.5b")
     parser.add_argument("--task", default="sentiment")
-    parser.add_argument("--prompts", type=int, default=12)
-    parser.add_argument("--max-tokens", type=int, default=96)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per side")
-    parser.add_argument("--n-ctx", type=int, default=2048)
+    parser.add_argument("--prompts", type=int, help="requests per round (default: 24 for the 135M model, 8 for the teacher)")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--batch-sizes", default="4,8")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--n-ctx", type=int, default=1024)
+    parser.add_argument("--server", action="store_true", help="also measure max_concurrency 1 vs 4 against llama_cpp.server")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
 
-    task = load_task(args.task)
-    requests = [
-        [{"role": "system", "content": task.spec.system_prompt}, {"role": "user", "content": p.prompt}]
-        for p in task.prompts[: args.prompts]
-    ]
-    params = task.spec.sampling.model_copy(update={"max_tokens": args.max_tokens})
+    import llama_cpp
+
+    from resources.llama_build import installed_marker
+
+    system_info = llama_cpp.llama_print_system_info().decode().strip()
+    marker = installed_marker()
+    print(f"llama.cpp build: {system_info}\ninstalled build: {json.dumps(marker)}\nthreads: {llama_threads()} "
+          f"(of {len(os.sched_getaffinity(0))} usable cores), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="dsc-bench-"))
-    threads = os.cpu_count() or 1
-    model = resolve_model(args.model, Path(".dsc/models"))
-
-    from llama_cpp import Llama
-
-    bare = Llama(model_path=str(model.path), n_ctx=args.n_ctx, n_threads=threads, n_threads_batch=threads,
-                 n_batch=512, verbose=False)
-    # Both sides answer one untimed request first: page faults of the memory-mapped weights and llama.cpp's
-    # first-call allocations are start-up, not throughput, and would otherwise land on whichever side runs first.
-    bare.create_chat_completion(messages=requests[0], max_tokens=8)
-    LlamaCppLLM(cache_path=str(workdir / "warm-up.duckdb"), model=args.model, model_cache_dir=".dsc/models",
-                n_ctx=args.n_ctx).llama().create_chat_completion(messages=requests[0], max_tokens=8)  # shared per process
-
-    def run_bare(params: SamplingParams) -> tuple[float, int, list[str]]:
-        started, tokens, texts = time.perf_counter(), 0, []
-        for messages in requests:
-            bare.reset()
-            bare.set_seed(params.seed)
-            out = bare.create_chat_completion(
-                messages=messages, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
-                max_tokens=params.max_tokens, repeat_penalty=params.repeat_penalty, seed=params.seed,
-            )
-            tokens += out["usage"]["completion_tokens"]
-            texts.append(out["choices"][0]["message"]["content"].strip())
-        return time.perf_counter() - started, tokens, texts
-
-    def run_pipeline(params: SamplingParams, cache: Path) -> tuple[float, int, list[str], int]:
-        llm = LlamaCppLLM(cache_path=str(cache), model=args.model, model_cache_dir=".dsc/models", n_ctx=args.n_ctx)
-        llm.llama()  # load outside the timed window, like the bare side's Llama() above (a 1.1 GB load is seconds)
-        started = time.perf_counter()
-        generations = llm.chat_many(requests, params)
-        return (time.perf_counter() - started, sum(g.completion_tokens for g in generations),
-                [g.text for g in generations], llm.calls_made)
-
-    bare_s = pipe_s = 0.0
-    bare_tok = pipe_tok = 0
-    for round_index in range(args.rounds):
-        # A new seed per round: the pipeline must really generate (no cache hit) in every round.
-        round_params = params.model_copy(update={"seed": params.seed + round_index})
-        cache = workdir / f"cache-{round_index}.duckdb"
-        if round_index % 2 == 0:  # ABBA order: whichever side runs first in a round runs second in the next
-            (b_s, b_tok, bare_texts), (p_s, p_tok, pipe_texts, calls) = run_bare(round_params), run_pipeline(round_params, cache)
-        else:
-            (p_s, p_tok, pipe_texts, calls), (b_s, b_tok, bare_texts) = run_pipeline(round_params, cache), run_bare(round_params)
-        bare_s, bare_tok, pipe_s, pipe_tok = bare_s + b_s, bare_tok + b_tok, pipe_s + p_s, pipe_tok + p_tok
-        assert calls == len(requests), "the pipeline side must not hit the cache in a timed round"
-        assert pipe_texts == bare_texts, "same model, same seed: both sides must produce the same text"
-
-    cached_s, _, _, cached_calls = run_pipeline(
-        params.model_copy(update={"seed": params.seed + args.rounds - 1}), workdir / f"cache-{args.rounds - 1}.duckdb"
-    )
-    last_round_s = pipe_s / args.rounds
-    result = {
-        "model": args.model,
-        "requests_per_round": len(requests),
-        "rounds": args.rounds,
-        "max_tokens": args.max_tokens,
-        "bare_tokens_per_s": round(bare_tok / bare_s, 2),
-        "pipeline_tokens_per_s": round(pipe_tok / pipe_s, 2),
-        "throughput_ratio_pipeline_over_bare": round((pipe_tok / pipe_s) / (bare_tok / bare_s), 3),
-        "cached_rerun_seconds": round(cached_s, 4),
-        "cached_rerun_model_calls": cached_calls,
-        "cache_speedup": round(last_round_s / cached_s, 1),
-    }
-    print(json.dumps(result, indent=2))
+    task = load_task(args.task)
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    results = {"cpu_features": system_info, "llama_build": marker, "threads": llama_threads(), "models": []}
+    for model in args.models.split(","):
+        requests = chat_requests(args.task, args.prompts or DEFAULT_PROMPTS.get(model, 8))
+        params = task.spec.sampling.model_copy(update={"max_tokens": args.max_tokens})
+        results["models"].append(bench_model(model, requests, params, batch_sizes, args.rounds, args.n_ctx, workdir))
+    if args.server:
+        params = task.spec.sampling.model_copy(update={"max_tokens": args.max_tokens})
+        results["server"] = bench_server(chat_requests(args.task, 8), params, args.rounds, workdir)
+    print(json.dumps(results, indent=2))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\npipeline/bare throughput: {result['throughput_ratio_pipeline_over_bare']:.3f} (goal >= 0.95); "
-          f"cached rerun: {result['cache_speedup']:.0f}x faster, {cached_calls} model calls")
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    print()
+    for model in results["models"]:
+        line = ", ".join(f"batch {k.split('_')[1]}: {v['tokens_per_s']} tok/s (x{v['ratio_to_batch_1']}, "
+                         f"{v['fraction_of_prefill']:.0%} of prefill)" for k, v in model["sides"].items())
+        print(f"{model['model']}: prefill {model['prefill_tokens_per_s']} tok/s; {line}")
+    if "server" in results:
+        print(f"server: {json.dumps(results['server'])}")
 
 
 if __name__ == "__main__":
