@@ -254,7 +254,7 @@ class LlamaCppLLM(LLMResource):
     def _generate(self, indices, requests, params, commit) -> None:
         if not indices:
             return
-        from resources.batched import CompletionRequest, chat_prompt
+        from resources.batched import DECODE_LOCK, CompletionRequest, chat_prompt
 
         llama = self.llama()
         batch = []
@@ -269,8 +269,9 @@ class LlamaCppLLM(LLMResource):
                 seconds=completion.seconds, key="",
             ))
 
-        self.engine().generate(batch, top_k=params.top_k, top_p=params.top_p, temperature=params.temperature,
-                               repeat_penalty=params.repeat_penalty, seed=params.seed, on_done=done)
+        with DECODE_LOCK:  # one context decodes at a time in this process; no other thread closes this one meanwhile
+            self.engine().generate(batch, top_k=params.top_k, top_p=params.top_p, temperature=params.temperature,
+                                   repeat_penalty=params.repeat_penalty, seed=params.seed, on_done=done)
 
 
 def _batch_tag(batch_size: int) -> str:

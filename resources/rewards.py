@@ -24,6 +24,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from resources.batched import DECODE_LOCK
 from resources.hashing import content_hash
 from resources.llm import load_llama
 from resources.models import resolve_model
@@ -254,7 +255,8 @@ class JudgeScorer(RewardScorer):
             p = float(p_yes / (p_yes + p_no)) if p_yes + p_no > 0 else 0.5
             scores[index] = 1.0 - p if self.invert else p
 
-        self.model.engine().score(prefixes, [range(len(t) - 1, len(t)) for t in prefixes], verdict)
+        with DECODE_LOCK:
+            self.model.engine().score(prefixes, [range(len(t) - 1, len(t)) for t in prefixes], verdict)
         return scores
 
 
@@ -306,7 +308,8 @@ class SelfRewardScorer:
                     found[todo[index]] = totals[index]
                     self.computed += 1
 
-            self.model.engine().score(sequences, [range(s - 1, len(t) - 1) for t, s in zip(sequences, starts)], add)
+            with DECODE_LOCK:
+                self.model.engine().score(sequences, [range(s - 1, len(t) - 1) for t, s in zip(sequences, starts)], add)
         return [found[key] for key in keys]
 
     def self_reward(self, query: str, positive: str, negative: str, answer_positive: str, answer_negative: str) -> float:
