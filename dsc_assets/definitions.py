@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb_pandas import DuckDBPandasIOManager
 
-from dsc_assets import assets, checks, preferences, training
+from dsc_assets import almost, assets, checks, preferences, training
 from dsc_assets.automation import dsc_refresh_sensor
 from dsc_assets.partitions import task_partitions
 from dsc_assets.profiles import Profile, build_generator, build_rewards, build_student, build_trainer, dsc_home, load_profile
@@ -15,7 +15,7 @@ from dsc_assets.versions import inputs_source
 from resources.settings import DscSettings
 
 # Every stage is declared with @stage (versions.py); task_inputs observes what each of them reads, per task.
-all_assets = [*dg.load_assets_from_modules([assets, preferences, training]), inputs_source()]
+all_assets = [*dg.load_assets_from_modules([assets, preferences, training, almost]), inputs_source()]
 all_checks = dg.load_asset_checks_from_modules([checks])
 
 dsc_job = dg.define_asset_job(

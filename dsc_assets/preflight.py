@@ -16,6 +16,7 @@ Each problem is one line that names the file (and line, prompt id or field) and 
 
 from __future__ import annotations
 
+import atexit
 import re
 import threading
 from dataclasses import dataclass
@@ -39,6 +40,14 @@ class PreflightError(RuntimeError):
 
 _VOCABS: dict[str, object] = {}
 _VOCAB_LOCK = threading.Lock()
+
+
+@atexit.register
+def _free_vocabs() -> None:
+    """Free the vocabularies before the interpreter tears llama_cpp down (a later __del__ finds it gone)."""
+    for model in _VOCABS.values():
+        model.close()
+    _VOCABS.clear()
 
 
 def token_counter(model_path: Path) -> Callable[[str], int]:

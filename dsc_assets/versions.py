@@ -22,6 +22,7 @@ import warnings
 
 import dagster as dg
 
+from dsc_assets.errors import explained
 from dsc_assets.partitions import task_partitions
 from dsc_assets.tasks import Task, TaskError, load_task, task_names
 from resources.hashing import content_hash
@@ -174,7 +175,7 @@ def stage(
         return dg.asset(
             name=declared.name, partitions_def=task_partitions, group_name=group, metadata=TABLE_METADATA,
             kinds=set(kinds), code_version=declared.code_version, deps=deps, **asset_kwargs,
-        )(fn)
+        )(explained(fn))  # any exception fails the step with its root cause as the description (errors.py)
 
     return decorate
 

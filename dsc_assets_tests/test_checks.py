@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
+import yaml
 
 from dsc_assets import assets, checks
 from dsc_assets.definitions import build_resources
@@ -13,7 +16,7 @@ from dsc_assets.partitions import task_partitions
 from dsc_assets.profiles import load_profile
 from dsc_assets.quality import QualityRules, echo_similarity, instruction_lines, repetition_ratio, template_echo, validate_table
 from dsc_assets.tasks import load_task
-from dsc_assets_tests.conftest import run_cli
+from dsc_assets_tests.conftest import PROJECT_ROOT, run_cli
 
 PROMPTS = [
     "Write a negative review of Jaws.",
@@ -120,16 +123,21 @@ def _write_tables(home, tables: dict[str, pd.DataFrame]) -> None:
             con.unregister("frame")
 
 
-@pytest.mark.parametrize("texts, exit_code", [(GOOD, 0), ([PROMPTS[0], LOOP, "", PROMPTS[3]], 1)])
-def test_gate_exit_code(tmp_path, texts, exit_code):
+@pytest.mark.parametrize("texts, verdict", [(GOOD, "STALE"), ([PROMPTS[0], LOOP, "", PROMPTS[3]], "FAILED")])
+def test_gate_judges_a_stored_table(tmp_path, texts, verdict):
+    """A degenerate table FAILS with its failed expectations and example rows; a clean table written outside any
+    recorded run (no lineage, no raw_prompts) is not trusted either."""
     home = tmp_path / "home"
     home.mkdir()
     _write_tables(home, {"drafts": _drafts(texts)})
-    result = run_cli(["dsc", "gate", "--partition", "sentiment", "--check-only", "--assets", "drafts"],
-                     {"DSC_PROFILE": "default", "DSC_HOME": str(home), "DAGSTER_HOME": str(tmp_path)})
-    assert result.returncode == exit_code, result.stdout + result.stderr
-    if exit_code:
-        assert "drafts" in result.stdout and "FAILED" in result.stdout and "text_repetition" in result.stdout
-        assert "p1: I love it." in result.stdout
+    profile = yaml.safe_load((PROJECT_ROOT / "profiles" / "test.yaml").read_text())
+    profile["quality_overrides"] = {}  # the shipped thresholds
+    (tmp_path / "strict.yaml").write_text(yaml.safe_dump(profile))
+    result = run_cli(["dsc", "gate", "--partition", "sentiment", "--check-only", "--assets", "drafts",
+                      "--profile", str(tmp_path / "strict.yaml")], {"DSC_HOME": str(home), "DAGSTER_HOME": str(tmp_path)})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert re.search(rf"drafts\s+{verdict}\s", result.stdout), result.stdout
+    if verdict == "FAILED":
+        assert "text_repetition" in result.stdout and "p1: I love it." in result.stdout
     else:
-        assert "dsc gate: passed" in result.stdout
+        assert "upstream raw_prompts is MISSING" in result.stdout and "no materialization recorded" in result.stdout

@@ -154,6 +154,9 @@ class LoRATrainer(dg.ConfigurableResource):
     rdpo_tau: float = Field(default=1.0, description="Temperature of rDPO's soft label σ((s_c − s_r)/τ).")
     dlma_gamma: float = 0.2
     logging_steps: int = 1
+    rl_beta: float = Field(default=0.05, description="ALMoST RL: KL penalty towards the SFT policy (RLOO's beta).")
+    rl_num_generations: int = Field(default=4, ge=2, description="ALMoST RL: samples per prompt (RLOO's k).")
+    rl_max_completion_length: int = Field(default=64, ge=8, description="ALMoST RL: tokens per sampled answer.")
 
     _base: Path | None = PrivateAttr(default=None)
 
@@ -249,6 +252,59 @@ class LoRATrainer(dg.ConfigurableResource):
         trainer.train()
         return self._finish(trainer, tokenizer, output_dir, started, len(dataset))
 
+    def train_reward_model(self, dataset, output_dir: str) -> TrainResult:
+        """ALMoST's reward model: the student with a scalar head, LoRA, TRL's RewardTrainer (pairwise
+        −log σ(r_chosen − r_rejected)) on conversational ``prompt``/``chosen``/``rejected`` rows."""
+        _quiet_progress()
+        import torch
+        from peft import LoraConfig
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from trl import RewardConfig, RewardTrainer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(self.base_dir()))
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        torch.manual_seed(self.seed)  # the scalar head starts random
+        model = AutoModelForSequenceClassification.from_pretrained(str(self.base_dir()), num_labels=1,
+                                                                   dtype=getattr(torch, self.dtype))
+        model.config.pad_token_id = tokenizer.pad_token_id
+        lora = LoraConfig(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
+                          target_modules=list(self.target_modules), task_type="SEQ_CLS", modules_to_save=["score"])
+        started = time.perf_counter()
+        # TRL's configs default to gradient checkpointing (and bf16 where not set): both slow a CPU down.
+        args = RewardConfig(**self._common_args(output_dir), gradient_checkpointing=False)
+        trainer = RewardTrainer(model=model, args=args, train_dataset=dataset.select_columns(["prompt", "chosen", "rejected"]),
+                                processing_class=tokenizer, peft_config=lora)
+        trainer.train()
+        return self._finish(trainer, tokenizer, output_dir, started, len(dataset))
+
+    def train_rl(self, prompts, policy_dir: str, reward_function, output_dir: str) -> TrainResult:
+        """ALMoST's RL from synthetic feedback: RLOO (TRL 1.16 has no PPO) from the SFT policy in ``policy_dir``,
+        LoRA on top of it, so the KL reference (adapter off) is the SFT policy; the reward is ``reward_function``."""
+        _quiet_progress()
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from trl import RLOOConfig, RLOOTrainer
+
+        tokenizer = AutoTokenizer.from_pretrained(policy_dir)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"  # generation pads on the left
+        model = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=getattr(torch, self.dtype))
+        common = self._common_args(output_dir)
+        common.pop("max_length")
+        # One optimizer step = one group of k samples for each of batch prompts; k must divide the batch.
+        common.update(per_device_train_batch_size=self.rl_num_generations, gradient_accumulation_steps=1)
+        args = RLOOConfig(**common, num_generations=self.rl_num_generations, beta=self.rl_beta,
+                          max_completion_length=self.rl_max_completion_length, gradient_checkpointing=False,
+                          temperature=0.7, log_completions=False)
+        started = time.perf_counter()
+        trainer = RLOOTrainer(model=model, reward_funcs=reward_function, args=args,
+                              train_dataset=prompts.select_columns(["prompt"]), processing_class=tokenizer,
+                              peft_config=self._lora())
+        trainer.train()
+        return self._finish(trainer, tokenizer, output_dir, started, len(prompts))
+
     def export_gguf(self, merged_dir: str, out_path: str) -> str:
         """Write the merged model as GGUF: the student's GGUF with every fine-tuned weight replaced (in F16) and all
         else (tokenizer, chat template, untouched quantized tensors) copied as it was."""
@@ -306,3 +362,34 @@ def export_merged_gguf(base_gguf: Path, merged_dir: Path, out_path: Path, target
         writer.write_tensor_data(replaced.get(tensor.name, tensor.data), tensor_endianess=reader.endianess)
     writer.close()
     os.replace(partial, out_path)
+
+
+class RewardModelScorer:
+    """Scores (prompt messages, answer) with a reward model folder written by ``train_reward_model`` (merged)."""
+
+    def __init__(self, model_dir: str, batch_size: int = 8):
+        _quiet_progress()
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "right"
+        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
+        self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.batch_size = batch_size
+
+    def score(self, prompts: list[list[dict]], answers: list[str]) -> list[float]:
+        """The scalar reward of each answer after its prompt, formatted as in training (the chat template)."""
+        import torch
+        from trl.data_utils import _tokenize
+
+        ids = [_tokenize(self.tokenizer, list(p) + [{"role": "assistant", "content": a}])["input_ids"]
+               for p, a in zip(prompts, answers)]
+        scores: list[float] = []
+        with torch.no_grad():
+            for start in range(0, len(ids), self.batch_size):
+                batch = self.tokenizer.pad({"input_ids": ids[start:start + self.batch_size]}, return_tensors="pt")
+                scores += self.model(**batch).logits.squeeze(-1).float().tolist()
+        return scores

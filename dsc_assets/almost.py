@@ -1,0 +1,336 @@
+"""ALMoST (Kim et al., 2023): alignment from synthetic comparisons, with no judge and no human label.
+
+The data says "a larger, better-prompted model answers better than a smaller, worse-prompted one": answers from
+four ranked configurations become comparisons, a heuristic filter drops implausible ones, a reward model learns the
+ranking, picks the best of N samples per prompt (reward-model-guided self-play, single turn), and the student is
+distilled on those demonstrations (SFT) and then trained against the reward model (RL). Needs an ``almost:`` block
+in the task's ``task.yaml``; a task without one builds empty ALMoST tables.
+
+Configurations (teacher = the ``llm`` resource, student = the ``student`` resource):
+    A  teacher, system prompt + positive affix + demonstrations    (best)
+    B  teacher, system prompt only
+    C  student, system prompt + positive affix + demonstrations
+    D  student, system prompt only                                 (worst)
+"""
+
+
+import json
+import time
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from dsc_assets.assets import partition_task, sampling_params, system_message, user_message
+from dsc_assets.preferences import _output
+from dsc_assets.samples import data_version
+from dsc_assets.tasks import Almost, Task
+from dsc_assets.training import _dataset_records, _train
+from dsc_assets.versions import stage, version_metadata
+from resources.hashing import content_hash
+from resources.llm import LlamaCppLLM, LLMResource
+from resources.settings import DscSettings
+from resources.stores import CallCache
+from resources.trainer import LoRATrainer, RewardModelScorer
+
+CONFIGS = {"A": ("teacher", True), "B": ("teacher", False), "C": ("student", True), "D": ("student", False)}
+# Which configuration beats which under each rule; B vs C is never compared (the two rules disagree there).
+RULE_PAIRS = {"prompt": (("A", "B"), ("C", "D")), "size": (("A", "C"), ("B", "D")), "both": (("A", "D"),)}
+RESPONSE_COLUMNS = ["task", "prompt_id", "prompt", "config", "model_role", "text", "finish_reason", "completion_tokens"]
+COMPARISON_COLUMNS = ["task", "prompt_id", "prompt", "rule", "chosen_config", "rejected_config", "chosen", "rejected",
+                      "fold", "kept", "drop_reason"]
+
+
+def config_messages(task: Task, config: str, prompt: str) -> list[dict]:
+    """The chat a configuration sends: the plain ones as the dSC drafts do, the prompted ones with the task's
+    positive affix and its demonstrations as earlier turns."""
+    _, prompted = CONFIGS[config]
+    if not prompted:
+        return [system_message(task), user_message(prompt)]
+    spec = task.spec
+    affix = spec.contrastive.positive_affix if spec.contrastive else ""
+    messages = [{"role": "system", "content": f"{spec.system_prompt} {affix}".strip()}]
+    for demo in spec.almost.demonstrations:
+        messages += [user_message(demo.prompt), {"role": "assistant", "content": demo.response}]
+    return messages + [user_message(prompt)]
+
+
+def heldout_prompts(prompt_ids: list[str], almost: Almost, seed: int) -> set[str]:
+    """A prompt-disjoint held-out fold: a prompt's fold depends only on its id and the seed; with two or more
+    prompts at least one is held out and one is not."""
+    draws = {pid: int(content_hash("almost-fold", seed, pid, length=8), 16) / 16**8 for pid in prompt_ids}
+    heldout = {pid for pid, draw in draws.items() if draw < almost.heldout_fraction}
+    if len(draws) >= 2 and not heldout:
+        heldout = {min(draws, key=draws.get)}
+    if len(draws) >= 2 and heldout == set(draws):
+        heldout.discard(max(draws, key=draws.get))
+    return heldout
+
+
+def drop_reason(chosen: pd.Series, rejected: pd.Series, mean_words: float, std_words: float, almost: Almost) -> str:
+    """Why a comparison is implausible ('' if it is kept). The paper filters with a reward heuristic whose exact
+    thresholds we do not have; ours, in order: an empty answer; identical texts; a cut-off answer (if the task says
+    so); and length: keep when the chosen answer is at least as long as the rejected one, or at least
+    mean − std/2 words of that prompt's answers (a much shorter "better" answer is more often a failure)."""
+    chosen_text, rejected_text = str(chosen["text"]).strip(), str(rejected["text"]).strip()
+    if not chosen_text or not rejected_text:
+        return "empty"
+    if " ".join(chosen_text.split()) == " ".join(rejected_text.split()):
+        return "identical"
+    if almost.drop_truncated and "length" in (chosen["finish_reason"], rejected["finish_reason"]):
+        return "truncated"
+    chosen_words, rejected_words = len(chosen_text.split()), len(rejected_text.split())
+    if chosen_words < rejected_words and chosen_words < mean_words - std_words / 2:
+        return "length"
+    return ""
+
+
+def synthesize_comparisons(responses: pd.DataFrame, almost: Almost, seed: int) -> pd.DataFrame:
+    """Every comparison the task's rules imply, per prompt, with its fold and whether the filter keeps it."""
+    heldout = heldout_prompts(list(dict.fromkeys(responses["prompt_id"])), almost, seed)
+    rows = []
+    for prompt_id, group in responses.groupby("prompt_id", sort=False):
+        by_config = {row["config"]: row for _, row in group.iterrows()}
+        words = np.array([len(str(t).split()) for t in group["text"]], dtype=float)
+        mean_words, std_words = float(words.mean()), float(words.std())
+        for rule in almost.rules:
+            for chosen_config, rejected_config in RULE_PAIRS[rule]:
+                chosen, rejected = by_config.get(chosen_config), by_config.get(rejected_config)
+                if chosen is None or rejected is None:
+                    continue
+                reason = drop_reason(chosen, rejected, mean_words, std_words, almost)
+                rows.append({"task": chosen["task"], "prompt_id": prompt_id, "prompt": chosen["prompt"], "rule": rule,
+                             "chosen_config": chosen_config, "rejected_config": rejected_config,
+                             "chosen": chosen["text"], "rejected": rejected["text"],
+                             "fold": "heldout" if prompt_id in heldout else "train", "kept": reason == "",
+                             "drop_reason": reason})
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def rm_scores(cache_path: str, model_row: pd.Series, prompts: list[list[dict]], answers: list[str]) -> list[float]:
+    """Reward-model scores, cached like every model call (key: the reward model's version, the chat, the answer)."""
+    cache = CallCache(cache_path)
+    identity = f"reward_model:{model_row['version']}"
+    keys = [content_hash("score", identity, p, a) for p, a in zip(prompts, answers)]
+    found = cache.get_many(keys)
+    missing = [i for i, key in enumerate(keys) if key not in found]
+    if missing:
+        started = time.perf_counter()
+        values = RewardModelScorer(model_row["model_dir"]).score([prompts[i] for i in missing], [answers[i] for i in missing])
+        seconds = (time.perf_counter() - started) / len(missing)
+        for i, value in zip(missing, values):
+            found[keys[i]] = {"score": value}
+            cache.put(keys[i], "score", identity, {"messages": prompts[i], "answer": answers[i]}, {"score": value}, seconds)
+    return [float(found[key]["score"]) for key in keys]
+
+
+def _train_prompts(raw_prompts: pd.DataFrame) -> pd.DataFrame:
+    return raw_prompts[raw_prompts["split"] == "train"]
+
+
+@stage(group="almost", reads=("task.system_prompt", "task.contrastive", "task.almost.demonstrations", "sampling",
+                               "generator", "student"))
+def almost_responses(
+    context: dg.AssetExecutionContext, raw_prompts: pd.DataFrame, llm: LLMResource, student: LlamaCppLLM,
+    settings: DscSettings,
+) -> dg.Output[pd.DataFrame]:
+    """One answer per train prompt from each of the four ranked configurations (A > B > C > D): teacher or student,
+    with or without the positive affix and the task's demonstrations. B asks exactly what a dSC draft asks, so it
+    comes from the cache when the drafts exist."""
+    task = partition_task(context)
+    train = _train_prompts(raw_prompts)
+    params = sampling_params(task, settings)
+    rows = []
+    if task.spec.almost is not None:
+        for config, (role, _) in CONFIGS.items():
+            model = llm if role == "teacher" else student
+            requests = [config_messages(task, config, prompt) for prompt in train["prompt"]]
+            for (_, row), generation in zip(train.iterrows(), model.chat_many(requests, params)):
+                rows.append({"task": task.name, "prompt_id": row["prompt_id"], "prompt": row["prompt"], "config": config,
+                             "model_role": role, "text": generation.text, "finish_reason": generation.finish_reason,
+                             "completion_tokens": generation.completion_tokens})
+            context.log.info(f"{task.name} ALMoST configuration {config} ({role}): {len(requests)} answers")
+    else:
+        context.log.warning(f"{task.name}: task.yaml has no 'almost:' block; ALMoST builds nothing for it")
+    df = pd.DataFrame(rows, columns=RESPONSE_COLUMNS)
+    words = df.assign(words=df["text"].str.split().str.len()).groupby("config")["words"].mean().round(1).to_dict()
+    return _output(context, task, df, {"mean_words_by_config": dg.MetadataValue.json(words)},
+                   ["prompt_id", "config", "text"])
+
+
+@stage(group="almost", reads=("task.almost.rules", "task.almost.heldout_fraction", "task.almost.drop_truncated",
+                               "task.split"))
+def synthetic_comparisons(context: dg.AssetExecutionContext, almost_responses: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    """Comparisons implied by the rules (prompt: A>B, C>D; size: A>C, B>D; both: A>D; never B vs C), each naming
+    its rule, with the heuristic filter's verdict (``kept``, ``drop_reason``) and a prompt-disjoint fold."""
+    task = partition_task(context)
+    almost = task.spec.almost
+    df = (synthesize_comparisons(almost_responses, almost, task.spec.split.seed) if almost is not None and len(almost_responses)
+          else pd.DataFrame(columns=COMPARISON_COLUMNS))
+    kept = df[df["kept"].astype(bool)] if len(df) else df
+    metadata = {
+        "kept": dg.MetadataValue.int(len(kept)),
+        "dropped_by_reason": dg.MetadataValue.json(df.loc[~df["kept"].astype(bool), "drop_reason"].value_counts().to_dict() if len(df) else {}),
+        "kept_by_rule_and_fold": dg.MetadataValue.json(
+            {f"{r}/{f}": int(n) for (r, f), n in kept.groupby(["rule", "fold"]).size().items()} if len(kept) else {}),
+    }
+    return _output(context, task, df, metadata, ["prompt_id", "rule", "chosen_config", "kept", "drop_reason", "chosen"])
+
+
+def _rm_prompt(task: Task, prompt: str) -> list[dict]:
+    """What the reward model sees before an answer: the task's plain request, whatever configuration answered."""
+    return [system_message(task), user_message(prompt)]
+
+
+def _pair_accuracy(chosen_scores: np.ndarray, rejected_scores: np.ndarray) -> float:
+    if not len(chosen_scores):
+        return float("nan")
+    return float(np.mean((chosen_scores > rejected_scores) + 0.5 * (chosen_scores == rejected_scores)))
+
+
+REWARD_MODEL_COLUMNS = ["task", "status", "version", "train_pairs", "heldout_pairs", "heldout_accuracy",
+                        "longer_wins_accuracy", "accuracy_by_rule", "steps", "first_loss", "last_loss", "model_dir"]
+
+
+@stage(group="almost", layer="training", reads=("task.system_prompt", "trainer"), kinds=("pytorch", "duckdb"))
+def reward_model(
+    context: dg.AssetExecutionContext, synthetic_comparisons: pd.DataFrame, trainer: LoRATrainer,
+    settings: DscSettings, llm: LLMResource,
+) -> dg.Output[pd.DataFrame]:
+    """A scalar head on the student with LoRA, trained with TRL's RewardTrainer (−log σ(r_chosen − r_rejected)) on
+    the kept train-fold comparisons; accuracy on the held-out fold, overall and per rule, next to the "longer answer
+    wins" baseline."""
+    from datasets import Dataset
+
+    task = partition_task(context)
+    kept = synthetic_comparisons[synthetic_comparisons["kept"].astype(bool)] if len(synthetic_comparisons) else synthetic_comparisons
+    train = kept[kept["fold"] == "train"] if len(kept) else kept
+    heldout = kept[kept["fold"] == "heldout"] if len(kept) else kept
+    records = [{"prompt": _rm_prompt(task, r.prompt), "chosen": [{"role": "assistant", "content": r.chosen}],
+                "rejected": [{"role": "assistant", "content": r.rejected}]} for r in train.itertuples()]
+    data_hash = content_hash(records, length=16)
+    version = content_hash("reward_model", data_hash, trainer.settings_identity(), length=16)
+    row = {"task": task.name, "version": version, "train_pairs": len(train), "heldout_pairs": len(heldout)}
+    if not records:
+        context.log.warning(f"{task.name}: no comparisons to train a reward model on")
+        df = pd.DataFrame([{**row, "status": "skipped: no comparisons", "model_dir": ""}], columns=REWARD_MODEL_COLUMNS)
+        return dg.Output(df, data_version=data_version(df), metadata={"status": "skipped", **version_metadata(context, task)})
+    folder = settings.artifact_path("checkpoints", "reward_model", task.name, version)
+    summary_file = folder / "summary.json"
+    if summary_file.exists():
+        summary = json.loads(summary_file.read_text())
+    else:
+        result = trainer.train_reward_model(Dataset.from_list(records), str(folder))
+        summary = {"steps": result.steps, "losses": result.losses, "model_dir": result.merged_dir, "seconds": result.seconds}
+        summary_file.write_text(json.dumps(summary))  # written last: a killed run leaves no "finished" marker
+    row.update(status="trained", steps=summary["steps"], model_dir=summary["model_dir"],
+               first_loss=summary["losses"][0] if summary["losses"] else np.nan,
+               last_loss=summary["losses"][-1] if summary["losses"] else np.nan)
+    by_rule, accuracy, longer = {}, float("nan"), float("nan")
+    if len(heldout):
+        prompts = [_rm_prompt(task, p) for p in heldout["prompt"]]
+        chosen = np.asarray(rm_scores(llm.cache_path, pd.Series(row), prompts, heldout["chosen"].tolist()))
+        rejected = np.asarray(rm_scores(llm.cache_path, pd.Series(row), prompts, heldout["rejected"].tolist()))
+        accuracy = _pair_accuracy(chosen, rejected)
+        longer = _pair_accuracy(heldout["chosen"].str.split().str.len().to_numpy(),
+                                heldout["rejected"].str.split().str.len().to_numpy())
+        for rule in heldout["rule"].unique():
+            mask = (heldout["rule"] == rule).to_numpy()
+            by_rule[rule] = {"pairs": int(mask.sum()), "accuracy": round(_pair_accuracy(chosen[mask], rejected[mask]), 4)}
+    row.update(heldout_accuracy=accuracy, longer_wins_accuracy=longer, accuracy_by_rule=json.dumps(by_rule))
+    df = pd.DataFrame([row], columns=REWARD_MODEL_COLUMNS)
+    context.log.info(f"{task.name} reward model: held-out accuracy {accuracy:.3f} (longer wins: {longer:.3f}) {by_rule}")
+    return dg.Output(df, data_version=dg.DataVersion(version), metadata={
+        "path": dg.MetadataValue.path(str(folder)), "heldout_accuracy": dg.MetadataValue.float(accuracy),
+        "longer_wins_accuracy": dg.MetadataValue.float(longer), "accuracy_by_rule": dg.MetadataValue.json(by_rule),
+        "train_pairs": dg.MetadataValue.int(len(train)), "heldout_pairs": dg.MetadataValue.int(len(heldout)),
+        **version_metadata(context, task)})
+
+
+@stage(group="almost", layer="training", reads=("task.system_prompt",))
+def reward_model_agreement(
+    context: dg.AssetExecutionContext, reward_model: pd.DataFrame, preference_pairs: pd.DataFrame, llm: LLMResource,
+) -> dg.Output[pd.DataFrame]:
+    """Diagnostic only (the external reward never enters ALMoST's data): how often the reward model prefers the
+    answer that the task's external reward preferred in the dSC preference pairs."""
+    task = partition_task(context)
+    model = reward_model.iloc[0]
+    agreement, pairs = float("nan"), 0
+    if model["status"] == "trained" and len(preference_pairs):
+        prompts = [_rm_prompt(task, p) for p in preference_pairs["prompt"]]
+        chosen = np.asarray(rm_scores(llm.cache_path, model, prompts, preference_pairs["chosen"].tolist()))
+        rejected = np.asarray(rm_scores(llm.cache_path, model, prompts, preference_pairs["rejected"].tolist()))
+        agreement, pairs = _pair_accuracy(chosen, rejected), len(preference_pairs)
+    df = pd.DataFrame([{"task": task.name, "pairs": pairs, "agreement_with_external_reward": agreement}])
+    return dg.Output(df, data_version=data_version(df), metadata={
+        "agreement_with_external_reward": dg.MetadataValue.float(agreement), "pairs": dg.MetadataValue.int(pairs),
+        **version_metadata(context, task)})
+
+
+@stage(group="almost", reads=("task.system_prompt", "task.contrastive", "task.almost.demonstrations",
+                               "task.almost.best_of_n", "sampling", "generator"))
+def rmsp_demonstrations(
+    context: dg.AssetExecutionContext, raw_prompts: pd.DataFrame, reward_model: pd.DataFrame, llm: LLMResource,
+    settings: DscSettings,
+) -> dg.Output[pd.DataFrame]:
+    """Reward-model-guided self-play, single turn: ``best_of_n`` samples per train prompt from the best configuration
+    (A), each scored by the reward model; the best-scored one is kept as the demonstration."""
+    task = partition_task(context)
+    model = reward_model.iloc[0]
+    columns = ["task", "prompt_id", "prompt", "response", "rm_score", "candidates", "candidate_scores"]
+    rows = []
+    if task.spec.almost is not None and model["status"] == "trained":
+        train = _train_prompts(raw_prompts)
+        params = sampling_params(task, settings)
+        requests = [config_messages(task, "A", prompt) for prompt in train["prompt"]]
+        candidates = [[g.text for g in llm.chat_many(requests, params.model_copy(update={"seed": params.seed + k}))]
+                      for k in range(task.spec.almost.best_of_n)]  # k = 0 is configuration A's own answer
+        for i, (_, row) in enumerate(train.iterrows()):
+            texts = [candidates[k][i] for k in range(len(candidates))]
+            scores = rm_scores(llm.cache_path, model, [_rm_prompt(task, row["prompt"])] * len(texts), texts)
+            best = int(np.argmax(scores))
+            rows.append({"task": task.name, "prompt_id": row["prompt_id"], "prompt": row["prompt"], "response": texts[best],
+                         "rm_score": scores[best], "candidates": json.dumps(texts), "candidate_scores": json.dumps(scores)})
+    df = pd.DataFrame(rows, columns=columns)
+    gain = (df["rm_score"] - df["candidate_scores"].map(lambda s: float(np.mean(json.loads(s))))).mean() if len(df) else 0.0
+    return _output(context, task, df, {"mean_gain_over_candidates": dg.MetadataValue.float(round(float(gain), 4))},
+                   ["prompt_id", "rm_score", "response"])
+
+
+@stage(name="almost_sft_checkpoint", group="almost", layer="training", reads=("task.system_prompt", "trainer"),
+       kinds=("pytorch", "duckdb"))
+def almost_sft_checkpoint(
+    context: dg.AssetExecutionContext, rmsp_demonstrations: pd.DataFrame, trainer: LoRATrainer, settings: DscSettings,
+) -> dg.Output[pd.DataFrame]:
+    """ALMoST SFT: LoRA supervised fine-tuning of the student on the reward-model-chosen demonstrations."""
+    task = partition_task(context)
+    records = [{"messages": [system_message(task), user_message(r.prompt), {"role": "assistant", "content": r.response}]}
+               for r in rmsp_demonstrations.itertuples()]
+    return _train(context, trainer, settings, "almost_sft", records, train=trainer.train_sft)
+
+
+@stage(name="almost_rl_checkpoint", group="almost", layer="training", reads=("task.system_prompt", "trainer"),
+       kinds=("pytorch", "duckdb"))
+def almost_rl_checkpoint(
+    context: dg.AssetExecutionContext, almost_sft_checkpoint: pd.DataFrame, reward_model: pd.DataFrame,
+    raw_prompts: pd.DataFrame, trainer: LoRATrainer, settings: DscSettings,
+) -> dg.Output[pd.DataFrame]:
+    """ALMoST RL from synthetic feedback: RLOO (TRL 1.16 has no PPO; RLOO is the closest policy-gradient method with
+    a KL term, here ``rl_beta`` towards the SFT policy) from the SFT checkpoint, the reward model as the reward."""
+    from datasets import Dataset
+
+    task = partition_task(context)
+    sft, model = almost_sft_checkpoint.iloc[0], reward_model.iloc[0]
+    usable = sft["status"] == "trained" and model["status"] == "trained"
+    prompts = [{"prompt": _rm_prompt(task, p)} for p in _train_prompts(raw_prompts)["prompt"]] if usable else []
+    records = [{**p, "policy": sft["merged_dir"], "reward_model": model["version"]} for p in prompts]
+
+    def train_rl(dataset, output_dir: str):
+        scorer = RewardModelScorer(model["model_dir"])
+
+        def reward_model_score(prompts, completions, **_):
+            return scorer.score(prompts, [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions])
+
+        return trainer.train_rl(Dataset.from_list(prompts), sft["merged_dir"], reward_model_score, output_dir)
+
+    return _train(context, trainer, settings, "almost_rl", records, train=train_rl)

@@ -1,0 +1,151 @@
+"""ALMoST: comparison rules and filter (hand-made rows), reward model and RL step (real 135M student), the branch
+materialized end to end with best-of-N, and exact staleness after a demonstration is edited."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from datasets import Dataset
+from safetensors.numpy import load_file
+
+from dsc_assets.almost import RULE_PAIRS, config_messages, heldout_prompts, synthesize_comparisons
+from dsc_assets.tasks import Almost, Demonstration, load_task
+from dsc_assets_tests.conftest import run_cli
+from dsc_assets_tests.test_incremental import _stale, _train_prompts
+from resources.trainer import LoRATrainer, RewardModelScorer
+
+ALMOST = Almost(demonstrations=[Demonstration(prompt="p", response="r")])
+
+
+def _responses(texts: dict[str, str], prompt_id: str = "p1", truncated: tuple[str, ...] = ()) -> pd.DataFrame:
+    return pd.DataFrame([{"task": "t", "prompt_id": prompt_id, "prompt": "Review Up.", "config": c, "model_role": "x",
+                          "text": t, "finish_reason": "length" if c in truncated else "stop", "completion_tokens": 1}
+                         for c, t in texts.items()])
+
+
+def test_rules_give_exactly_the_expected_pairs():
+    df = synthesize_comparisons(_responses({c: f"answer {c} " * 5 for c in "ABCD"}), ALMOST, seed=0)
+    pairs = {(r.rule, r.chosen_config, r.rejected_config) for r in df.itertuples()}
+    assert pairs == {("prompt", "A", "B"), ("prompt", "C", "D"), ("size", "A", "C"), ("size", "B", "D"), ("both", "A", "D")}
+    assert not any({r.chosen_config, r.rejected_config} == {"B", "C"} for r in df.itertuples())  # the rules disagree
+    assert df["kept"].all()
+    only_prompt = synthesize_comparisons(_responses({c: f"answer {c} " * 5 for c in "ABCD"}),
+                                         ALMOST.model_copy(update={"rules": ["prompt"]}), seed=0)
+    assert set(only_prompt["rule"]) == {"prompt"} and len(only_prompt) == len(RULE_PAIRS["prompt"])
+
+
+def test_filter_drops_empty_identical_truncated_and_short_winners():
+    long = "a thoughtful review with several specific details about acting, pacing and the score " * 2
+    texts = {"A": long, "B": long, "C": "", "D": "ok"}
+    df = synthesize_comparisons(_responses(texts), ALMOST, seed=0).set_index(["chosen_config", "rejected_config"])
+    assert df.loc[("A", "B"), "drop_reason"] == "identical"
+    assert df.loc[("C", "D"), "drop_reason"] == "empty"
+    assert df.loc[("A", "D"), "drop_reason"] == ""  # longer chosen: kept
+    # a "better" answer far shorter than its prompt's answers (under mean - std/2 words) is dropped...
+    short = synthesize_comparisons(_responses({"A": "no", "B": long, "C": long + " x", "D": long + " y z"}), ALMOST, 0)
+    assert set(short.loc[short["chosen_config"] == "A", "drop_reason"]) == {"length"}
+    # ...but a slightly shorter one above that bar is kept (A: 26 words, B: 27; the prompt's mean 14.25, std 11.8)
+    near = synthesize_comparisons(_responses({"A": long, "B": long + " more", "C": "a short answer", "D": "ok"}), ALMOST, 0)
+    assert near.set_index(["chosen_config", "rejected_config"]).loc[("A", "B"), "kept"]
+    cut = synthesize_comparisons(_responses({c: f"text {c} " * 9 for c in "ABCD"}, truncated=("B",)), ALMOST, 0)
+    assert set(cut.loc[(cut["chosen_config"] == "B") | (cut["rejected_config"] == "B"), "drop_reason"]) == {"truncated"}
+    kept_cut = synthesize_comparisons(_responses({c: f"text {c} " * 9 for c in "ABCD"}, truncated=("B",)),
+                                      ALMOST.model_copy(update={"drop_truncated": False}), 0)
+    assert kept_cut["kept"].all()
+
+
+def test_heldout_fold_is_prompt_disjoint_and_stable():
+    ids = [f"p{i}" for i in range(40)]
+    heldout = heldout_prompts(ids, ALMOST, seed=0)
+    assert 0 < len(heldout) < len(ids) and heldout == heldout_prompts(ids[::-1], ALMOST, seed=0)
+    assert heldout_prompts(ids + ["new"], ALMOST, 0) - {"new"} == heldout  # adding a prompt moves no old one
+    frames = pd.concat([_responses({c: f"answer {c} " * 5 for c in "ABCD"}, prompt_id=i) for i in ids])
+    folds = synthesize_comparisons(frames, ALMOST, seed=0).groupby("prompt_id")["fold"].nunique()
+    assert (folds == 1).all()  # all comparisons of a prompt sit in one fold
+    assert len(heldout_prompts(["a", "b"], ALMOST, 0)) == 1  # tiny tasks still get both folds
+
+
+def test_prompted_configurations_carry_affix_and_demonstrations():
+    task = load_task("sentiment")
+    plain, prompted = config_messages(task, "B", "Review Up."), config_messages(task, "A", "Review Up.")
+    assert plain == [{"role": "system", "content": task.spec.system_prompt}, {"role": "user", "content": "Review Up."}]
+    assert task.spec.contrastive.positive_affix in prompted[0]["content"]
+    assert len(prompted) == 2 + 2 * len(task.spec.almost.demonstrations)
+    assert prompted[2] == {"role": "assistant", "content": task.spec.almost.demonstrations[0].response}
+
+
+def test_reward_model_learns_an_obvious_pair_and_one_rl_step_moves_the_adapter(tmp_path):
+    trainer = LoRATrainer(base_model="smollm2-135m", model_cache_dir=str(tmp_path / "models"), max_steps=6,
+                          per_device_batch_size=2, grad_accum=1, max_length=128, learning_rate=1e-3,
+                          rl_num_generations=2, rl_max_completion_length=8)
+    system = {"role": "system", "content": "You write short movie reviews."}
+    good = "A warm, well-acted film with a moving score and a story that stays with you."
+    rows = [{"prompt": [system, {"role": "user", "content": f"Review {film}."}],
+             "chosen": [{"role": "assistant", "content": good}], "rejected": [{"role": "assistant", "content": "bad bad bad bad"}]}
+            for film in ("Up", "Alien", "Heat", "Jaws")]
+    model = trainer.train_reward_model(Dataset.from_list(rows), str(tmp_path / "rm"))
+    assert model.losses[-1] < model.losses[0]
+    scorer = RewardModelScorer(model.merged_dir)
+    unseen = [system, {"role": "user", "content": "Review Casablanca."}]
+    chosen, rejected = scorer.score([unseen, unseen], [good, "bad bad bad bad"])
+    assert chosen > rejected
+
+    def reward(prompts, completions, **_):
+        return scorer.score(prompts, [c[-1]["content"] for c in completions])
+
+    policy = trainer.model_copy(update={"max_steps": 1})
+    result = policy.train_rl(Dataset.from_list([{"prompt": r["prompt"]} for r in rows[:2]]), str(trainer.base_dir()),
+                             reward, str(tmp_path / "rl"))
+    assert result.steps == 1
+    adapter = load_file(str(next((tmp_path / "rl" / "adapter").glob("*.safetensors"))))
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and max(float(np.abs(v).max()) for v in lora_b) > 0  # LoRA B starts at zero: the step moved it
+
+
+ALMOST_BRANCH = ("raw_prompts,almost_responses,synthetic_comparisons,reward_model,rmsp_demonstrations,"
+                 "almost_sft_checkpoint,almost_rl_checkpoint")
+
+
+def test_almost_branch_materializes_keeps_the_best_sample_and_rebuilds_exactly_on_edit(tmp_path):
+    root = tmp_path / "prompts"
+    shutil.copytree("prompts/sentiment", root / "sentiment")
+    _train_prompts(root, "sentiment", 3)
+    task_file = root / "sentiment" / "task.yaml"
+    task_file.write_text(task_file.read_text().replace("best_of_n: 4", "best_of_n: 3"))
+    profile = tmp_path / "almost.yaml"  # the test profile, with a cheaper RL step: two samples per prompt, short
+    profile.write_text(open("profiles/test.yaml").read().replace(
+        "trainer:\n", "trainer:\n  rl_num_generations: 2\n  rl_max_completion_length: 16\n"))
+    (tmp_path / "dagster").mkdir()
+    env = {"DSC_PROFILE": str(profile), "DSC_PROMPTS_DIR": str(root), "DSC_HOME": str(tmp_path / "home"),
+           "DAGSTER_HOME": str(tmp_path / "dagster")}
+    run = run_cli(["dsc", "run", "--tasks", "sentiment", "--select", ALMOST_BRANCH], env, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    with duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True) as con:
+        responses = con.execute("SELECT * FROM dsc.almost_responses").df()
+        comparisons = con.execute("SELECT * FROM dsc.synthetic_comparisons").df()
+        model = con.execute("SELECT * FROM dsc.reward_model").df().iloc[0]
+        demos = con.execute("SELECT * FROM dsc.rmsp_demonstrations").df()
+        rl = con.execute("SELECT * FROM dsc.almost_rl_checkpoint").df().iloc[0]
+    assert sorted(responses["config"].unique()) == ["A", "B", "C", "D"] and len(responses) == 4 * 3
+    assert set(comparisons["fold"]) == {"train", "heldout"}
+    assert model["status"] == "trained" and model["train_pairs"] > 0
+    assert len(demos) == 3
+    for row in demos.itertuples():  # best-of-N keeps the highest-scored of its three candidates
+        candidates, scores = json.loads(row.candidates), json.loads(row.candidate_scores)
+        assert len(candidates) == 3 and row.rm_score == max(scores) and row.response == candidates[int(np.argmax(scores))]
+    assert rl["status"] == "trained" and rl["gguf_path"].endswith(".gguf")
+
+    # an edited demonstration makes exactly the ALMoST assets that read it stale (and, through data, below them)
+    task_file.write_text(task_file.read_text().replace("Julie Andrews is radiant", "Julie Andrews is luminous"))
+    plan = run_cli(["dsc", "plan", "--tasks", "sentiment", "--select", ALMOST_BRANCH], env)
+    assert plan.returncode == 0, plan.stdout[-2000:] + plan.stderr[-2000:]
+    assert _stale(plan.stdout, roots_only=True) == {("almost_responses", "sentiment"),
+                                                   ("rmsp_demonstrations", "sentiment")}, plan.stdout
+    below = {(name, "sentiment") for name in ALMOST_BRANCH.split(",")[1:]}
+    assert _stale(plan.stdout) == below, plan.stdout  # raw_prompts and everything outside ALMoST stay fresh
