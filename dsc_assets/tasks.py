@@ -11,7 +11,7 @@ import os
 import string
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -128,6 +128,32 @@ class Acceptance(BaseModel):
     max_rate: float = Field(1.0, ge=0.0, le=1.0, description="Quality gate: highest acceptable acceptance rate.")
 
 
+class Demonstration(BaseModel):
+    """One hand-written example exchange, shown to ALMoST's "better-prompted" configurations as a prior turn."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1)
+    response: str = Field(min_length=1)
+
+
+ALMOST_RULES = ("prompt", "size", "both")
+
+
+class Almost(BaseModel):
+    """ALMoST: synthetic comparisons from ranked generator configurations, a reward model, best-of-N, RL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    demonstrations: list[Demonstration] = Field(min_length=1, max_length=8,
+                                                description="few-shot examples for the better-prompted configurations")
+    best_of_n: int = Field(4, ge=1, le=16, description="samples per prompt that the reward model picks from (RMSP)")
+    rules: list[Literal["prompt", "size", "both"]] = Field(default_factory=lambda: list(ALMOST_RULES), min_length=1)
+    heldout_fraction: float = Field(0.25, gt=0.0, lt=1.0, description="share of train prompts whose comparisons "
+                                    "are held out to measure the reward model (prompt-disjoint)")
+    drop_truncated: bool = Field(True, description="drop comparisons with an answer cut off at max_tokens")
+
+
 class TaskSpec(BaseModel):
     """The contents of ``task.yaml``."""
 
@@ -144,6 +170,7 @@ class TaskSpec(BaseModel):
     scorer: Scorer | None = None
     acceptance: Acceptance = Field(default_factory=Acceptance)
     quality: QualityRules = Field(default_factory=QualityRules)
+    almost: Almost | None = None
 
     @field_validator("critique_template")
     @classmethod
@@ -182,6 +209,8 @@ FIELD_HINTS = {
     "contrastive": "a mapping with positive_affix and negative_affix",
     "scorer": "a mapping with name (vader, pii or judge) and options",
     "acceptance": "a mapping with temperature, seed, min_rate, max_rate",
+    "almost": "a mapping with demonstrations (a list of {prompt, response}), best_of_n, rules (prompt, size, "
+    "both), heldout_fraction, drop_truncated",
     "quality": "a mapping of quality thresholds: min_rows, min_chars, max_chars, max_repetition, max_echo, "
     "max_source_echo, max_unchanged_rate, max_template_echo, max_duplicate_rate, mostly",
 }

@@ -6,6 +6,7 @@ folder instead of training again. The asset's table row points at it and carries
 
 import json
 import time
+from typing import Any, Callable
 
 import dagster as dg
 import numpy as np
@@ -37,7 +38,8 @@ def _dataset_records(df: pd.DataFrame) -> list[dict]:
 
 
 def _train(
-    context: dg.AssetExecutionContext, trainer: LoRATrainer, settings: DscSettings, method: str, records: list[dict]
+    context: dg.AssetExecutionContext, trainer: LoRATrainer, settings: DscSettings, method: str, records: list[dict],
+    train: Callable[[Any, str], Any] | None = None,
 ) -> dg.Output[pd.DataFrame]:
     """Train (or reuse) one checkpoint folder and describe it in one table row."""
     from datasets import Dataset
@@ -62,8 +64,11 @@ def _train(
     else:
         started = time.perf_counter()
         dataset = Dataset.from_list(records)
-        result = (trainer.train_sft(dataset, str(folder)) if method == "sft"
-                  else trainer.train_dpo(dataset, str(folder), loss=method))
+        if train is not None:  # ALMoST's SFT and RL bring their own training step
+            result = train(dataset, str(folder))
+        else:
+            result = (trainer.train_sft(dataset, str(folder)) if method == "sft"
+                      else trainer.train_dpo(dataset, str(folder), loss=method))
         gguf_path = folder / f"{task}-{method}.gguf"
         trainer.export_gguf(result.merged_dir, str(gguf_path))
         summary = {

@@ -97,6 +97,11 @@ def _inputs() -> dict[str, Input]:
         "revision_steps": "number of critique/revision steps", "contrastive": "DLMA's positive and negative affixes",
         "scorer": "reward scorer and its options", "acceptance.temperature": "Metropolis-Hastings temperature",
         "acceptance.seed": "acceptance draws and evaluation bootstrap seed",
+        "almost.demonstrations": "ALMoST few-shot demonstrations for the better-prompted configurations",
+        "almost.best_of_n": "ALMoST: samples per prompt the reward model picks from",
+        "almost.rules": "ALMoST: which configuration rankings make comparisons",
+        "almost.heldout_fraction": "ALMoST: share of train prompts held out to measure the reward model",
+        "almost.drop_truncated": "ALMoST: drop comparisons with an answer cut off at max_tokens",
     }
     inputs = [Input(f"task.{name}", f"task.yaml {name}: {text}", _task_field(name)) for name, text in fields.items()]
     inputs += [
