@@ -63,7 +63,7 @@ def step_failures(result) -> list[tuple[str, str, str, Any]]:
         description = getattr(data.user_failure_data, "description", None)
         if description:  # a dg.Failure: its description is the message (explained() puts the type in front)
             kind, _, message = description.partition(": ")
-            if not message or " " in kind:
+            if not message or not kind.isidentifier():
                 kind, message = "Failure", description
         else:
             kind, message = root_cause(data.error)

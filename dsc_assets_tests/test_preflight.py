@@ -72,6 +72,23 @@ def test_oversized_prompt_names_file_line_id_and_fix(prompts_copy, tmp_path):
     assert len(problems) == 1  # the shipped prompts fit the test profile
 
 
+def test_oversized_prompt_stops_a_dagster_run_before_drafts(prompts_copy, dsc_home):
+    """A run launched from the UI skips the CLI's preflight: raw_prompts' blocking check says the same."""
+    import dagster as dg
+
+    from dsc_assets import assets, checks
+    from dsc_assets.definitions import build_resources
+
+    prompts = prompts_copy / "sentiment" / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": "huge", "prompt": "a long plot summary, " * 3000}) + "\n" + prompts.read_text())
+    result = dg.materialize([assets.raw_prompts, assets.drafts, checks.raw_prompts_fit_context], partition_key="sentiment",
+                            resources=build_resources(load_profile("test"), dsc_home),
+                            instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    [evaluation] = result.get_asset_check_evaluations()
+    assert not evaluation.passed and f"{prompts}:1: prompt 'huge'" in evaluation.description
+    assert {e.asset_key.path[-1] for e in result.get_asset_materialization_events()} == {"raw_prompts"}
+
+
 def test_missing_model_names_the_field(tmp_path):
     profile = load_profile("test")
     profile = profile.model_copy(update={"judge": profile.judge.model_copy(update={"model": str(tmp_path / "judge.gguf")})})
