@@ -161,20 +161,26 @@ def evaluation(
     dpo_checkpoint: pd.DataFrame,
     rdpo_checkpoint: pd.DataFrame,
     dlma_checkpoint: pd.DataFrame,
+    almost_sft_checkpoint: pd.DataFrame,
+    almost_rl_checkpoint: pd.DataFrame,
+    reward_model: pd.DataFrame,
     student: LlamaCppLLM,
     rewards: RewardModels,
     settings: DscSettings,
 ) -> dg.Output[pd.DataFrame]:
     """Held-out evaluation: the base student and every trained checkpoint answer the test prompts (through the
     cached LLM resource, seeded), the task's reward scores them; mean reward, win rate against base and a bootstrap
-    95% interval of the difference, as a table, a markdown report file and metadata."""
+    95% interval of the difference, as a table, a markdown report file and metadata. ALMoST's RL checkpoint is also
+    compared with its SFT starting point, and every model's mean ALMoST reward-model score stands beside the
+    external reward (a reward-model score that rises while the external reward does not is reward hacking)."""
     task = partition_task(context)
     test = raw_prompts[raw_prompts["split"] == "test"]
     params = sampling_params(task, settings)
     scorer = rewards.for_task(task.spec.scorer)
     requests = [[system_message(task), user_message(prompt)] for prompt in test["prompt"]]
     variants = {"base": student}
-    for checkpoint in (sft_checkpoint, dpo_checkpoint, rdpo_checkpoint, dlma_checkpoint):
+    for checkpoint in (sft_checkpoint, dpo_checkpoint, rdpo_checkpoint, dlma_checkpoint, almost_sft_checkpoint,
+                       almost_rl_checkpoint):
         if len(checkpoint) and checkpoint["status"].iloc[0] == "trained":
             variants[checkpoint["method"].iloc[0]] = LlamaCppLLM(
                 cache_path=student.cache_path, model=checkpoint["gguf_path"].iloc[0],
@@ -189,6 +195,18 @@ def evaluation(
         answers[name] = texts
         rewards_by_model[name] = np.asarray(scorer.score(test["prompt"].tolist(), texts), dtype=float)
     table = evaluation_table(rewards_by_model, seed=task.spec.acceptance.seed)
+    if {"almost_sft", "almost_rl"} <= set(rewards_by_model):
+        rl_vs_sft = evaluation_table({"base": rewards_by_model["almost_sft"], "almost_rl": rewards_by_model["almost_rl"]},
+                                     seed=task.spec.acceptance.seed).iloc[[1]].assign(model="almost_rl vs almost_sft")
+        table = pd.concat([table, rl_vs_sft], ignore_index=True)
+    model = reward_model.iloc[0] if len(reward_model) else None
+    if model is not None and model["status"] == "trained":
+        from dsc_assets.almost import rm_scores
+
+        prompts = [[system_message(task), user_message(p)] for p in test["prompt"]]
+        rm_means = {name: float(np.mean(rm_scores(student.cache_path, model, prompts, texts))) if texts else float("nan")
+                    for name, texts in answers.items()}
+        table["reward_model_score"] = table["model"].map(rm_means)
     table.insert(0, "task", task.name)
     markdown = _markdown_table(table.drop(columns=["task"]))
     report = settings.artifact_path("reports", task.name, "evaluation.md")
