@@ -9,7 +9,7 @@ from typing import Callable
 import dagster as dg
 import pandas as pd
 
-from dsc_assets import assets, preferences
+from dsc_assets import almost, assets, preferences
 from dsc_assets.assets import partition_task
 from dsc_assets.partitions import task_partitions
 from dsc_assets.quality import (
@@ -52,6 +52,8 @@ def report_for(
         return report
     if asset == "preference_pairs":
         return validate_table(df, rules, asset, text_columns=("chosen",), copy_of={"chosen": ("rejected",)})
+    if asset in ALMOST_ASSETS:
+        return _almost_report(asset, df, task)
     if asset in DATA_SCHEMAS:
         return _structural_report(asset, df, rules)
     raise KeyError(f"no quality suite for {asset}")
@@ -64,6 +66,9 @@ DATA_SCHEMAS: dict[str, tuple[str, ...]] = {
     "dlma_pairs": ("task", "prompt_id", "prompt", "chosen", "rejected", "self_reward", "dataset_path"),
     "sft_dataset": ("task", "prompt_id", "messages", "dataset_path"),
     "dpo_dataset": ("task", "prompt_id", "prompt", "chosen", "rejected", "score_chosen", "score_rejected", "dataset_path"),
+    "almost_responses": ("task", "prompt_id", "prompt", "config", "text", "finish_reason"),
+    "synthetic_comparisons": ("task", "prompt_id", "rule", "chosen", "rejected", "fold", "kept", "drop_reason"),
+    "rmsp_demonstrations": ("task", "prompt_id", "prompt", "response", "rm_score", "candidates", "candidate_scores"),
 }
 INF = float("inf")
 
@@ -97,6 +102,47 @@ def _structural_report(asset: str, df: pd.DataFrame, rules) -> QualityReport:
     return report
 
 
+ALMOST_ASSETS = ("almost_responses", "synthetic_comparisons", "rmsp_demonstrations")
+
+
+def _almost_report(asset: str, df: pd.DataFrame, task: Task) -> QualityReport:
+    """ALMoST's tables: the student's configurations answer badly on purpose, so the text rules of the dSC chain do
+    not apply; what must hold is structure: every configuration per prompt and teacher answers that say something,
+    comparisons that can train a reward model (kept train-fold pairs whose texts differ), best-of-N that kept the
+    best. A task without an ``almost:`` block must have no rows."""
+    schema = schema_outcome(df, DATA_SCHEMAS[asset])
+    if not schema.success:
+        return QualityReport(asset, [schema])
+    outcomes = [schema]
+    if task.spec.almost is None:
+        outcomes.append(Outcome("no rows without an almost: block", None, df.empty, len(df)))
+        return QualityReport(asset, outcomes)
+    if asset == "almost_responses":
+        configs = df.groupby("prompt_id")["config"].nunique()
+        incomplete = configs[configs < 4]
+        outcomes.append(Outcome("every prompt answered by configurations A-D", "config", incomplete.empty,
+                                f"{len(incomplete)} of {len(configs)} prompts incomplete", len(incomplete),
+                                [{"prompt_id": i, "value": int(n)} for i, n in incomplete.head(3).items()]))
+        teacher = df[df["config"].isin(["A", "B"])]
+        empty = teacher[teacher["text"].fillna("").astype(str).str.strip() == ""]
+        outcomes.append(Outcome("teacher answers (A, B) not empty", "text", empty.empty, f"{len(empty)} empty",
+                                len(empty), [{"prompt_id": i, "value": c} for i, c in zip(empty["prompt_id"][:3], empty["config"][:3])]))
+        outcomes.append(count_outcome(int(df["prompt_id"].nunique()), 1, "prompts"))
+    elif asset == "synthetic_comparisons":
+        kept = df[df["kept"].astype(bool)]
+        outcomes.append(count_outcome(int((kept["fold"] == "train").sum()), 1, "kept train-fold comparisons"))
+        same = kept[kept["chosen"].astype(str).str.strip() == kept["rejected"].astype(str).str.strip()]
+        outcomes.append(Outcome("kept comparisons differ", "chosen", same.empty, f"{len(same)} identical", len(same)))
+    else:  # rmsp_demonstrations
+        not_best = [row.prompt_id for row in df.itertuples()
+                    if row.rm_score < max(json.loads(row.candidate_scores), default=row.rm_score)]
+        outcomes.append(Outcome("kept the best-scored candidate", "rm_score", not not_best, f"{len(not_best)} not best",
+                                len(not_best), [{"prompt_id": i, "value": ""} for i in not_best[:3]]))
+        empty = df[df["response"].fillna("").astype(str).str.strip() == ""]
+        outcomes.append(Outcome("demonstrations not empty", "response", empty.empty, f"{len(empty)} empty", len(empty)))
+    return QualityReport(asset, outcomes)
+
+
 def _messages_outcome(df: pd.DataFrame) -> Outcome:
     """Each SFT row is a system, user, assistant conversation with a non-empty answer."""
     bad = []
@@ -117,7 +163,8 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=".*partiti
 
 # Every data asset, in dependency order; the checkpoints and the evaluation are judged by their own numbers.
 CHECKED_ASSETS = ["raw_prompts", "drafts", "critiques", "revisions", "contrastive_pairs", "self_reward_scores",
-                  "dlma_pairs", "reward_scores", "accepted_samples", "preference_pairs", "sft_dataset", "dpo_dataset"]
+                  "dlma_pairs", "reward_scores", "accepted_samples", "preference_pairs", "sft_dataset", "dpo_dataset",
+                  "almost_responses", "synthetic_comparisons", "rmsp_demonstrations"]
 
 
 def _check(asset_def: dg.AssetsDefinition, description: str, needs_rewards: bool = False):
@@ -146,6 +193,9 @@ self_reward_scores_quality = _check(preferences.self_reward_scores, "DLMA self-r
 dlma_pairs_quality = _check(preferences.dlma_pairs, "DLMA set: positive self-reward, dataset folder loads with all rows.")
 sft_dataset_quality = _check(preferences.sft_dataset, "SFT set: system/user/assistant rows, dataset folder loads.")
 dpo_dataset_quality = _check(preferences.dpo_dataset, "DPO set: columns, scores present, dataset folder loads.")
+almost_responses_quality = _check(almost.almost_responses, "ALMoST answers: every configuration per prompt, teacher answers not empty.")
+synthetic_comparisons_quality = _check(almost.synthetic_comparisons, "ALMoST comparisons: kept train-fold pairs that differ.")
+rmsp_demonstrations_quality = _check(almost.rmsp_demonstrations, "Best-of-N: the best-scored candidate kept, not empty.")
 
 
 # ---- `dsc gate`: a verdict per asset that covers its whole upstream ------------------------------------------------
