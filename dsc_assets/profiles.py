@@ -71,6 +71,28 @@ def _quality_overrides_type():
 
 QualityOverrides = _quality_overrides_type()
 
+# Ranges of the trainer settings a profile may set (LoRATrainer declares the types; a typo'd key or a zero batch
+# would otherwise pass silently and fail, or train nothing, after the whole data chain ran).
+TRAINER_RANGES = {
+    "lora_r": Field(ge=1), "lora_alpha": Field(ge=1), "lora_dropout": Field(ge=0.0, lt=1.0),
+    "learning_rate": Field(gt=0.0, le=1.0), "epochs": Field(gt=0.0), "max_steps": Field(ge=-1),
+    "per_device_batch_size": Field(ge=1), "grad_accum": Field(ge=1), "max_length": Field(ge=16),
+    "dpo_beta": Field(gt=0.0), "rdpo_tau": Field(gt=0.0), "dlma_gamma": Field(ge=0.0), "logging_steps": Field(ge=1),
+}
+
+
+def _trainer_settings_type():
+    fields = {}
+    for name, info in LoRATrainer.model_fields.items():
+        if name in ("base_model", "model_cache_dir"):  # set from the profile's student and DSC_HOME
+            continue
+        metadata = list(info.metadata) + ([TRAINER_RANGES[name]] if name in TRAINER_RANGES else [])
+        fields[name] = Annotated[(info.annotation, *metadata)] if metadata else info.annotation
+    return with_config(ConfigDict(extra="forbid"))(TypedDict("TrainerSettings", fields, total=False))
+
+
+TrainerSettings = _trainer_settings_type()
+
 
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -78,7 +100,7 @@ class Profile(BaseModel):
     generator: GeneratorProfile = Field(default_factory=GeneratorProfile)
     judge: LocalModelProfile = Field(default_factory=LocalModelProfile, description="LLM judge and DLMA self-reward.")
     student: LocalModelProfile = Field(default_factory=LocalModelProfile, description="The model distilled into.")
-    trainer: dict = Field(default_factory=dict, description="LoRATrainer settings (epochs, max_steps, lora_r, ...).")
+    trainer: TrainerSettings = Field(default_factory=dict, description="LoRATrainer settings (epochs, max_steps, lora_r, ...).")
     max_prompts_per_task: int | None = Field(None, ge=1)
     max_eval_prompts_per_task: int | None = Field(None, ge=0)
     max_tokens_cap: int | None = Field(None, ge=1)
@@ -125,6 +147,8 @@ def _known_keys(parent: tuple) -> list[str]:
               ("student",): LocalModelProfile}
     if parent == ("quality_overrides",):
         return list(QualityOverrides.__annotations__)
+    if parent == ("trainer",):
+        return list(TrainerSettings.__annotations__)
     model = models.get(tuple(str(p) for p in parent))
     return list(model.model_fields) if model else []
 

@@ -115,6 +115,10 @@ def test_profile_keys_and_ranges_fail_like_task_files(tmp_path):
     path = _write_profile(tmp_path, generator={"n_ctx": 10, "n_tread": 2})
     message = str(pytest.raises(ProfileError, load_profile, path).value)
     assert "field 'generator.n_ctx'" in message and "field 'generator.n_tread' is not a profile setting; did you mean 'n_threads'" in message
+    path = _write_profile(tmp_path, trainer={"epochss": 2, "per_device_batch_size": 0})
+    message = str(pytest.raises(ProfileError, load_profile, path).value)
+    assert "field 'trainer.epochss' is not a profile setting; did you mean 'epochs'" in message
+    assert "field 'trainer.per_device_batch_size' Input should be greater than or equal to 1 (got 0)" in message
 
 
 def test_cli_fails_fast_with_the_problem_first(tmp_path, prompts_copy):
