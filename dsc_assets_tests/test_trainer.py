@@ -69,3 +69,35 @@ def test_exported_gguf_loads_in_llama_cpp_and_matches_the_merged_model(sft_resul
     gguf_logits = np.asarray(llama.scores[len(ids) - 1])
     assert int(np.argmax(gguf_logits)) == int(np.argmax(hf_logits))
     assert np.corrcoef(gguf_logits, hf_logits)[0, 1] > 0.98
+
+
+def test_sft_loss_covers_only_the_answer(tmp_path):
+    """The first step's loss (LoRA B starts at zero: the base model) equals the base model's mean negative
+    log-likelihood of the assistant tokens alone, not of the system and user text around them."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    rows = [{"messages": [SYSTEM, {"role": "user", "content": f"Review {film}."},
+                          {"role": "assistant", "content": f"{film} is a delight: warm and funny."}]} for film in FILMS]
+    trainer = _trainer(tmp_path, max_steps=1, per_device_batch_size=len(rows), lora_dropout=0.0)
+    logged = trainer.train_sft(Dataset.from_list(rows), str(tmp_path / "sft")).losses[0]
+
+    tokenizer = AutoTokenizer.from_pretrained(str(trainer.base_dir()))
+    model = AutoModelForCausalLM.from_pretrained(str(trainer.base_dir()), dtype=torch.float32).eval()
+
+    def nll(prompt_only: bool) -> float:
+        total, count = 0.0, 0
+        for row in rows:
+            full = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"]
+            start = len(tokenizer.apply_chat_template(row["messages"][:-1], tokenize=True, add_generation_prompt=True,
+                                                      return_dict=True)["input_ids"]) if prompt_only else 1
+            with torch.no_grad():
+                logps = torch.log_softmax(model(torch.tensor([full])).logits[0, :-1].float(), dim=-1)
+            targets = torch.tensor(full[1:])
+            picked = -logps[torch.arange(len(targets)), targets]
+            total, count = total + float(picked[start - 1:].sum()), count + len(targets) - (start - 1)
+        return total / count
+
+    answer_only, whole_chat = nll(True), nll(False)
+    assert abs(logged - answer_only) < 0.05 * answer_only, (logged, answer_only, whole_chat)
+    assert abs(logged - whole_chat) > 0.1 * answer_only  # the two differ enough for this test to tell them apart

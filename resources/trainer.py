@@ -154,6 +154,7 @@ class LoRATrainer(dg.ConfigurableResource):
     rdpo_tau: float = Field(default=1.0, description="Temperature of rDPO's soft label σ((s_c − s_r)/τ).")
     dlma_gamma: float = 0.2
     logging_steps: int = 1
+    sft_completion_only: bool = Field(default=True, description="SFT loss on the assistant's answer only.")
     rl_beta: float = Field(default=0.05, description="ALMoST RL: KL penalty towards the SFT policy (RLOO's beta).")
     rl_num_generations: int = Field(default=4, ge=2, description="ALMoST RL: samples per prompt (RLOO's k).")
     rl_max_completion_length: int = Field(default=64, ge=8, description="ALMoST RL: tokens per sampled answer.")
@@ -214,13 +215,18 @@ class LoRATrainer(dg.ConfigurableResource):
                            round(seconds, 2), round(rows * max(self.epochs, 1) / seconds, 3) if seconds else 0.0)
 
     def train_sft(self, dataset, output_dir: str) -> TrainResult:
-        """Supervised fine-tuning on a ``messages`` dataset (chat template from the student's tokenizer)."""
+        """Supervised fine-tuning on a ``messages`` dataset (chat template from the student's tokenizer). The loss
+        covers the assistant's answer only: the system and user turns are split off as TRL's ``prompt`` (with
+        ``completion_only_loss``), since fitting the fixed prompt text teaches nothing and dilutes the gradient."""
         _quiet_progress()
         from trl import SFTConfig, SFTTrainer
 
         model, tokenizer = self._load()
         started = time.perf_counter()
         dataset = dataset.select_columns(["messages"])
+        if self.sft_completion_only:
+            dataset = dataset.map(lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]},
+                                  remove_columns=["messages"])
         trainer = SFTTrainer(model=model, args=SFTConfig(**self._common_args(output_dir)), train_dataset=dataset,
                              processing_class=tokenizer, peft_config=self._lora())
         trainer.train()
