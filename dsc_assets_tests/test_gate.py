@@ -54,9 +54,14 @@ def test_a_failed_upstream_blocks_and_a_moved_upstream_makes_stale():
     assert verdicts["contrastive_pairs"].status == FAILED
 
     fresh = gate_verdicts(task, {"raw_prompts": _raw_prompts(), "drafts": _drafts(GOOD)}.get, lambda asset: True,
-                          {"drafts": ["task version changed (templates, settings, prompts or model)"]}, UPSTREAM)
-    assert fresh["drafts"].status == STALE and fresh["raw_prompts"].status == OK
-    assert fresh["critiques"].status == MISSING
+                          {"drafts": ["inputs changed: task.system_prompt"]}, UPSTREAM)
+    assert fresh["drafts"].status == STALE and "inputs changed: task.system_prompt" in fresh["drafts"].reasons
+    assert fresh["raw_prompts"].status == OK and fresh["critiques"].status == MISSING
+    # rows written outside any recorded run: no lineage, not trusted
+    unrecorded = gate_verdicts(task, {"raw_prompts": _raw_prompts()}.get, lambda asset: False,
+                               {"raw_prompts": ["missing"]}, UPSTREAM)
+    assert unrecorded["raw_prompts"].status == STALE
+    assert "no materialization recorded" in unrecorded["raw_prompts"].reasons[0]
 
 
 def test_data_asset_suites_check_schema_split_and_dataset_folder(tmp_path):
