@@ -152,8 +152,19 @@ def _markdown_table(df: pd.DataFrame) -> str:
     return header + "".join("| " + " | ".join(fmt(v) for v in row) + " |\n" for row in df.itertuples(index=False))
 
 
+def exported_base(trainer: LoRATrainer, settings: DscSettings, student: LlamaCppLLM) -> LlamaCppLLM:
+    """The untrained student passed through the checkpoints' export path (dequantized, fine-tuned weights written
+    in F16): the base every checkpoint is compared with, so export precision is not mistaken for training."""
+    version = content_hash("exported_base", trainer.settings_identity(), student.model_identity(), length=16)
+    path = settings.artifact_path("checkpoints", "base", version, "base.gguf")
+    if not path.exists():
+        trainer.export_gguf(str(trainer.base_dir()), str(path))  # atomic: written to .partial, then renamed
+    return LlamaCppLLM(cache_path=student.cache_path, model=str(path), model_cache_dir=student.model_cache_dir,
+                       n_ctx=student.n_ctx, n_threads=student.n_threads, batch_size=student.batch_size)
+
+
 @stage(group="evaluation", layer="training", reads=("task.system_prompt", "sampling", "task.scorer", "scorer_model",
-                                                       "task.acceptance.seed", "student"))
+                                                       "task.acceptance.seed", "student", "trainer"))
 def evaluation(
     context: dg.AssetExecutionContext,
     raw_prompts: pd.DataFrame,
@@ -166,19 +177,24 @@ def evaluation(
     reward_model: pd.DataFrame,
     student: LlamaCppLLM,
     rewards: RewardModels,
+    trainer: LoRATrainer,
     settings: DscSettings,
 ) -> dg.Output[pd.DataFrame]:
     """Held-out evaluation: the base student and every trained checkpoint answer the test prompts (through the
     cached LLM resource, seeded), the task's reward scores them; mean reward, win rate against base and a bootstrap
     95% interval of the difference, as a table, a markdown report file and metadata. ALMoST's RL checkpoint is also
     compared with its SFT starting point, and every model's mean ALMoST reward-model score stands beside the
-    external reward (a reward-model score that rises while the external reward does not is reward hacking)."""
+    external reward (a reward-model score that rises while the external reward does not is reward hacking).
+
+    ``base`` is the untrained student served through the same export path as the checkpoints; ``base_original``,
+    the packaged quantized student, is the null control: its difference from ``base`` is what export precision
+    alone does, and an interval around it that excludes zero means the comparison is not to be trusted."""
     task = partition_task(context)
     test = raw_prompts[raw_prompts["split"] == "test"]
     params = sampling_params(task, settings)
     scorer = rewards.for_task(task.spec.scorer)
     requests = [[system_message(task), user_message(prompt)] for prompt in test["prompt"]]
-    variants = {"base": student}
+    variants = {"base": exported_base(trainer, settings, student), "base_original": student}
     for checkpoint in (sft_checkpoint, dpo_checkpoint, rdpo_checkpoint, dlma_checkpoint, almost_sft_checkpoint,
                        almost_rl_checkpoint):
         if len(checkpoint) and checkpoint["status"].iloc[0] == "trained":
