@@ -1,5 +1,8 @@
 """Blocking data-quality checks: a failed suite stops everything downstream in the same run (the bad table is
-still written, for inspection). The suites themselves live in quality.py; `dsc gate` reuses ``report_for``."""
+still written, for inspection). Every data asset has one; the suites' metrics live in quality.py.
+
+`dsc gate` reruns the same suites (``report_for``) on the stored tables and turns them into one verdict per asset
+that covers its whole upstream (``gate_verdicts``): OK, FAILED, BLOCKED, STALE or MISSING."""
 
 import json
 import warnings
@@ -259,7 +262,8 @@ def gate_verdicts(
                 parent = reason.removeprefix("upstream data changed: ")
                 stale.append(f"built from an older {parent} ({parent} changed since)")
             elif reason.startswith("blocked"):  # Dagster recorded a failed blocking check above this asset
-                verdict.reasons.append(reason)
+                if not any(check in reason for check in verdict.failed_checks):  # else said already
+                    verdict.reasons.append(reason)
                 verdict.status = BLOCKED if verdict.status == OK else verdict.status
             elif not reason.startswith("upstream stale"):
                 stale.append(reason)
