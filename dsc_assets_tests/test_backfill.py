@@ -67,15 +67,20 @@ def _wait_for_location(port: int, server: subprocess.Popen, timeout: float = 240
     raise AssertionError("the code location did not load")
 
 
-def test_backfill_of_three_partitions_through_the_queue(tmp_path):
-    root = tmp_path / "prompts"
-    for name in TASKS:
+def _small_prompts(root, tasks: list[str], count: int) -> None:
+    """Private copies of the tasks with ``count`` train prompts each."""
+    for name in tasks:
         shutil.copytree(PROJECT_ROOT / "prompts" / name, root / name)
         task = Task(name, root / name, load_task_spec(name, root), [])
-        ids = [f"{name}-x{n}" for n in range(40) if task.split_of(f"{name}-x{n}") == "train"][:2]
+        ids = [f"{name}-x{n}" for n in range(40) if task.split_of(f"{name}-x{n}") == "train"][:count]
         (root / name / "prompts.jsonl").write_text("".join(
             json.dumps({"id": i, "prompt": f"Question {k} for {name}: what do you think of rainy days?"}) + "\n"
             for k, i in enumerate(ids)))
+
+
+def test_backfill_of_three_partitions_through_the_queue(tmp_path):
+    root = tmp_path / "prompts"
+    _small_prompts(root, TASKS, 2)
     env = {**os.environ, "DSC_PROFILE": "test", "DSC_PROMPTS_DIR": str(root), "DSC_HOME": str(tmp_path / "home"),
            "DAGSTER_HOME": str(tmp_path / "dagster"), "OMP_WAIT_POLICY": "PASSIVE"}
     # the instance configuration every dsc command writes (and `make ui` uses)
