@@ -37,6 +37,7 @@ def build_resources(profile: Profile, home: Path) -> dict:
         "settings": DscSettings(
             max_prompts_per_task=profile.max_prompts_per_task,
             max_eval_prompts_per_task=profile.max_eval_prompts_per_task,
+            eval_samples_per_prompt=profile.eval_samples_per_prompt,
             max_tokens_cap=profile.max_tokens_cap,
             quality_overrides=profile.quality_overrides,
             artifacts_dir=str(home / "artifacts"),

@@ -103,6 +103,7 @@ class Profile(BaseModel):
     trainer: TrainerSettings = Field(default_factory=dict, description="LoRATrainer settings (epochs, max_steps, lora_r, ...).")
     max_prompts_per_task: int | None = Field(None, ge=1)
     max_eval_prompts_per_task: int | None = Field(None, ge=0)
+    eval_samples_per_prompt: int = Field(1, ge=1, le=16)
     max_tokens_cap: int | None = Field(None, ge=1)
     quality_overrides: QualityOverrides = Field(default_factory=dict)
     tasks: list[str] = Field(default_factory=list)

@@ -12,6 +12,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from dsc_assets.guards import guard_rates
 from dsc_assets.assets import partition_task, version_metadata, system_message, user_message, sampling_params
 from dsc_assets.versions import stage
 from dsc_assets.plots import line_plot
@@ -164,7 +165,8 @@ def exported_base(trainer: LoRATrainer, settings: DscSettings, student: LlamaCpp
 
 
 @stage(group="evaluation", layer="training", reads=("task.system_prompt", "sampling", "task.scorer", "scorer_model",
-                                                       "task.acceptance.seed", "student", "trainer"))
+                                                       "task.acceptance.seed", "student", "trainer",
+                                                       "eval_samples_per_prompt"))
 def evaluation(
     context: dg.AssetExecutionContext,
     raw_prompts: pd.DataFrame,
@@ -205,11 +207,16 @@ def evaluation(
             )
         elif len(checkpoint):
             context.log.warning(f"{task.name}: {checkpoint['method'].iloc[0]} not evaluated ({checkpoint['status'].iloc[0]})")
-    answers, rewards_by_model = {}, {}
+    samples, prompts = settings.eval_samples_per_prompt, test["prompt"].tolist()
+    answers, rewards_by_model, guards = {}, {}, {}
     for name, llm in variants.items():
-        texts = [g.text for g in llm.chat_many(requests, params)]
-        answers[name] = texts
-        rewards_by_model[name] = np.asarray(scorer.score(test["prompt"].tolist(), texts), dtype=float)
+        # k = 0 is the single-sample evaluation's own request; more seeds average out sampling noise per prompt
+        per_sample = [[g.text for g in llm.chat_many(requests, params.model_copy(update={"seed": params.seed + k}))]
+                      for k in range(samples)]
+        answers[name] = [text for texts in per_sample for text in texts]  # sample-major: the first len(test) are k=0
+        scores = np.asarray([scorer.score(prompts, texts) for texts in per_sample], dtype=float).reshape(samples, -1)
+        rewards_by_model[name] = scores.mean(axis=0)  # one value per prompt: the bootstrap resamples prompts
+        guards[name] = guard_rates(prompts * samples, answers[name])
     table = evaluation_table(rewards_by_model, seed=task.spec.acceptance.seed)
     if {"almost_sft", "almost_rl"} <= set(rewards_by_model):
         rl_vs_sft = evaluation_table({"base": rewards_by_model["almost_sft"], "almost_rl": rewards_by_model["almost_rl"]},
@@ -219,10 +226,13 @@ def evaluation(
     if model is not None and model["status"] == "trained":
         from dsc_assets.almost import rm_scores
 
-        prompts = [[system_message(task), user_message(p)] for p in test["prompt"]]
-        rm_means = {name: float(np.mean(rm_scores(student.cache_path, model, prompts, texts))) if texts else float("nan")
+        chats = [[system_message(task), user_message(p)] for p in prompts] * samples
+        rm_means = {name: float(np.mean(rm_scores(student.cache_path, model, chats, texts))) if texts else float("nan")
                     for name, texts in answers.items()}
         table["reward_model_score"] = table["model"].map(rm_means)
+    for column in next(iter(guards.values())):
+        table[column] = table["model"].map({name: rates[column] for name, rates in guards.items()})
+    table.insert(2, "samples_per_prompt", samples)
     table.insert(0, "task", task.name)
     markdown = _markdown_table(table.drop(columns=["task"]))
     report = settings.artifact_path("reports", task.name, "evaluation.md")

@@ -110,6 +110,8 @@ def _inputs() -> dict[str, Input]:
               lambda t, e: e.settings.max_prompts_per_task),
         Input("max_eval_prompts_per_task", "profile: test prompts used per task",
               lambda t, e: e.settings.max_eval_prompts_per_task),
+        Input("eval_samples_per_prompt", "profile: seeded samples per test prompt in the evaluation",
+              lambda t, e: e.settings.eval_samples_per_prompt),
         Input("sampling", "task.yaml sampling, max_tokens capped by the profile's max_tokens_cap",
               lambda t, e: t.sampling_for(e.settings.max_tokens_cap).model_dump(mode="json")),
         Input("generator", "profile: the generator model by content (GGUF sha256, or server model + revision)",

@@ -40,6 +40,8 @@ def test_full_graph_then_reproducible_evaluation(dsc_home):
     evaluation = _table(dsc_home, "evaluation").set_index("model")
     assert "base" in evaluation.index and evaluation.loc["base", "difference_vs_base"] == 0.0
     assert "base_original" in evaluation.index  # the null control: the packaged student beside its exported copy
+    assert (evaluation["samples_per_prompt"] == 2).all()  # rewards averaged over two seeded samples per prompt
+    assert evaluation[["on_topic_rate", "degenerate_rate", "refusal_rate"]].drop(index="almost_rl vs almost_sft", errors="ignore").notna().all().all()
     trained = [m for m in ("sft", "dpo", "rdpo", "dlma") if m in evaluation.index]
     checkpoints = pd.concat([_table(dsc_home, f"{m}_checkpoint") for m in ("sft", "dpo", "rdpo", "dlma")])
     assert sorted(trained) == sorted(checkpoints.loc[checkpoints["status"] == "trained", "method"])

@@ -17,6 +17,9 @@ class DscSettings(dg.ConfigurableResource):
     max_eval_prompts_per_task: int | None = Field(
         default=None, description="First N test-split prompts of each task, for evaluation (None: all)."
     )
+    eval_samples_per_prompt: int = Field(
+        default=1, description="Seeded samples per test prompt in the evaluation; rewards are averaged per prompt."
+    )
     max_tokens_cap: int | None = Field(default=None, description="Upper bound on every task's max_tokens.")
     quality_overrides: dict[str, float] = Field(
         default_factory=dict,
