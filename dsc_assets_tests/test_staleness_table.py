@@ -23,10 +23,15 @@ from dsc_assets.staleness import asset_order, plan
 from dsc_assets.tasks import TaskSpec
 from dsc_assets.versions import STAGES, Environment, current_versions
 
-TASKS = ["sentiment", "sycophancy"]  # vader and judge scorers
+TASKS = ["sentiment", "sycophancy"]  # vader and judge scorers; sentiment has an almost: block, sycophancy none
 GENERATION = {"drafts", "critiques", "revisions", "contrastive_pairs"}
+ALMOST_GENERATION = {"almost_responses", "rmsp_demonstrations"}
 CHECKPOINTS = {"sft_checkpoint", "dpo_checkpoint", "rdpo_checkpoint", "dlma_checkpoint"}
-SYSTEM_PROMPT_READERS = GENERATION | {"self_reward_scores", "sft_dataset", "dpo_dataset", "dlma_pairs", "evaluation"}
+ALMOST_TRAINED = {"reward_model", "almost_sft_checkpoint", "almost_rl_checkpoint"}
+TRAINER_READERS = CHECKPOINTS | ALMOST_TRAINED | {"evaluation"}
+SAMPLERS = GENERATION | ALMOST_GENERATION  # sampling and the generator model
+SYSTEM_PROMPT_READERS = SAMPLERS | ALMOST_TRAINED | {"self_reward_scores", "sft_dataset", "dpo_dataset", "dlma_pairs",
+                                                     "evaluation", "reward_model_agreement"}
 
 # task.yaml edits of sentiment: (dotted field, new value) -> assets stale for their own reason (sentiment only)
 TASK_FIELDS: list[tuple[str, object, set[str]]] = [
@@ -35,33 +40,36 @@ TASK_FIELDS: list[tuple[str, object, set[str]]] = [
     ("critique_template", "Critique this review: {response}", {"critiques", "revisions"}),
     ("revision_template", "Improve {response} after {critique}", {"revisions"}),
     ("revision_steps", 2, {"revisions"}),
-    ("sampling.temperature", 0.3, GENERATION | {"evaluation"}),
-    ("split.seed", 7, {"raw_prompts"}),
-    ("contrastive.positive_affix", "You love films.", {"contrastive_pairs", "self_reward_scores"}),
+    ("sampling.temperature", 0.3, SAMPLERS | {"evaluation"}),
+    ("split.seed", 7, {"raw_prompts", "synthetic_comparisons"}),
+    ("contrastive.positive_affix", "You love films.", {"contrastive_pairs", "self_reward_scores"} | ALMOST_GENERATION),
     ("scorer", {"name": "pii"}, {"reward_scores", "evaluation"}),
     ("acceptance.temperature", 0.5, {"accepted_samples"}),
     ("acceptance.seed", 3, {"accepted_samples", "evaluation"}),  # evaluation's bootstrap uses it
     ("acceptance.min_rate", 0.1, set()),  # quality gate only: the check reruns, no asset does
     ("quality", {"min_rows": 2}, set()),
+    ("almost.best_of_n", 2, {"rmsp_demonstrations"}),
+    ("almost.heldout_fraction", 0.5, {"synthetic_comparisons"}),
 ]
 
 # profile edits -> {task: assets stale for their own reason}; both tasks run under the profile
 FAKE_MODEL = "fake.gguf"  # a file with a GGUF header: its sha256 is its identity, it is never loaded here
 PROFILE_SETTINGS: list[tuple[str, object, dict[str, set[str]]]] = [
-    ("generator.model", FAKE_MODEL, {t: GENERATION for t in TASKS}),
+    ("generator.model", FAKE_MODEL, {t: SAMPLERS for t in TASKS}),
     ("generator.n_ctx", 512, {}),
     ("generator.n_threads", 1, {}),
     ("judge.model", FAKE_MODEL, {"sentiment": {"self_reward_scores"},
                                  "sycophancy": {"self_reward_scores", "reward_scores", "evaluation"}}),
     ("judge.n_ctx", 512, {}),
-    ("student.model", FAKE_MODEL, {t: CHECKPOINTS | {"evaluation"} for t in TASKS}),
+    ("student.model", FAKE_MODEL, {t: TRAINER_READERS | {"almost_responses"} for t in TASKS}),
     ("student.n_ctx", 512, {}),
-    ("trainer.max_steps", 3, {t: CHECKPOINTS for t in TASKS}),
-    ("trainer.epochs", 2, {t: CHECKPOINTS for t in TASKS}),
-    ("trainer.lora_r", 4, {t: CHECKPOINTS for t in TASKS}),
+    ("trainer.max_steps", 3, {t: TRAINER_READERS for t in TASKS}),
+    ("trainer.epochs", 2, {t: TRAINER_READERS for t in TASKS}),
+    ("trainer.lora_r", 4, {t: TRAINER_READERS for t in TASKS}),
     ("max_prompts_per_task", 3, {t: {"raw_prompts"} for t in TASKS}),
     ("max_eval_prompts_per_task", 2, {t: {"raw_prompts"} for t in TASKS}),
-    ("max_tokens_cap", 24, {t: GENERATION | {"evaluation"} for t in TASKS}),
+    ("eval_samples_per_prompt", 3, {t: {"evaluation"} for t in TASKS}),
+    ("max_tokens_cap", 24, {t: SAMPLERS | {"evaluation"} for t in TASKS}),
     ("quality_overrides", {"min_chars": 5}, {}),
     ("tasks", ["sycophancy"], {}),
 ]
@@ -201,4 +209,4 @@ def test_plan_names_the_inputs_that_changed(world, built):
     sft = next(e for e in entries if (e.asset, e.task) == ("sft_checkpoint", "sentiment"))
     assert sft.reasons == ["inputs changed: trainer"] and sft.root
     evaluation = next(e for e in entries if (e.asset, e.task) == ("evaluation", "sentiment"))
-    assert all(r.startswith("upstream stale") for r in evaluation.reasons) and not evaluation.root
+    assert "upstream stale: sft_checkpoint" in evaluation.reasons and not evaluation.root  # waits for them
