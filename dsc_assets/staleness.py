@@ -57,12 +57,13 @@ def upstream_moved(instance: dg.DagsterInstance, materialization, parent: str, t
     """Did the parent's data change since this materialization read it? Every dsc asset records the data versions
     it read (``upstream_data_versions``); a newer parent event with the same data version is no change
     (data-aware). Dagster's own input_event_pointer is the fallback for materializations without that record."""
-    history = _records(instance, parent, task, limit=100)
-    if not history:
+    latest = _records(instance, parent, task)
+    if not latest:
         return True
     recorded = materialization.metadata.get("upstream_data_versions")
     if recorded is not None and parent in (recorded.value or {}):
-        return recorded.value[parent] != _data_version(history[0])
+        return recorded.value[parent] != _data_version(latest[0])
+    history = _records(instance, parent, task, limit=100)
     pointer = (materialization.tags or {}).get(f"dagster/input_event_pointer/{parent}")
     if pointer is None:
         return True
