@@ -21,7 +21,7 @@ import dagster as dg
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from resources.hashing import content_hash
+from resources.hashing import call_key
 from resources.models import ModelError, ModelFile, resolve_model
 from resources.stores import CallCache
 from resources.threads import llama_threads
@@ -115,12 +115,12 @@ class LLMResource(dg.ConfigurableResource):
         return self._cache_hits
 
     def request_key(self, messages: Sequence[Message], params: SamplingParams) -> str:
-        return content_hash("chat", self.model_identity(), list(messages), params)
+        return call_key("chat", self.model_identity(), list(messages), params)
 
     def count_missing(self, requests: Sequence[Sequence[Message]], params: SamplingParams) -> int:
         """How many distinct requests the cache cannot answer (what ``chat_many`` would ask the model)."""
         identity = self.model_identity()
-        keys = {content_hash("chat", identity, list(messages), params) for messages in requests}
+        keys = {call_key("chat", identity, list(messages), params) for messages in requests}
         return len(keys - set(self.cache.get_many(list(keys))))
 
     def chat(self, messages: Sequence[Message], params: SamplingParams) -> Generation:
@@ -135,7 +135,7 @@ class LLMResource(dg.ConfigurableResource):
         """Answer every request, asking the model only for those not in the cache. Each answer is committed to the
         cache as soon as it is finished (in a batch, in the order they finish), then ``on_generated(index, it)``."""
         identity = self.model_identity()
-        keys = [content_hash("chat", identity, list(messages), params) for messages in requests]
+        keys = [call_key("chat", identity, list(messages), params) for messages in requests]
         cached = self.cache.get_many(keys)
         results: list[Generation | None] = [None] * len(requests)
         missing: list[int] = []

@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import Field
 
 from resources.batched import DECODE_LOCK
-from resources.hashing import content_hash
+from resources.hashing import call_key, content_hash
 from resources.llm import load_llama
 from resources.models import resolve_model
 from resources.stores import CallCache
@@ -60,7 +60,7 @@ class RewardScorer(ABC):
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         identity = self.identity()
-        keys = [content_hash("score", identity, p, r) for p, r in zip(prompts, responses)]
+        keys = [call_key("score", identity, p, r) for p, r in zip(prompts, responses)]
         found = self.cache.get_many(keys)
         missing = [i for i, key in enumerate(keys) if key not in found]
         if missing:
@@ -269,7 +269,7 @@ class SelfRewardScorer:
         self.computed = 0
 
     def _key(self, system: str, query: str, answer: str) -> str:
-        return content_hash("logprob", self.model.file.sha256, system, query, answer)
+        return call_key("logprob", self.model.file.sha256, system, query, answer)
 
     def logprob(self, system: str, query: str, answer: str) -> float:
         return self.logprobs([(system, query, answer)])[0]
