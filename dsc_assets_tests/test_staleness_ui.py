@@ -14,6 +14,7 @@ import shutil
 import dagster as dg
 import pytest
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+from dagster._core.definitions.observe import observe
 from dagster._core.loader import LoadingContextForTest
 
 from dsc_assets.definitions import build_definitions
@@ -44,6 +45,11 @@ def _ui_stale(defs: dg.Definitions, instance: dg.DagsterInstance) -> set[tuple[s
     resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(), LoadingContextForTest(instance))
     return {(asset, task) for asset in CHAIN for task in TASKS
             if resolver.get_status(dg.AssetKey(asset), task) == StaleStatus.STALE}
+
+
+def _observe_button(defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
+    source = next(a for a in defs.assets if getattr(a, "key", None) == dg.AssetKey("task_inputs"))
+    assert observe([source], instance=instance, resources=defs.resources).success
 
 
 def _agreeing(defs: dg.Definitions, instance: dg.DagsterInstance) -> set[tuple[str, str]]:
@@ -80,6 +86,8 @@ def test_ui_status_agrees_with_plan_per_partition(small_tasks, dsc_home):
         # One task's template: that task's revisions, in the UI as in the plan; the other task stays fresh.
         task_file = small_tasks / "sentiment" / "task.yaml"
         task_file.write_text(task_file.read_text().replace("clearly positive about the movie", "warmly positive"))
+        _observe_button(defs, instance)  # what the UI's Observe button on task_inputs runs, no dsc code path
+        assert _ui_stale(defs, instance) == {("revisions", "sentiment")}
         assert _agreeing(defs, instance) == {("revisions", "sentiment")}
         _refresh(defs, instance)
         assert _agreeing(defs, instance) == set()
