@@ -13,6 +13,7 @@ import shutil
 
 import dagster as dg
 import pytest
+import yaml
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._core.definitions.observe import observe
 from dagster._core.loader import LoadingContextForTest
@@ -96,4 +97,13 @@ def test_ui_status_agrees_with_plan_per_partition(small_tasks, dsc_home):
         capped = build_definitions(profile.model_copy(update={"max_tokens_cap": 16}), dsc_home)
         assert _agreeing(capped, instance) == {(a, t) for a in CHAIN[1:] for t in TASKS}
         _refresh(capped, instance)
+        assert _agreeing(capped, instance) == set()
+
+        # Materialize right after an edit, before anything observed it (the UI's Materialize button): the run
+        # records the inputs it read, so nothing is left stale afterwards.
+        task_file = small_tasks / "sycophancy" / "task.yaml"
+        spec = yaml.safe_load(task_file.read_text())
+        task_file.write_text(yaml.safe_dump({**spec, "revision_template": spec["revision_template"] + "\nBe brief."}))
+        assert capped.resolve_implicit_global_asset_job_def().execute_in_process(
+            partition_key="sycophancy", instance=instance, asset_selection=[dg.AssetKey("revisions")]).success
         assert _agreeing(capped, instance) == set()
