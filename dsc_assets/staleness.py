@@ -166,6 +166,8 @@ def plan(
                 entry.reasons.append(f"{BLOCKED} by failed check {checks[blocked]} on {blocked}")
             if entry.reasons:
                 stale[(asset, task_name)] = entry
+            if isinstance(current, TaskError):
+                break  # said once, on the task's first asset that reads it: nothing else can be planned
     return sorted(stale.values(), key=lambda e: (ordered.index(e.asset) if e.asset in ordered else -1, e.task))
 
 
