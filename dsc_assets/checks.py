@@ -227,12 +227,13 @@ def gate_verdicts(
     upstream: dict[str, list[str]],
     rewards: RewardModels | None = None,
     overrides: dict | None = None,
+    only: set[str] | None = None,
 ) -> dict[str, Verdict]:
     """Verdicts for every checked asset, in dependency order. ``table_of``: the task's rows (None: no table);
     ``materialized``: whether Dagster recorded a materialization of the asset for this task; ``stale_reasons``:
-    `dsc plan`'s reasons per asset (staleness.plan)."""
+    `dsc plan`'s reasons per asset (staleness.plan); ``only``: these assets (with their upstream, for a verdict)."""
     verdicts: dict[str, Verdict] = {}
-    for asset in CHECKED_ASSETS:
+    for asset in [a for a in CHECKED_ASSETS if only is None or a in only]:
         verdict = verdicts[asset] = Verdict(asset)
         parents = [p for p in upstream.get(asset, []) if p in verdicts]
         table = table_of(asset)

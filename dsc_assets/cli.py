@@ -200,17 +200,17 @@ def cmd_gate(args: argparse.Namespace) -> int:
         raise UsageError(f"no quality suite for {', '.join(unknown)}; checked: {', '.join(CHECKED_ASSETS)}")
     _preflight(profile, tasks, locks=True)
     instance = dg.DagsterInstance.get()
-    if not args.check_only:
-        from dsc_assets.staleness import asset_order
+    from dsc_assets.staleness import asset_order
 
+    _, upstream = asset_order(defs)
+    needed, queue = set(), list(selected)  # the printed assets and everything upstream of them
+    while queue:
+        asset = queue.pop()
+        if asset not in needed:
+            needed.add(asset)
+            queue += upstream.get(asset, [])
+    if not args.check_only:
         job = _quiet(defs.resolve_implicit_global_asset_job_def(), args)
-        _, upstream = asset_order(defs)
-        needed, queue = set(), list(selected)  # the printed assets and everything upstream of them
-        while queue:
-            asset = queue.pop()
-            if asset not in needed:
-                needed.add(asset)
-                queue += upstream.get(asset, [])
         data_assets = [dg.AssetKey(name) for name in CHECKED_ASSETS if name in needed]
         for task in tasks:
             print(f"dsc gate: materializing the data assets of '{task}' ...", flush=True)
@@ -220,7 +220,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
                 _print_failures(result, "dsc gate", task, args.verbose)
     problems = []
     for task_name in tasks:
-        problems += _gate_task(defs, instance, task_name, selected)
+        problems += _gate_task(defs, instance, task_name, selected, needed)
     if problems:
         print(f"\ndsc gate: FAILED: {'; '.join(problems)}")
         return 1
@@ -228,7 +228,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gate_task(defs, instance, task_name: str, selected: list[str]) -> list[str]:
+def _gate_task(defs, instance, task_name: str, selected: list[str], needed: set[str]) -> list[str]:
     """Print the verdicts of one task's selected assets; return '<task>: <asset> <STATUS>' for each that is not OK."""
     import dagster as dg
     import duckdb
@@ -259,7 +259,7 @@ def _gate_task(defs, instance, task_name: str, selected: list[str]) -> list[str]
 
     try:
         verdicts = gate_verdicts(task, table_of, materialized, stale, upstream, resources["rewards"],
-                                 resources["settings"].quality_overrides)
+                                 resources["settings"].quality_overrides, only=needed)
     finally:
         if con is not None:
             con.close()
