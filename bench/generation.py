@@ -1,7 +1,7 @@
 """Generation throughput: batched decoding vs one answer at a time, against the machine's prefill speed.
 
     DSC_LLAMA_THREADS=1 python bench/generation.py [--models smollm2-135m,qwen2.5-coder-1.5b] [--batch-sizes 4,8]
-        [--rounds 2] [--max-tokens 64] [--server] [--json bench/results/generation.json]
+        [--rounds 2] [--max-tokens 64] [--bare] [--server] [--json bench/results/generation.json]
 
 For each model, every side is the pipeline's ``LlamaCppLLM.chat_many`` on the same chat requests (a task's system
 prompt and train prompts) with the same sampling parameters and token budget, from a fresh call cache, so each side
@@ -11,7 +11,8 @@ alternate the order of the sides (rotating), so drift in machine speed hits all 
 model's prefill speed (a 256-token prompt in one ``llama_decode``), measured inside every round. Threads: the thread
 rule (``resources/threads.py``: DSC_LLAMA_THREADS, else every core this process may use).
 
-``--server`` also measures the OpenAI-compatible backend against ``python -m llama_cpp.server`` (135M model) with
+``--bare`` adds bare ``create_chat_completion`` without the cache (the code path before batching) as a side and checks
+that batch size 1 gives its texts. ``--server`` also measures the OpenAI-compatible backend against ``python -m llama_cpp.server`` (135M model) with
 ``max_concurrency`` 1 vs 4, if llama-cpp-python's server extra is installed.
 """
 
@@ -45,18 +46,34 @@ def chat_requests(task_name: str, count: int) -> list[list[dict]]:
     return [[{"role": "system", "content": task.spec.system_prompt}, {"role": "user", "content": p}] for p in prompts]
 
 
-def prefill_tokens_per_s(llama, tokens: list[int]) -> float:
+def prefill_tokens_per_s(llama, tokens: list[int]) -> tuple[float, float]:
+    """Prefill speed of one prompt: tokens per wall-clock second and per CPU second of this process."""
     llama.reset()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     llama.eval(tokens)
-    return len(tokens) / (time.perf_counter() - started)
+    return len(tokens) / (time.perf_counter() - started), len(tokens) / max(time.process_time() - cpu_started, 1e-9)
+
+
+def bare_chat_many(llama, requests: list[list[dict]], params: SamplingParams) -> list[tuple[str, int]]:
+    """The pipeline before batching, without its cache: reset, re-seed, create_chat_completion, one request at a time."""
+    out = []
+    for messages in requests:
+        llama.reset()
+        llama.set_seed(params.seed)
+        answer = llama.create_chat_completion(
+            messages=messages, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
+            max_tokens=params.max_tokens, repeat_penalty=params.repeat_penalty, seed=params.seed,
+            stop=list(params.stop) or None,
+        )
+        out.append(((answer["choices"][0]["message"]["content"] or "").strip(), answer["usage"]["completion_tokens"]))
+    return out
 
 
 def bench_model(model: str, requests: list[list[dict]], params: SamplingParams, batch_sizes: list[int], rounds: int,
-                n_ctx: int, workdir: Path) -> dict:
-    sides = [1, *batch_sizes]
+                n_ctx: int, workdir: Path, bare: bool = False) -> dict:
+    sides: list = [1, *batch_sizes] + (["bare"] if bare else [])
     llms = {b: LlamaCppLLM(cache_path=str(workdir / f"{model}-warm-{b}.duckdb"), model=model,
-                           model_cache_dir=".dsc/models", n_ctx=n_ctx, batch_size=b) for b in sides}
+                           model_cache_dir=".dsc/models", n_ctx=n_ctx, batch_size=b) for b in sides if b != "bare"}
     for llm in llms.values():  # load and warm every context outside the timed rounds (page faults, allocations)
         llm.chat_many(requests[: llm.batch_size], params.model_copy(update={"max_tokens": 4, "seed": 999_999}))
     llama = llms[1].llama()
@@ -65,28 +82,46 @@ def bench_model(model: str, requests: list[list[dict]], params: SamplingParams, 
     prefill_tokens_per_s(llama, ceiling_tokens)
 
     seconds = {b: 0.0 for b in sides}
+    cpu_seconds = {b: 0.0 for b in sides}
     tokens = {b: 0 for b in sides}
-    prefill: list[float] = []
+    prefill: list[tuple[float, float]] = []
     for round_index in range(rounds):
         order = sides[round_index % len(sides):] + sides[: round_index % len(sides)]
         round_params = params.model_copy(update={"seed": params.seed + round_index})  # no cache hit across rounds
+        texts = {}
         for b in order:
-            llm = LlamaCppLLM(**{**llms[b].model_dump(), "cache_path": str(workdir / f"{model}-{round_index}-{b}.duckdb")})
-            started = time.perf_counter()
-            generations = llm.chat_many(requests, round_params)
+            started, cpu_started = time.perf_counter(), time.process_time()
+            if b == "bare":
+                answers = bare_chat_many(llama, requests, round_params)
+            else:
+                llm = LlamaCppLLM(**{**llms[b].model_dump(), "cache_path": str(workdir / f"{model}-{round_index}-{b}.duckdb")})
+                generations = llm.chat_many(requests, round_params)
+                answers = [(g.text, g.completion_tokens) for g in generations]
+                assert llm.calls_made == len(requests), "every row must really be generated in a timed round"
             seconds[b] += time.perf_counter() - started
-            tokens[b] += sum(g.completion_tokens for g in generations)
-            assert llm.calls_made == len(requests), "every row must really be generated in a timed round"
+            cpu_seconds[b] += time.process_time() - cpu_started
+            tokens[b] += sum(n for _, n in answers)
+            texts[b] = [t for t, _ in answers]
             prefill.append(prefill_tokens_per_s(llama, ceiling_tokens))
             print(f"  {model} round {round_index + 1} batch {b}: {tokens[b] / seconds[b]:.1f} tok/s so far", flush=True)
-    ceiling = sorted(prefill)[len(prefill) // 2]
+        if "bare" in texts:
+            assert texts["bare"] == texts[1], "batch size 1 must reproduce create_chat_completion"
+    ceiling = sorted(p[0] for p in prefill)[len(prefill) // 2]
+    cpu_ceiling = sorted(p[1] for p in prefill)[len(prefill) // 2]
     speed = {b: tokens[b] / seconds[b] for b in sides}
+    cpu_speed = {b: tokens[b] / max(cpu_seconds[b], 1e-9) for b in sides}
+    # On a shared machine the wall clock also counts time this process waited for a core; tokens per CPU second of
+    # this process measure the work per token (the batching effect) without that wait.
     return {
         "model": model, "requests": len(requests), "max_tokens": params.max_tokens, "rounds": rounds,
         "threads": llama_threads(), "prefill_tokens_per_s": round(ceiling, 1),
-        "sides": {f"batch_{b}": {"tokens_per_s": round(speed[b], 2), "completion_tokens": tokens[b],
-                                  "seconds": round(seconds[b], 2), "ratio_to_batch_1": round(speed[b] / speed[1], 3),
-                                  "fraction_of_prefill": round(speed[b] / ceiling, 3)} for b in sides},
+        "prefill_tokens_per_cpu_s": round(cpu_ceiling, 1),
+        "sides": {("bare_create_chat_completion" if b == "bare" else f"batch_{b}"): {
+            "tokens_per_s": round(speed[b], 2), "completion_tokens": tokens[b], "seconds": round(seconds[b], 2),
+            "ratio_to_batch_1": round(speed[b] / speed[1], 3), "fraction_of_prefill": round(speed[b] / ceiling, 3),
+            "tokens_per_cpu_s": round(cpu_speed[b], 2), "cpu_ratio_to_batch_1": round(cpu_speed[b] / cpu_speed[1], 3),
+            "cpu_fraction_of_prefill": round(cpu_speed[b] / cpu_ceiling, 3),
+        } for b in sides},
     }
 
 
@@ -145,6 +180,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="4,8")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--n-ctx", type=int, default=1024)
+    parser.add_argument("--bare", action="store_true", help="also time bare create_chat_completion (the old path)")
     parser.add_argument("--server", action="store_true", help="also measure max_concurrency 1 vs 4 against llama_cpp.server")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
@@ -164,7 +200,8 @@ def main() -> None:
     for model in args.models.split(","):
         requests = chat_requests(args.task, args.prompts or DEFAULT_PROMPTS.get(model, 8))
         params = task.spec.sampling.model_copy(update={"max_tokens": args.max_tokens})
-        results["models"].append(bench_model(model, requests, params, batch_sizes, args.rounds, args.n_ctx, workdir))
+        results["models"].append(bench_model(model, requests, params, batch_sizes, args.rounds, args.n_ctx, workdir,
+                                              args.bare))
     if args.server:
         params = task.spec.sampling.model_copy(update={"max_tokens": args.max_tokens})
         results["server"] = bench_server(chat_requests(args.task, 8), params, args.rounds, workdir)
@@ -174,9 +211,11 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     print()
     for model in results["models"]:
-        line = ", ".join(f"batch {k.split('_')[1]}: {v['tokens_per_s']} tok/s (x{v['ratio_to_batch_1']}, "
-                         f"{v['fraction_of_prefill']:.0%} of prefill)" for k, v in model["sides"].items())
-        print(f"{model['model']}: prefill {model['prefill_tokens_per_s']} tok/s; {line}")
+        line = "; ".join(f"{k.replace('_', ' ')}: {v['tokens_per_s']} tok/s (x{v['ratio_to_batch_1']}, "
+                         f"{v['fraction_of_prefill']:.0%} of prefill), {v['tokens_per_cpu_s']} tok/CPU-s "
+                         f"(x{v['cpu_ratio_to_batch_1']}, {v['cpu_fraction_of_prefill']:.0%})" for k, v in model["sides"].items())
+        print(f"{model['model']}: prefill {model['prefill_tokens_per_s']} tok/s, {model['prefill_tokens_per_cpu_s']} "
+              f"tok/CPU-s; {line}")
     if "server" in results:
         print(f"server: {json.dumps(results['server'])}")
 
