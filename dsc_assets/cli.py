@@ -289,9 +289,6 @@ def _print_outcomes(outcomes, indent: str, examples: bool) -> None:
             print(f"{indent}    {example.get('prompt_id')}: {text}")
 
 
-TRAINING_ASSETS = {"sft_checkpoint", "dpo_checkpoint", "rdpo_checkpoint", "dlma_checkpoint", "evaluation"}
-
-
 def _load(args: argparse.Namespace):
     _prepare_environment(args.profile)
     import dagster as dg
