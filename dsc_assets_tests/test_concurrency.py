@@ -98,3 +98,20 @@ def test_dsc_run_beside_another_run_both_succeed(tmp_path):
     with duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True) as con:
         assert con.execute("SELECT task, count(*) FROM dsc.drafts GROUP BY task ORDER BY task").fetchall() == \
             [("sentiment", 3), ("sycophancy", 2)]
+
+
+def test_instance_config_queues_runs_and_leaves_a_users_own_alone(tmp_path, monkeypatch):
+    import dagster as dg
+
+    from dsc_assets.cli import _prepare_environment
+
+    home = tmp_path / "dagster"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")  # what older dsc versions wrote
+    _prepare_environment(None)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 1
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nconcurrency:\n  runs:\n    max_concurrent_runs: 2\n")
+    _prepare_environment(None)  # the user's own file (no dsc marker): kept
+    assert "max_concurrent_runs: 2" in (home / "dagster.yaml").read_text()
