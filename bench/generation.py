@@ -1,7 +1,7 @@
 """Generation throughput: batched decoding vs one answer at a time, against the machine's prefill speed.
 
     DSC_LLAMA_THREADS=1 python bench/generation.py [--models smollm2-135m,qwen2.5-coder-1.5b] [--batch-sizes 4,8]
-        [--rounds 2] [--max-tokens 64] [--bare] [--server] [--json bench/results/generation.json]
+        [--rounds 2] [--max-tokens 64] [--step-costs 1,8,32] [--bare] [--server] [--json bench/results/generation.json]
 
 For each model, every side is the pipeline's ``LlamaCppLLM.chat_many`` on the same chat requests (a task's system
 prompt and train prompts) with the same sampling parameters and token budget, from a fresh call cache, so each side
@@ -125,6 +125,38 @@ def bench_model(model: str, requests: list[list[dict]], params: SamplingParams, 
     }
 
 
+def step_costs(model: str, sizes: list[int], steps: int = 6) -> dict[str, float]:
+    """CPU milliseconds per generated token of one decode step with n sequences in flight (the engine's
+    steady state, 16-token prompts, no sampling): how much one more sequence per step costs on this CPU."""
+    from resources.batched import BatchEngine
+    from resources.llm import load_llama
+    from resources.models import resolve_model
+
+    llama = load_llama(resolve_model(model, ".dsc/models").path, 1024, llama_threads(), 512)
+    tokens = llama.tokenize(b"Tell me a long story about a dragon and a knight in a castle far away. " * 8, add_bos=False)
+    costs = {}
+    for n in sizes:
+        engine = BatchEngine(llama, n, 1024, llama_threads(), max(512, 16 * n))
+        engine._clear()
+        engine._batch.n_tokens = 0
+        for seq in range(n):
+            for pos, token in enumerate(tokens[:16]):
+                engine._add(token, pos, seq, pos == 15)
+        engine._decode()
+        cpu = 0.0
+        for step in range(steps):
+            engine._batch.n_tokens = 0
+            for seq in range(n):
+                engine._add(tokens[16 + step], 16 + step, seq, True)
+            started = time.process_time()
+            engine._decode()
+            cpu += time.process_time() - started
+        engine.close()
+        costs[f"n_{n}"] = round(cpu / steps / n * 1000, 2)
+        print(f"  {model}: {n} sequences per step: {costs[f'n_{n}']} ms CPU per token", flush=True)
+    return costs
+
+
 def bench_server(requests: list[list[dict]], params: SamplingParams, rounds: int, workdir: Path) -> dict:
     missing = [m for m in ("fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings")
                if importlib.util.find_spec(m) is None]
@@ -180,6 +212,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="4,8")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--n-ctx", type=int, default=1024)
+    parser.add_argument("--step-costs", help="also measure CPU ms per token of one decode step at these numbers of "
+                                             "sequences, e.g. 1,8,32 (no sampling, no cache)")
     parser.add_argument("--bare", action="store_true", help="also time bare create_chat_completion (the old path)")
     parser.add_argument("--server", action="store_true", help="also measure max_concurrency 1 vs 4 against llama_cpp.server")
     parser.add_argument("--json", help="also write the figures to this file")
@@ -200,6 +234,9 @@ def main() -> None:
     for model in args.models.split(","):
         requests = chat_requests(args.task, args.prompts or DEFAULT_PROMPTS.get(model, 8))
         params = task.spec.sampling.model_copy(update={"max_tokens": args.max_tokens})
+        if args.step_costs:
+            results.setdefault("step_costs_ms_cpu_per_token", {})[model] = step_costs(
+                model, [int(n) for n in args.step_costs.split(",")])
         results["models"].append(bench_model(model, requests, params, batch_sizes, args.rounds, args.n_ctx, workdir,
                                               args.bare))
     if args.server:

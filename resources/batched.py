@@ -123,8 +123,9 @@ class BatchEngine:
         params = llama_cpp.llama_context_params.from_buffer_copy(llama.context_params)
         # KV cells shared by the sequences in flight. Each sequence reserves prompt + max_tokens before it starts, so
         # fewer run at once when prompts are long; up to 1024 cells a sequence keeps the KV memory of a 1.5B model at
-        # batch 8 near 230 MB instead of 460 MB at n_ctx 2048.
-        self.capacity = max(n_ctx_seq, self.n_seq * min(n_ctx_seq, 1024))
+        # batch 8 near 230 MB instead of 460 MB at n_ctx 2048. Not beyond the model's training context (llama.cpp
+        # warns about the unified cache's size otherwise).
+        self.capacity = max(n_ctx_seq, min(self.n_seq * min(n_ctx_seq, 1024), llama._model.n_ctx_train()))
         params.n_ctx = self.capacity
         params.n_seq_max = self.n_seq
         params.kv_unified = True  # one KV stream: a ubatch may mix any sequences' prefill chunks and decode tokens
