@@ -27,7 +27,7 @@ from dsc_assets.samples import data_version
 from dsc_assets.tasks import Almost, Task
 from dsc_assets.training import _dataset_records, _train
 from dsc_assets.versions import stage, version_metadata
-from resources.hashing import content_hash
+from resources.hashing import call_key, content_hash
 from resources.llm import LlamaCppLLM, LLMResource
 from resources.settings import DscSettings
 from resources.stores import CallCache
@@ -111,7 +111,7 @@ def rm_scores(cache_path: str, model_row: pd.Series, prompts: list[list[dict]], 
     """Reward-model scores, cached like every model call (key: the reward model's version, the chat, the answer)."""
     cache = CallCache(cache_path)
     identity = f"reward_model:{model_row['version']}"
-    keys = [content_hash("score", identity, p, a) for p, a in zip(prompts, answers)]
+    keys = [call_key("score", identity, p, a) for p, a in zip(prompts, answers)]
     found = cache.get_many(keys)
     missing = [i for i, key in enumerate(keys) if key not in found]
     if missing:
