@@ -232,8 +232,19 @@ def gate_verdicts(
     """Verdicts for every checked asset, in dependency order. ``table_of``: the task's rows (None: no table);
     ``materialized``: whether Dagster recorded a materialization of the asset for this task; ``stale_reasons``:
     `dsc plan`'s reasons per asset (staleness.plan); ``only``: these assets (with their upstream, for a verdict)."""
+    order: list[str] = []
+
+    def visit(asset: str) -> None:  # parents first, whatever the order of CHECKED_ASSETS
+        if asset not in order:
+            for parent in upstream.get(asset, []):
+                if parent in CHECKED_ASSETS:
+                    visit(parent)
+            order.append(asset)
+
+    for asset in CHECKED_ASSETS:
+        visit(asset)
     verdicts: dict[str, Verdict] = {}
-    for asset in [a for a in CHECKED_ASSETS if only is None or a in only]:
+    for asset in [a for a in order if only is None or a in only]:
         verdict = verdicts[asset] = Verdict(asset)
         parents = [p for p in upstream.get(asset, []) if p in verdicts]
         table = table_of(asset)
