@@ -72,6 +72,9 @@ def bare_chat_many(llama, requests: list[list[dict]], params: SamplingParams) ->
 def bench_model(model: str, requests: list[list[dict]], params: SamplingParams, batch_sizes: list[int], rounds: int,
                 n_ctx: int, workdir: Path, bare: bool = False) -> dict:
     sides: list = [1, *batch_sizes] + (["bare"] if bare else [])
+    import resources.batched
+
+    resources.batched.MAX_ENGINES = len(sides) + 1  # keep every side's context: none is rebuilt in a timed round
     llms = {b: LlamaCppLLM(cache_path=str(workdir / f"{model}-warm-{b}.duckdb"), model=model,
                            model_cache_dir=".dsc/models", n_ctx=n_ctx, batch_size=b) for b in sides if b != "bare"}
     for llm in llms.values():  # load and warm every context outside the timed rounds (page faults, allocations)

@@ -115,7 +115,7 @@ class _Prefill:
 class BatchEngine:
     """A second llama.cpp context on a loaded model's weights, for ``n_seq`` sequences at once."""
 
-    def __init__(self, llama, n_seq: int, n_ctx_seq: int, n_threads: int, n_batch: int = 512):
+    def __init__(self, llama, n_seq: int, n_ctx_seq: int, n_threads: int, n_batch: int = 512, kv_cells: int = 0):
         import llama_cpp
         from llama_cpp import _internals as internals
 
@@ -125,7 +125,7 @@ class BatchEngine:
         # fewer run at once when prompts are long; up to 1024 cells a sequence keeps the KV memory of a 1.5B model at
         # batch 8 near 230 MB instead of 460 MB at n_ctx 2048. Not beyond the model's training context (llama.cpp
         # warns about the unified cache's size otherwise).
-        self.capacity = max(n_ctx_seq, min(self.n_seq * min(n_ctx_seq, 1024), llama._model.n_ctx_train()))
+        self.capacity = kv_cells or max(n_ctx_seq, min(self.n_seq * min(n_ctx_seq, 1024), llama._model.n_ctx_train()))
         params.n_ctx = self.capacity
         params.n_seq_max = self.n_seq
         params.kv_unified = True  # one KV stream: a ubatch may mix any sequences' prefill chunks and decode tokens
