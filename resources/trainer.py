@@ -162,8 +162,9 @@ class LoRATrainer(dg.ConfigurableResource):
     _base: Path | None = PrivateAttr(default=None)
 
     def settings_identity(self) -> str:
-        """Everything that decides a checkpoint besides its data (the checkpoint folder is keyed by it)."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """Everything that decides a checkpoint besides its data (the checkpoint folder is keyed by it). Where the
+        student's HF copy is kept decides nothing: moving DSC_HOME must not retrain."""
+        return json.dumps(self.model_dump(mode="json", exclude={"model_cache_dir"}), sort_keys=True)
 
     def base_dir(self) -> Path:
         if self._base is None:
