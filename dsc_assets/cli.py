@@ -211,7 +211,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
             queue += upstream.get(asset, [])
     if not args.check_only:
         job = _quiet(defs.resolve_implicit_global_asset_job_def(), args)
-        data_assets = [dg.AssetKey(name) for name in CHECKED_ASSETS if name in needed]
+        # the checked assets and whatever they are built from (ALMoST's best-of-N needs its trained reward model)
+        data_assets = [dg.AssetKey(name) for name in sorted(needed)]
         for task in tasks:
             print(f"dsc gate: materializing the data assets of '{task}' ...", flush=True)
             result = job.execute_in_process(run_config=QUIET_RUN_CONFIG, partition_key=task, instance=instance, asset_selection=data_assets,
