@@ -240,6 +240,8 @@ def main() -> None:
         if args.step_costs:
             results.setdefault("step_costs_ms_cpu_per_token", {})[model] = step_costs(
                 model, [int(n) for n in args.step_costs.split(",")])
+        if args.rounds == 0:  # --rounds 0: only the step costs
+            continue
         results["models"].append(bench_model(model, requests, params, batch_sizes, args.rounds, args.n_ctx, workdir,
                                               args.bare))
     if args.server:
