@@ -382,3 +382,11 @@ def batch_engine(llama, key: tuple, n_seq: int, n_ctx_seq: int, n_threads: int, 
             _, evicted = _ENGINES.popitem(last=False)
             evicted.close()
         return engine
+
+
+def close_engines() -> None:
+    """Free every engine's context (at exit, while llama_cpp is still importable)."""
+    with DECODE_LOCK:
+        while _ENGINES:
+            _, engine = _ENGINES.popitem()
+            engine.close()

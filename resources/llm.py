@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import resources.threads  # noqa: F401  (first: sets OMP_WAIT_POLICY before llama_cpp is ever imported)
 
+import atexit
 import threading
 import time
 from abc import abstractmethod
@@ -184,6 +185,19 @@ class LLMResource(dg.ConfigurableResource):
 # One loaded model per (file, settings) and process: loading is the slow part, and tests reuse it.
 _LLAMAS: dict[tuple, Any] = {}
 _LLAMA_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_models() -> None:
+    # Contexts and models freed while llama_cpp is still loaded: at interpreter teardown their finalizers would run
+    # after the module is gone and print tracebacks.
+    from resources.batched import close_engines
+
+    close_engines()
+    with _LLAMA_LOCK:
+        for llama in _LLAMAS.values():
+            llama.close()
+        _LLAMAS.clear()
 
 
 def load_llama(path: Path, n_ctx: int, n_threads: int, n_batch: int, logits_all: bool = False):
