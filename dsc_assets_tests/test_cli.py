@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import os
 import signal
 import subprocess
@@ -52,8 +53,9 @@ def test_killed_run_loses_only_the_rows_in_flight(tmp_path):
                "raw_prompts,drafts,critiques,revisions"]
     process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
-    for line in process.stdout:  # wait until drafts are under way, then kill without warning
-        if "draft step 0: 5/" in line or time.monotonic() > deadline:
+    for line in process.stdout:  # wait until some drafts are committed and others in flight, then kill without warning
+        progress = re.search(r"draft step 0: (\d+)/(\d+) rows generated", line)
+        if (progress and int(progress.group(1)) < int(progress.group(2))) or time.monotonic() > deadline:
             break
     os.kill(process.pid, signal.SIGKILL)
     process.wait()

@@ -89,8 +89,12 @@ def test_materialize_button_and_backfill_in_a_real_browser(tmp_path):
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             try:
                 # One partition with the Materialize button: its chain, then its rewards (the queue runs them in order).
+                # Each dialog opens once the run before it has finished: while a run changes partition statuses, the
+                # dialog's partition list re-renders under the pointer (a click then hits a detached menu item).
                 _materialize_group(page, port, "generation", ["sentiment"])
+                _wait_for_runs(instance, 1)
                 _materialize_group(page, port, "rewards", ["sentiment"])
+                _wait_for_runs(instance, 2)
                 # A backfill of two more partitions from the same dialog.
                 _materialize_group(page, port, "generation", ["privacy", "sycophancy"])
                 runs = _wait_for_runs(instance, 4)
