@@ -17,6 +17,7 @@ Each problem is one line that names the file (and line, prompt id or field) and 
 from __future__ import annotations
 
 import atexit
+import os
 import re
 import threading
 from dataclasses import dataclass
@@ -149,20 +150,39 @@ def profile_windows(profile, home: Path, profile_file: str) -> tuple[list[Window
     return windows, problems
 
 
-def lock_problems(home: Path) -> list[str]:
-    """DuckDB takes one writer process per file: say now, not after the first model call, if another one holds it."""
+LOCK_GRACE_ENV = "DSC_LOCK_GRACE_S"
+
+
+def _lock_held_through(path: Path, grace_s: float) -> Exception | None:
+    """The lock error if ``path`` stayed locked by another process for ``grace_s`` seconds, else None."""
+    import time
+
     import duckdb
 
-    problems = []
-    for name in ("warehouse.duckdb", "cache.duckdb"):
-        path = home / name
-        if not path.exists():
-            continue
+    deadline = time.monotonic() + grace_s
+    while True:
         try:
             duckdb.connect(str(path)).close()
+            return None
         except duckdb.IOException as error:
             if "lock" not in str(error).lower():
                 raise
+            if time.monotonic() >= deadline:
+                return error
+            time.sleep(0.05)
+
+
+def lock_problems(home: Path, grace_s: float | None = None) -> list[str]:
+    """DuckDB takes one writer process per file: say now, not after the first model call, if another one holds it.
+    A working dsc run holds each file only while it writes (the cache closes after 0.3 s idle, the warehouse per
+    step), so a lock counts as a conflict only if it is held through a grace period (DSC_LOCK_GRACE_S, 10 s); a
+    momentary one belongs to a concurrent run, which the cache and the IO manager wait for."""
+    grace_s = float(os.environ.get(LOCK_GRACE_ENV, 10)) if grace_s is None else grace_s
+    problems = []
+    for name in ("warehouse.duckdb", "cache.duckdb"):
+        path = home / name
+        error = _lock_held_through(path, grace_s) if path.exists() else None
+        if error is not None:
             holder = re.search(r"\(PID \d+\)", str(error))
             problems.append(f"{path}: locked by another process{' ' + holder.group(0) if holder else ''} "
                             f"({str(error).splitlines()[0]}). Fix: stop that dsc or dagster run (or `dagster dev`), "

@@ -4,19 +4,17 @@ materialized end to end with best-of-N, and exact staleness after a demonstratio
 from __future__ import annotations
 
 import json
-import shutil
 
 import duckdb
 import numpy as np
 import pandas as pd
-import pytest
 from datasets import Dataset
 from safetensors.numpy import load_file
 
 from dsc_assets.almost import RULE_PAIRS, config_messages, heldout_prompts, synthesize_comparisons
 from dsc_assets.tasks import Almost, Demonstration, load_task
-from dsc_assets_tests.conftest import run_cli
-from dsc_assets_tests.test_incremental import _stale, _train_prompts
+from dsc_assets_tests.conftest import private_tasks, run_cli
+from dsc_assets_tests.test_incremental import _stale
 from resources.trainer import LoRATrainer, RewardModelScorer
 
 ALMOST = Almost(demonstrations=[Demonstration(prompt="p", response="r")])
@@ -112,9 +110,7 @@ ALMOST_BRANCH = ("raw_prompts,almost_responses,synthetic_comparisons,reward_mode
 
 
 def test_almost_branch_materializes_keeps_the_best_sample_and_rebuilds_exactly_on_edit(tmp_path):
-    root = tmp_path / "prompts"
-    shutil.copytree("prompts/sentiment", root / "sentiment")
-    _train_prompts(root, "sentiment", 3)
+    root = private_tasks(tmp_path / "prompts", {"sentiment": 3})
     task_file = root / "sentiment" / "task.yaml"
     task_file.write_text(task_file.read_text().replace("best_of_n: 4", "best_of_n: 3"))
     profile = tmp_path / "almost.yaml"  # the test profile, with a cheaper RL step: two samples per prompt, short

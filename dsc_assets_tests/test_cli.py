@@ -109,7 +109,8 @@ def test_first_error_line_names_a_locked_database(tmp_path):
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "ready"
-        result = run_cli(["dsc", "run", "--tasks", "sentiment", "--select", "raw_prompts"], _env(tmp_path))
+        result = run_cli(["dsc", "run", "--tasks", "sentiment", "--select", "raw_prompts"],
+                         _env(tmp_path, DSC_LOCK_GRACE_S="2"))
     finally:
         holder.kill()
         holder.wait()

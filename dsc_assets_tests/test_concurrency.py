@@ -3,9 +3,7 @@ for a while, and (test_backfill.py) a backfill of three partitions through the i
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -14,8 +12,7 @@ import duckdb
 import pytest
 
 from dsc_assets.profiles import PROJECT_ROOT
-from dsc_assets.tasks import Task, load_task_spec
-from dsc_assets_tests.conftest import run_cli
+from dsc_assets_tests.conftest import private_tasks, run_cli
 from resources.stores import CacheBusyError, CallCache, close_all
 
 HOLD = """
@@ -62,21 +59,10 @@ def test_a_cache_held_too_long_fails_with_what_to_do(tmp_path, monkeypatch):
         holder.wait()
 
 
-def _train_prompts(root, name, count):
-    task = Task(name, root / name, load_task_spec(name, root), [])
-    ids = [f"{name}-x{n}" for n in range(60) if task.split_of(f"{name}-x{n}") == "train"][:count]
-    (root / name / "prompts.jsonl").write_text("".join(
-        json.dumps({"id": i, "prompt": f"Question {k} for {name}: what do you think of rainy days?"}) + "\n"
-        for k, i in enumerate(ids)))
-
-
 def test_dsc_run_beside_another_run_both_succeed(tmp_path):
     """Two `dsc run` processes on one DSC_HOME (same call cache, warehouse, Dagster instance), the second started
     while the first generates: both succeed, and every call of both is in the cache."""
-    root = tmp_path / "prompts"
-    for name, count in (("sentiment", 3), ("sycophancy", 2)):
-        shutil.copytree(PROJECT_ROOT / "prompts" / name, root / name)
-        _train_prompts(root, name, count)
+    root = private_tasks(tmp_path / "prompts", {"sentiment": 3, "sycophancy": 2})
     env = {**os.environ, "DSC_PROFILE": "test", "DSC_PROMPTS_DIR": str(root), "DSC_HOME": str(tmp_path / "home"),
            "DAGSTER_HOME": str(tmp_path / "dagster"), "OMP_WAIT_POLICY": "PASSIVE",
            "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"}

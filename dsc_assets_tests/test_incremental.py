@@ -13,31 +13,15 @@ import duckdb
 import pytest
 import yaml
 
-from dsc_assets.tasks import Task, load_task_spec
-from dsc_assets_tests.conftest import run_cli
+from dsc_assets_tests.conftest import private_tasks, run_cli
 
 CHAIN = "raw_prompts,drafts,critiques,revisions"
-
-
-def _train_prompts(root, name, count):
-    task = Task(name, root / name, load_task_spec(name, root), [])
-    ids, n = [], 0
-    while len(ids) < count:
-        if task.split_of(f"{name}-x{n}") == "train":
-            ids.append(f"{name}-x{n}")
-        n += 1
-    lines = [json.dumps({"id": i, "prompt": f"Question number {k} for {name}: what do you think of rainy days?"})
-             for k, i in enumerate(ids)]
-    (root / name / "prompts.jsonl").write_text("\n".join(lines) + "\n")
 
 
 @pytest.fixture
 def two_tasks(tmp_path):
     """sentiment and sycophancy, three train prompts each, in a private prompts folder and DSC_HOME."""
-    root = tmp_path / "prompts"
-    for name in ("sentiment", "sycophancy"):
-        shutil.copytree(f"prompts/{name}", root / name)
-        _train_prompts(root, name, 3)
+    root = private_tasks(tmp_path / "prompts", {"sentiment": 3, "sycophancy": 3})
     (tmp_path / "dagster").mkdir()
     env = {"DSC_PROFILE": "test", "DSC_PROMPTS_DIR": str(root), "DSC_HOME": str(tmp_path / "home"),
            "DAGSTER_HOME": str(tmp_path / "dagster")}

@@ -150,8 +150,24 @@ def test_locked_database_is_named_with_its_holder(tmp_path):
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "ready"
-        [problem] = lock_problems(tmp_path)
+        [problem] = lock_problems(tmp_path, grace_s=1)
         assert f"(PID {holder.pid})" in problem and "Fix: stop that dsc or dagster run" in problem
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_released_within_the_grace_is_no_problem(tmp_path):
+    """A concurrent dsc run holds the cache only while it writes: a check that lands on such a moment must not stop
+    the run (it did, before the grace: a second `dsc run` beside a generating one failed at preflight)."""
+    from dsc_assets.preflight import lock_problems
+
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+                               "print('ready', flush=True); time.sleep(1); c.close()", str(tmp_path / "cache.duckdb")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        assert lock_problems(tmp_path, grace_s=20) == []
     finally:
         holder.kill()
         holder.wait()

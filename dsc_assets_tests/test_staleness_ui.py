@@ -8,8 +8,6 @@ Dagster's status is not transitive (an asset whose parent is stale shows fresh u
 
 from __future__ import annotations
 
-import json
-import shutil
 
 import dagster as dg
 import pytest
@@ -19,9 +17,9 @@ from dagster._core.definitions.observe import observe
 from dagster._core.loader import LoadingContextForTest
 
 from dsc_assets.definitions import build_definitions
-from dsc_assets.profiles import PROJECT_ROOT, load_profile
+from dsc_assets.profiles import load_profile
 from dsc_assets.staleness import plan
-from dsc_assets.tasks import Task, load_task_spec
+from dsc_assets_tests.conftest import private_tasks
 
 TASKS = ["sentiment", "sycophancy"]
 CHAIN = ["raw_prompts", "drafts", "critiques", "revisions"]
@@ -30,14 +28,7 @@ CHAIN = ["raw_prompts", "drafts", "critiques", "revisions"]
 @pytest.fixture
 def small_tasks(tmp_path, monkeypatch, dsc_home):
     """Two tasks with two train prompts each, in a private prompts folder."""
-    root = tmp_path / "prompts"
-    for name in TASKS:
-        shutil.copytree(PROJECT_ROOT / "prompts" / name, root / name)
-        task = Task(name, root / name, load_task_spec(name, root), [])
-        ids = [f"{name}-x{n}" for n in range(40) if task.split_of(f"{name}-x{n}") == "train"][:2]
-        (root / name / "prompts.jsonl").write_text("".join(
-            json.dumps({"id": i, "prompt": f"Question {k} for {name}: what do you think of rainy days?"}) + "\n"
-            for k, i in enumerate(ids)))
+    root = private_tasks(tmp_path / "prompts", {name: 2 for name in TASKS})
     monkeypatch.setenv("DSC_PROMPTS_DIR", str(root))
     return root
 

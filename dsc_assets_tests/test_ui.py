@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 
 import dagster as dg
 import pytest
 
-from dsc_assets.profiles import PROJECT_ROOT
-from dsc_assets_tests.test_backfill import _free_port, _small_prompts, _wait_for_location
+from dsc_assets_tests.conftest import dagster_dev, private_tasks
 
 TASKS = ["privacy", "sentiment", "sycophancy"]
 
@@ -73,17 +69,10 @@ def _wait_for_runs(instance: dg.DagsterInstance, count: int, timeout: float = 60
 
 def test_materialize_button_and_backfill_in_a_real_browser(tmp_path):
     chromium, sync_playwright = _browser_or_skip()
-    _small_prompts(tmp_path / "prompts", TASKS, 2)
-    env = {**os.environ, "DSC_PROFILE": "test", "DSC_PROMPTS_DIR": str(tmp_path / "prompts"),
+    root = private_tasks(tmp_path / "prompts", {task: 2 for task in TASKS})
+    env = {**os.environ, "DSC_PROFILE": "test", "DSC_PROMPTS_DIR": str(root),
            "DSC_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path / "dagster"), "OMP_WAIT_POLICY": "PASSIVE"}
-    subprocess.run([sys.executable, "-c", "from dsc_assets.cli import _prepare_environment as p; p(None)"],
-                   cwd=PROJECT_ROOT, env=env, check=True)
-    port = _free_port()
-    dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
-    server = subprocess.Popen([dagster, "dev", "-h", "127.0.0.1", "-p", str(port)], cwd=PROJECT_ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        _wait_for_location(port, server)
+    with dagster_dev(env) as port:
         with sync_playwright() as playwright, dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
             browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -111,10 +100,3 @@ def test_materialize_button_and_backfill_in_a_real_browser(tmp_path):
                 print(f"screenshot: {tmp_path / 'failure.png'}")
                 raise
             browser.close()
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
