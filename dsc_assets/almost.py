@@ -14,6 +14,7 @@ Configurations (teacher = the ``llm`` resource, student = the ``student`` resour
 """
 
 
+import functools
 import json
 import time
 
@@ -25,7 +26,7 @@ from dsc_assets.assets import partition_task, sampling_params, system_message, u
 from dsc_assets.preferences import _output
 from dsc_assets.samples import data_version
 from dsc_assets.tasks import Almost, Task
-from dsc_assets.training import _dataset_records, _train
+from dsc_assets.training import _train
 from dsc_assets.versions import stage, version_metadata
 from resources.hashing import call_key, content_hash
 from resources.llm import LlamaCppLLM, LLMResource
@@ -107,6 +108,13 @@ def synthesize_comparisons(responses: pd.DataFrame, almost: Almost, seed: int) -
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
+@functools.lru_cache(maxsize=2)
+def reward_scorer(model_dir: str) -> RewardModelScorer:
+    """One loaded reward model per folder and process: best-of-N scores prompt after prompt, evaluation model after
+    model, and loading the classifier costs more than scoring a handful of answers."""
+    return RewardModelScorer(model_dir)
+
+
 def rm_scores(cache_path: str, model_row: pd.Series, prompts: list[list[dict]], answers: list[str]) -> list[float]:
     """Reward-model scores, cached like every model call (key: the reward model's version, the chat, the answer)."""
     cache = CallCache(cache_path)
@@ -116,7 +124,7 @@ def rm_scores(cache_path: str, model_row: pd.Series, prompts: list[list[dict]], 
     missing = [i for i, key in enumerate(keys) if key not in found]
     if missing:
         started = time.perf_counter()
-        values = RewardModelScorer(model_row["model_dir"]).score([prompts[i] for i in missing], [answers[i] for i in missing])
+        values = reward_scorer(model_row["model_dir"]).score([prompts[i] for i in missing], [answers[i] for i in missing])
         seconds = (time.perf_counter() - started) / len(missing)
         for i, value in zip(missing, values):
             found[keys[i]] = {"score": value}
@@ -326,7 +334,7 @@ def almost_rl_checkpoint(
     records = [{**p, "policy": sft["merged_dir"], "reward_model": model["version"]} for p in prompts]
 
     def train_rl(dataset, output_dir: str):
-        scorer = RewardModelScorer(model["model_dir"])
+        scorer = reward_scorer(model["model_dir"])
 
         def reward_model_score(prompts, completions, **_):
             return scorer.score(prompts, [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions])
