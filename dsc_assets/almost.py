@@ -137,7 +137,7 @@ def _train_prompts(raw_prompts: pd.DataFrame) -> pd.DataFrame:
 
 
 @stage(group="almost", reads=("task.system_prompt", "task.contrastive", "task.almost.demonstrations", "sampling",
-                               "generator", "student"))
+                               "generator", "student", "methods.almost"))
 def almost_responses(
     context: dg.AssetExecutionContext, raw_prompts: pd.DataFrame, llm: LLMResource, student: LlamaCppLLM,
     settings: DscSettings,
@@ -149,7 +149,9 @@ def almost_responses(
     train = _train_prompts(raw_prompts)
     params = sampling_params(task, settings)
     rows = []
-    if task.spec.almost is not None:
+    if not settings.builds("almost"):
+        context.log.info(f"{task.name}: ALMoST is not in this profile's methods; it builds nothing")
+    elif task.spec.almost is not None:
         for config, (role, _) in CONFIGS.items():
             model = llm if role == "teacher" else student
             requests = [config_messages(task, config, prompt) for prompt in train["prompt"]]

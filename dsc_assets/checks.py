@@ -7,7 +7,7 @@ that covers its whole upstream (``gate_verdicts``): OK, FAILED, BLOCKED, STALE o
 import json
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Collection
 
 import dagster as dg
 import pandas as pd
@@ -27,9 +27,15 @@ from resources.settings import DscSettings
 
 
 def report_for(
-    asset: str, df: pd.DataFrame, task: Task, rewards: RewardModels | None = None, overrides: dict | None = None
+    asset: str, df: pd.DataFrame, task: Task, rewards: RewardModels | None = None, overrides: dict | None = None,
+    methods: Collection[str] | None = None,
 ) -> QualityReport:
-    """The quality suite of one asset's table for one task (``overrides``: the profile's quality_overrides)."""
+    """The quality suite of one asset's table for one task (``overrides``: the profile's quality_overrides;
+    ``methods``: the profile's methods, None for all: a branch that is off must have no rows)."""
+    for method, branch in METHOD_BRANCHES.items():
+        if asset in branch and methods is not None and method not in methods:
+            return QualityReport(asset, [Outcome(f"no rows: {method} is not in the profile's methods", None, df.empty,
+                                                 len(df))])
     spec, overrides = task.spec, dict(overrides or {})
     band = (overrides.pop("min_acceptance_rate", spec.acceptance.min_rate),
             overrides.pop("max_acceptance_rate", spec.acceptance.max_rate))
@@ -106,6 +112,8 @@ def _structural_report(asset: str, df: pd.DataFrame, rules) -> QualityReport:
 
 
 ALMOST_ASSETS = ("almost_responses", "synthetic_comparisons", "rmsp_demonstrations")
+# The checked tables of the branches a profile's `methods` can switch off.
+METHOD_BRANCHES = {"dlma": ("contrastive_pairs", "self_reward_scores", "dlma_pairs"), "almost": ALMOST_ASSETS}
 
 
 def _almost_report(asset: str, df: pd.DataFrame, task: Task) -> QualityReport:
@@ -179,7 +187,7 @@ def _check(asset_def: dg.AssetsDefinition, description: str, needs_rewards: bool
         context: dg.AssetCheckExecutionContext, table: pd.DataFrame, rewards: RewardModels, settings: DscSettings
     ) -> dg.AssetCheckResult:
         return check_result(report_for(name, table, partition_task(context), rewards if needs_rewards else None,
-                                       settings.quality_overrides))
+                                       settings.quality_overrides, settings.methods))
 
     return _quality
 
@@ -228,6 +236,7 @@ def gate_verdicts(
     rewards: RewardModels | None = None,
     overrides: dict | None = None,
     only: set[str] | None = None,
+    methods: Collection[str] | None = None,
 ) -> dict[str, Verdict]:
     """Verdicts for every checked asset, in dependency order. ``table_of``: the task's rows (None: no table);
     ``materialized``: whether Dagster recorded a materialization of the asset for this task; ``stale_reasons``:
@@ -253,7 +262,7 @@ def gate_verdicts(
             verdict.reasons.append("no table yet" if table is None else f"no rows for task '{task.name}'")
         else:
             verdict.rows = len(table)
-            verdict.report = report_for(asset, table, task, rewards, overrides)
+            verdict.report = report_for(asset, table, task, rewards, overrides, methods)
             if not verdict.report.success:
                 verdict.status = FAILED
                 verdict.failed_checks.append(f"{asset}_quality")

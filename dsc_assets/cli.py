@@ -260,7 +260,8 @@ def _gate_task(defs, instance, task_name: str, selected: list[str], needed: set[
 
     try:
         verdicts = gate_verdicts(task, table_of, materialized, stale, upstream, resources["rewards"],
-                                 resources["settings"].quality_overrides, only=needed)
+                                 resources["settings"].quality_overrides, only=needed,
+                                 methods=resources["settings"].methods)
     finally:
         if con is not None:
             con.close()

@@ -39,6 +39,7 @@ def build_resources(profile: Profile, home: Path) -> dict:
             max_eval_prompts_per_task=profile.max_eval_prompts_per_task,
             eval_samples_per_prompt=profile.eval_samples_per_prompt,
             max_tokens_cap=profile.max_tokens_cap,
+            methods=list(profile.methods),
             quality_overrides=profile.quality_overrides,
             artifacts_dir=str(home / "artifacts"),
         ),

@@ -141,7 +141,7 @@ def preference_pairs(context: dg.AssetExecutionContext, accepted_samples: pd.Dat
     )
 
 
-@stage(group="dlma", reads=("task.system_prompt", "task.contrastive", "sampling", "generator"))
+@stage(group="dlma", reads=("task.system_prompt", "task.contrastive", "sampling", "generator", "methods.dlma"))
 def contrastive_pairs(
     context: dg.AssetExecutionContext, raw_prompts: pd.DataFrame, llm: LLMResource, settings: DscSettings
 ) -> dg.Output[pd.DataFrame]:
@@ -152,6 +152,9 @@ def contrastive_pairs(
                                      "(expected a mapping with positive_affix and negative_affix)")
     train = raw_prompts[raw_prompts["split"] == "train"]
     params = sampling_params(task, settings)
+    if not settings.builds("dlma"):
+        context.log.info(f"{task.name}: DLMA is not in this profile's methods; it builds nothing")
+        train = train.iloc[:0]
 
     chain, affixes = ChainMessages(task), task.spec.contrastive
     positive = samples_frame(generate_step(

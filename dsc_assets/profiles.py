@@ -21,7 +21,7 @@ from dsc_assets.quality import QualityRules
 from resources.llm import LlamaCppLLM, LLMResource, OpenAICompatibleLLM
 from resources.rewards import RewardModels
 from resources.trainer import LoRATrainer
-from resources.settings import DscSettings  # noqa: F401  (re-exported for definitions)
+from resources.settings import METHODS, DscSettings  # noqa: F401  (re-exported for definitions)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROFILE_ENV, HOME_ENV = "DSC_PROFILE", "DSC_HOME"
@@ -105,6 +105,10 @@ class Profile(BaseModel):
     max_eval_prompts_per_task: int | None = Field(None, ge=0)
     eval_samples_per_prompt: int = Field(1, ge=1, le=16)
     max_tokens_cap: int | None = Field(None, ge=1)
+    methods: list[Literal["sft", "dpo", "rdpo", "dlma", "almost"]] = Field(
+        default_factory=lambda: list(METHODS), min_length=1,
+        description="Methods to build (default: all). dSC's data (drafts, critiques, revisions) is built whenever one "
+                    "of sft, dpo, rdpo is on; dlma and almost are whole branches of teacher calls.")
     quality_overrides: QualityOverrides = Field(default_factory=dict)
     tasks: list[str] = Field(default_factory=list)
 

@@ -20,7 +20,7 @@ from dsc_assets.samples import data_version
 from resources.hashing import content_hash
 from resources.llm import LlamaCppLLM
 from resources.rewards import RewardModels
-from resources.settings import DscSettings
+from resources.settings import METHODS, DscSettings
 from resources.trainer import LoRATrainer
 
 CHECKPOINT_COLUMNS = [
@@ -51,12 +51,14 @@ def _train(
     version = content_hash(method, data_hash, trainer.settings_identity(), length=16)
     folder = settings.artifact_path("checkpoints", method, task, version)
     row = {"task": task, "method": method, "train_rows": len(records), "data_hash": data_hash}
-    if not records:
-        context.log.warning(f"{task}: no training rows for {method}; the checkpoint is skipped")
-        df = pd.DataFrame([{**row, "status": "skipped: empty dataset", "steps": 0, "seconds": 0.0, "first_loss": np.nan,
+    off = method in METHODS and not settings.builds(method)
+    if off or not records:
+        status = "skipped: not in the profile's methods" if off else "skipped: empty dataset"
+        (context.log.info if off else context.log.warning)(f"{task}: {method} checkpoint {status}")
+        df = pd.DataFrame([{**row, "status": status, "steps": 0, "seconds": 0.0, "first_loss": np.nan,
                             "last_loss": np.nan, "adapter_dir": "", "merged_dir": "", "gguf_path": ""}],
                           columns=CHECKPOINT_COLUMNS)
-        return dg.Output(df, data_version=data_version(df), metadata={"status": "skipped: empty dataset", **versions})
+        return dg.Output(df, data_version=data_version(df), metadata={"status": status, **versions})
 
     summary_file = folder / "summary.json"
     if summary_file.exists():  # same data, same settings: this checkpoint exists already
@@ -100,7 +102,7 @@ def _train(
 
 
 def _checkpoint_asset(method: str, dataset_asset: str, description: str):
-    @stage(name=f"{method}_checkpoint", group="training", layer="training", reads=("trainer",),
+    @stage(name=f"{method}_checkpoint", group="training", layer="training", reads=("trainer", f"methods.{method}"),
            kinds=("pytorch", "duckdb"), description=description, ins={"dataset": dg.AssetIn(dataset_asset)})
     def _asset(
         context: dg.AssetExecutionContext, dataset: pd.DataFrame, trainer: LoRATrainer, settings: DscSettings

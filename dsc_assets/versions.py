@@ -26,6 +26,7 @@ from dsc_assets.errors import explained
 from dsc_assets.partitions import task_partitions
 from dsc_assets.tasks import Task, TaskError, load_task, task_names
 from resources.hashing import content_hash
+from resources.settings import METHODS
 
 # Observable source assets are "beta" in Dagster 1.13; task_inputs is one.
 warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*observable_source_asset.*")
@@ -83,6 +84,11 @@ def _trainer(task: Task, env: Environment) -> Any:
     return {"settings": settings, "base_model": _gguf_sha(env, trainer.base_model, trainer.model_cache_dir)}
 
 
+# An input's value that is left out of the version: a method switched on reads as nothing, so that profiles without
+# a `methods` list (every method on) keep the versions they had before the switch existed.
+OMIT = object()
+
+
 @dataclass(frozen=True)
 class Input:
     name: str
@@ -123,6 +129,8 @@ def _inputs() -> dict[str, Input]:
               lambda t, e: e.memo(("student",), e.student.model_identity)),
         Input("trainer", "profile: trainer settings and the student model it starts from (by content)", _trainer),
     ]
+    inputs += [Input(f"methods.{m}", f"profile: whether methods lists {m} (off: its assets write no rows)",
+                     lambda t, e, m=m: OMIT if e.settings.builds(m) else "off") for m in METHODS]
     return {i.name: i for i in inputs}
 
 
@@ -144,7 +152,8 @@ class Stage:
         return f"r{self.revision}"
 
     def input_values(self, task: Task, env: Environment) -> dict[str, Any]:
-        return {name: INPUTS[name].value(task, env) for name in self.reads}
+        values = {name: INPUTS[name].value(task, env) for name in self.reads}
+        return {name: value for name, value in values.items() if value is not OMIT}
 
     def input_versions(self, task: Task, env: Environment) -> dict[str, str]:
         """A short hash per input: `dsc plan` names the inputs that changed."""

@@ -12,8 +12,7 @@ reads the weights once for all of them. Two jobs use it:
   verdict position, the DLMA answer tokens).
 
 The engine shares the weights of a loaded ``llama_cpp.Llama`` (its tokenizer and chat template too) and owns a
-second context with ``n_seq_max = n_seq`` and a unified KV cache (any mix of prefill chunks and decode tokens fits
-one ubatch).
+second context with ``n_seq_max = n_seq`` and one KV stream of ``n_ctx_seq`` cells per sequence.
 """
 
 from __future__ import annotations
@@ -94,7 +93,6 @@ class _Slot:
     request: CompletionRequest
     seq_id: int
     sampler: Any
-    reserved: int
     started: float
     fed: int = 0                                   # prompt tokens already in the KV cache
     completion: list[int] = field(default_factory=list)
@@ -115,20 +113,21 @@ class _Prefill:
 class BatchEngine:
     """A second llama.cpp context on a loaded model's weights, for ``n_seq`` sequences at once."""
 
-    def __init__(self, llama, n_seq: int, n_ctx_seq: int, n_threads: int, n_batch: int = 512, kv_cells: int = 0):
+    def __init__(self, llama, n_seq: int, n_ctx_seq: int, n_threads: int, n_batch: int = 512):
         import llama_cpp
         from llama_cpp import _internals as internals
 
         self.llama, self.n_seq, self.n_ctx_seq = llama, max(1, n_seq), n_ctx_seq
         params = llama_cpp.llama_context_params.from_buffer_copy(llama.context_params)
-        # KV cells shared by the sequences in flight. Each sequence reserves prompt + max_tokens before it starts, so
-        # fewer run at once when prompts are long; up to 1024 cells a sequence keeps the KV memory of a 1.5B model at
-        # batch 8 near 230 MB instead of 460 MB at n_ctx 2048. Not beyond the model's training context (llama.cpp
-        # warns about the unified cache's size otherwise).
-        self.capacity = kv_cells or max(n_ctx_seq, min(self.n_seq * min(n_ctx_seq, 1024), llama._model.n_ctx_train()))
+        # One KV stream per sequence (kv_unified off), each of n_ctx_seq cells: a token attends only to its own
+        # sequence's cells. With one unified stream every token's attention spans all cells in use (masked), which
+        # at 16 sequences of ~400 tokens cost more than the weights: measured on 2 cores with the teacher, 24 vs 39
+        # tok/s at 16 sequences, 27 vs 49 at 32 (``bench/generation.py --step-costs``). llama.cpp splits a batch that
+        # mixes decode tokens and prompt chunks of different sequences into equal-split ubatches by itself.
+        self.capacity = self.n_seq * n_ctx_seq
         params.n_ctx = self.capacity
         params.n_seq_max = self.n_seq
-        params.kv_unified = True  # one KV stream: a ubatch may mix any sequences' prefill chunks and decode tokens
+        params.kv_unified = False
         self.n_batch = max(n_batch, self.n_seq)
         params.n_batch = params.n_ubatch = self.n_batch
         params.n_threads = params.n_threads_batch = n_threads
@@ -224,21 +223,16 @@ class BatchEngine:
             # As create_completion: the answer may use what the context has left after the prompt.
             request.max_tokens = min(request.max_tokens, self.n_ctx_seq - len(request.prompt))
         slots: dict[int, _Slot] = {}
-        reserved = 0
         with DECODE_LOCK:
             self._clear()
             try:
                 while queue or slots:
-                    # Admit the next prompts while a sequence id and room in the KV cache are free.
+                    # Admit the next prompts while a sequence id (and so its KV stream) is free.
                     while queue and len(slots) < self.n_seq:
-                        need = len(queue[0].prompt) + queue[0].max_tokens + 4
-                        if slots and reserved + need > self.capacity:
-                            break
                         request = queue.popleft()
                         seq_id = min(set(range(self.n_seq)) - set(slots))
                         slots[seq_id] = _Slot(request, seq_id, self._sampler(top_k, top_p, temperature, repeat_penalty, seed),
-                                              need, time.perf_counter())
-                        reserved += need
+                                              time.perf_counter())
                     # One step: every decoding sequence's last token, then prompt chunks in the room left.
                     self._batch.n_tokens = 0
                     sample_at: list[tuple[_Slot, int]] = []
@@ -266,7 +260,6 @@ class BatchEngine:
                         finished = self._advance(slot, token)
                         if finished is not None:
                             del slots[slot.seq_id]
-                            reserved -= slot.reserved
                             self._drop(slot.seq_id)
                             slot.sampler.close()
                             on_done(slot.request.index, finished)
@@ -324,19 +317,14 @@ class BatchEngine:
                 raise ValueError(f"a sequence of {len(tokens)} tokens is longer than the context of {self.n_ctx_seq}")
         queue = deque(range(len(sequences)))
         active: dict[int, _Prefill] = {}
-        reserved = 0
         with DECODE_LOCK:
             self._clear()
             try:
                 while queue or active:
                     while queue and len(active) < self.n_seq:
-                        need = len(sequences[queue[0]])
-                        if active and reserved + need > self.capacity:
-                            break
                         index = queue.popleft()
                         seq_id = min(set(range(self.n_seq)) - set(active))
                         active[seq_id] = _Prefill(index, list(sequences[index]), wanted[index], seq_id)
-                        reserved += need
                     self._batch.n_tokens = 0
                     outputs: list[tuple[_Prefill, int, int]] = []
                     room, rows = self.n_batch, MAX_LOGIT_ROWS_PER_DECODE
@@ -357,7 +345,6 @@ class BatchEngine:
                         on_logits(job.index, pos, self.logits(batch_index))
                     for job in [j for j in active.values() if j.fed >= len(j.tokens)]:
                         del active[job.seq_id]
-                        reserved -= len(job.tokens)
                         self._drop(job.seq_id)
             finally:
                 self._clear()

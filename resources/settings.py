@@ -8,6 +8,10 @@ import dagster as dg
 from pydantic import Field
 
 
+# Every method the graph can build; a profile's `methods` picks some (the study leaves the costly branches out).
+METHODS = ("sft", "dpo", "rdpo", "dlma", "almost")
+
+
 class DscSettings(dg.ConfigurableResource):
     """How much of each task a run uses, and where files (datasets, checkpoints) go: set by the profile."""
 
@@ -21,11 +25,20 @@ class DscSettings(dg.ConfigurableResource):
         default=1, description="Seeded samples per test prompt in the evaluation; rewards are averaged per prompt."
     )
     max_tokens_cap: int | None = Field(default=None, description="Upper bound on every task's max_tokens.")
+    methods: list[str] = Field(
+        default_factory=lambda: list(METHODS),
+        description="Methods this profile builds (sft, dpo, rdpo, dlma, almost); the others' assets write no rows "
+                    "and their checkpoints are skipped.",
+    )
     quality_overrides: dict[str, float] = Field(
         default_factory=dict,
         description="Profile-wide overrides of every task's quality thresholds (and min/max_acceptance_rate).",
     )
     artifacts_dir: str = Field(default=".dsc/artifacts", description="Versioned datasets and checkpoints live here.")
+
+    def builds(self, method: str) -> bool:
+        """Whether this profile builds ``method`` (one of METHODS)."""
+        return method in self.methods
 
     def artifact_path(self, *parts: str) -> Path:
         return Path(self.artifacts_dir).joinpath(*parts)

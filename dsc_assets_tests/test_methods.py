@@ -1,0 +1,76 @@
+"""A profile's `methods` list: a method that is off builds no rows and trains nothing, its checks accept exactly
+that, and only its own assets' versions move (every method on keeps the versions a profile had before the list)."""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+import pytest
+
+from dsc_assets.checks import report_for
+from dsc_assets.definitions import build_resources
+from dsc_assets.profiles import ProfileError, load_profile
+from dsc_assets.tasks import load_task
+from dsc_assets.versions import STAGES, Environment
+from dsc_assets_tests.conftest import private_tasks, run_cli
+from resources.settings import METHODS
+
+
+def test_profile_names_an_unknown_method(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(open("profiles/test.yaml").read() + "methods: [sft, ppo]\n")
+    with pytest.raises(ProfileError, match="methods") as error:
+        load_profile(str(bad))
+    assert "ppo" in str(error.value) and "almost" in str(error.value)  # what was wrong, and what is allowed
+    assert load_profile("test").methods == list(METHODS)  # no list: every method
+
+
+def test_switching_a_method_off_moves_only_its_own_versions(tmp_path):
+    task = load_task("sentiment")
+    profile = load_profile("test")
+
+    def versions(methods):
+        env = Environment(build_resources(profile.model_copy(update={"methods": methods}), tmp_path))
+        return {name: stage.input_versions(task, env) for name, stage in STAGES.items() if stage.reads}
+
+    every, no_almost = versions(list(METHODS)), versions(["sft", "dpo", "rdpo", "dlma"])
+    assert not any(key.startswith("methods.") for inputs in every.values() for key in inputs)  # old versions hold
+    changed = {name for name in every if every[name] != no_almost[name]}
+    assert changed == {"almost_responses"}  # the branch's root; the rest of ALMoST follows through its data
+    only_sft = versions(["sft"])
+    assert {name for name in every if every[name] != only_sft[name]} == {
+        "almost_responses", "contrastive_pairs", "dpo_checkpoint", "rdpo_checkpoint", "dlma_checkpoint"}
+
+
+def test_checks_of_an_off_branch_want_no_rows():
+    task = load_task("sentiment")
+    empty = pd.DataFrame(columns=["task", "prompt_id", "prompt", "positive", "negative"])
+    assert report_for("contrastive_pairs", empty, task, methods=["sft"]).success
+    assert not report_for("contrastive_pairs", empty, task).success  # DLMA on: an empty table fails
+    row = pd.DataFrame([{"task": "sentiment", "prompt_id": "p", "prompt": "q", "positive": "a", "negative": "b"}])
+    assert not report_for("contrastive_pairs", row, task, methods=["sft"]).success
+
+
+def test_a_run_without_dlma_and_almost_makes_no_model_call_for_them(tmp_path):
+    root = private_tasks(tmp_path / "prompts", {"sentiment": 3})
+    profile = tmp_path / "sft_only.yaml"
+    profile.write_text(open("profiles/test.yaml").read() + "methods: [sft, dpo]\n")
+    (tmp_path / "dagster").mkdir()
+    env = {"DSC_PROFILE": str(profile), "DSC_PROMPTS_DIR": str(root), "DSC_HOME": str(tmp_path / "home"),
+           "DAGSTER_HOME": str(tmp_path / "dagster")}
+    branches = ("raw_prompts,contrastive_pairs,self_reward_scores,dlma_pairs,dlma_checkpoint,almost_responses,"
+                "synthetic_comparisons,reward_model,rmsp_demonstrations,almost_sft_checkpoint")
+    run = run_cli(["dsc", "run", "--tasks", "sentiment", "--select", branches], env, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    with duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True) as con:
+        for table in ("contrastive_pairs", "self_reward_scores", "dlma_pairs", "almost_responses", "rmsp_demonstrations"):
+            assert con.execute(f"SELECT count(*) FROM dsc.{table}").fetchone()[0] == 0, table
+        dlma = con.execute("SELECT status FROM dsc.dlma_checkpoint").fetchone()[0]
+        almost_sft = con.execute("SELECT status FROM dsc.almost_sft_checkpoint").fetchone()[0]
+    assert dlma == "skipped: not in the profile's methods" and almost_sft.startswith("skipped")
+    with duckdb.connect(str(tmp_path / "home" / "cache.duckdb"), read_only=True) as con:
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        calls = sum(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables)
+    assert calls == 0  # nothing was generated or scored for the branches that are off
+    gate = run_cli(["dsc", "gate", "--tasks", "sentiment", "--select", "dlma_pairs,rmsp_demonstrations"], env)
+    assert gate.returncode == 0, gate.stdout[-3000:] + gate.stderr[-3000:]
