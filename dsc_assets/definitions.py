@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
-from dagster_duckdb_pandas import DuckDBPandasIOManager
 
 from dsc_assets import almost, assets, checks, preferences, training
 from dsc_assets.automation import dsc_refresh_sensor
@@ -13,6 +12,7 @@ from dsc_assets.partitions import task_partitions
 from dsc_assets.profiles import Profile, build_generator, build_rewards, build_student, build_trainer, dsc_home, load_profile
 from dsc_assets.versions import inputs_source
 from resources.settings import DscSettings
+from resources.stores import WarehouseIOManager
 
 # Every stage is declared with @stage (versions.py); task_inputs observes what each of them reads, per task.
 all_assets = [*dg.load_assets_from_modules([assets, preferences, training, almost]), inputs_source()]
@@ -44,7 +44,7 @@ def build_resources(profile: Profile, home: Path) -> dict:
             artifacts_dir=str(home / "artifacts"),
         ),
         # The database file's name must differ from the schema's.
-        "io_manager": DuckDBPandasIOManager(database=str(home / "warehouse.duckdb"), schema="dsc"),
+        "io_manager": WarehouseIOManager(database=str(home / "warehouse.duckdb"), schema="dsc"),
     }
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import duckdb
+import pandas as pd
+from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
 # Within one process the operations take turns: DuckDB refuses a read-only and a read-write connection to the same
 # file at once in one process, and the turns are short.
@@ -178,3 +180,36 @@ def close_all() -> None:
         for lease in list(_LEASES.values()):
             lease.close()
         _LEASES.clear()
+
+
+# ---- the warehouse: one DuckDB table per asset, one task's rows per partition ---------------------------------------
+
+
+class _PandasTables(DuckDBPandasTypeHandler):
+    """dagster-duckdb's pandas handler, except for empty outputs: it skips writing them, so the first partition of a
+    table that has no rows (a branch a profile switches off, a task without an ``almost:`` block) leaves no table
+    and every asset that reads it fails on load. Here an empty output creates the table if it is missing (its
+    column types unknown), and a table without any rows is replaced by the next non-empty output's types."""
+
+    def handle_output(self, context, table_slice, obj: pd.DataFrame, connection) -> None:
+        name = f"{table_slice.schema}.{table_slice.table}"
+        if obj.empty:
+            connection.register("dsc_empty_output", obj)
+            connection.execute(f"create table if not exists {name} as select * from dsc_empty_output")
+            connection.unregister("dsc_empty_output")
+            context.add_output_metadata({"dagster/partition_row_count": 0})
+            return
+        exists = connection.execute(
+            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+            [table_slice.schema, table_slice.table]).fetchone()[0]
+        if exists and connection.execute(f"select count(*) from {name}").fetchone()[0] == 0:
+            connection.execute(f"drop table {name}")  # only empty outputs so far: their types were placeholders
+        super().handle_output(context, table_slice, obj, connection)
+
+
+class WarehouseIOManager(DuckDBPandasIOManager):
+    """The DuckDB pandas IO manager with empty outputs stored as empty partitions (see _PandasTables)."""
+
+    @staticmethod
+    def type_handlers():
+        return [_PandasTables()]
