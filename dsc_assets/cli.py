@@ -5,6 +5,7 @@
     dsc refresh [--tasks ...]                             rebuild only what is stale, until nothing is
     dsc gate --partition sentiment [--check-only]         quality gate: failed expectations, exit 1 on failure
     dsc doctor [--profile test] [--force]                 can llama.cpp generate on this CPU? (child-process probe)
+    dsc report [--profile study] [--tasks ...] [--out DIR] a finished run's study report per task (report.py)
 
 Before anything runs, `run`, `plan`, `gate` and `refresh` check what can be known without a model call (task files,
 scorers, models, prompt lengths against n_ctx, DuckDB locks; see preflight.py). Errors print their root cause on the
@@ -143,6 +144,45 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     else:
         print(f"dsc doctor: llama.cpp build {marker['key']} matches this CPU")
     return 0 if _healthy(load_profile(), force=args.force, verbose=True) else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write each task's study report from the warehouse (read-only: a running job keeps writing its own tables)."""
+    _prepare_environment(args.profile)
+    from pathlib import Path
+
+    import duckdb
+
+    from dsc_assets.profiles import PROJECT_ROOT, dsc_home, load_profile, profile_file
+    from dsc_assets.report import ReportError, consistency_problems, write_report
+
+    tasks = _task_list(args.tasks, load_profile().tasks)
+    path = profile_file()
+    out = Path(args.out) if args.out else PROJECT_ROOT / "reports" / path.stem
+    database = dsc_home() / "warehouse.duckdb"
+    if not database.exists():
+        print(f"dsc report: no warehouse at {database}: nothing has run under this DSC_HOME", file=sys.stderr)
+        return 1
+    try:
+        con = duckdb.connect(str(database), read_only=True)
+    except duckdb.IOException as error:
+        print(f"dsc report: cannot open {database} read-only (a running job may be writing it; retry when it "
+              f"ends): {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
+    failed = []
+    try:
+        for task in tasks:
+            try:
+                print(f"dsc report: {task}: wrote {write_report(task, con, path, out)}")
+            except ReportError as error:
+                print(f"dsc report: {error}; nothing written", file=sys.stderr)
+                failed.append(task)
+                continue
+            for problem in consistency_problems(con, task, path):
+                print(f"dsc report: {task}: warning: {problem} (tables from different runs?)", file=sys.stderr)
+    finally:
+        con.close()
+    return 1 if failed else 0
 
 
 def _print_failures(result, command: str, task: str, verbose: bool = False) -> None:
@@ -422,6 +462,13 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("--profile", help="profile name or YAML path")
     doctor.add_argument("--force", action="store_true", help="probe again even if this build passed before")
     doctor.set_defaults(func=cmd_doctor)
+
+    report = sub.add_parser("report", help="write each task's study report (markdown + effects plot) from the "
+                            "finished run's tables", parents=[verbose])
+    report.add_argument("--tasks", help="comma-separated task names (default: the profile's list)")
+    report.add_argument("--profile", help="profile name or YAML path")
+    report.add_argument("--out", help="output folder (default: reports/<profile name>)")
+    report.set_defaults(func=cmd_report)
 
     args = parser.parse_args(argv)
     if not args.verbose:  # Dagster's beta/preview notices are not the user's business; errors come first

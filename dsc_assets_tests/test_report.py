@@ -1,0 +1,130 @@
+"""``dsc report``: a study report from a small hand-made warehouse (the real tables' columns), no models."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from dsc_assets.cli import main
+from dsc_assets.profiles import PROJECT_ROOT
+from dsc_assets.report import ReportError, interval_verdict, markdown_table, write_report
+
+PROFILE = "# a tiny study profile\nmax_prompts_per_task: 3\nmax_eval_prompts_per_task: 2\neval_samples_per_prompt: 3\n"
+
+CHECKPOINT = {"task": "sentiment", "status": "trained", "train_rows": 2, "steps": 4, "seconds": 12.34567,
+              "first_loss": 0.69314, "last_loss": 0.41234, "data_hash": "abc", "adapter_dir": "a", "merged_dir": "m",
+              "gguf_path": "g"}
+
+
+def _evaluation_row(model: str, difference: float, low: float, high: float) -> dict:
+    return {"task": "sentiment", "model": model, "prompts": 2, "samples_per_prompt": 3, "mean_reward": 0.2 + difference,
+            "difference_vs_base": difference, "ci95_low": low, "ci95_high": high, "win_rate_vs_base": 0.5,
+            "on_topic_rate": 0.9, "degenerate_rate": 0.0, "refusal_rate": 0.1}
+
+
+TABLES = {
+    "raw_prompts": pd.DataFrame({"task": "sentiment", "prompt_id": ["p1", "p2", "p3", "p4", "p5"],
+                                 "prompt": ["a", "b", "c", "d", "e"],
+                                 "split": ["train", "train", "train", "test", "test"]}),
+    "accepted_samples": pd.DataFrame({"task": "sentiment", "prompt_id": ["p1", "p2", "p3"], "draft_reward": 0.0,
+                                      "revision_reward": 0.5, "accepted": [True, True, False]}),
+    "dpo_dataset": pd.DataFrame({"task": "sentiment", "prompt_id": ["p1", "p2"], "chosen": "c", "rejected": "r"}),
+    "reward_scores": pd.DataFrame({"task": "sentiment", "prompt_id": ["p1", "p2", "p1", "p2"], "step": [0, 0, 1, 1],
+                                   "kind": ["draft", "draft", "revision", "revision"], "reward": [-0.1, 0.3, 0.7, 0.9],
+                                   "scorer": "vader"}),
+    "sft_checkpoint": pd.DataFrame([{**CHECKPOINT, "method": "sft"}]),
+    "dpo_checkpoint": pd.DataFrame([{**CHECKPOINT, "method": "dpo", "status": "skipped: no rows", "steps": 0}]),
+    "evaluation": pd.DataFrame([_evaluation_row("base", 0.0, 0.0, 0.0),
+                                _evaluation_row("base_original", 0.05, -0.2, 0.3),
+                                _evaluation_row("sft", 0.31234, 0.1, 0.5)]),
+}
+
+
+def _warehouse(path: Path, tables: dict[str, pd.DataFrame]) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(str(path))
+    con.execute("CREATE SCHEMA dsc")
+    for name, df in tables.items():
+        con.register("frame", df)
+        con.execute(f"CREATE TABLE dsc.{name} AS SELECT * FROM frame")
+        con.unregister("frame")
+    return con
+
+
+@pytest.fixture
+def profile_path(tmp_path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(PROFILE)
+    return path
+
+
+def test_report_has_commit_profile_sizes_evaluation_and_plot(tmp_path, profile_path):
+    con = _warehouse(tmp_path / "warehouse.duckdb", TABLES)
+    report = write_report("sentiment", con, profile_path, tmp_path / "out")
+    text = report.read_text()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
+    assert report == tmp_path / "out" / "sentiment.md"
+    assert f"Commit `{head}" in text
+    assert f"```yaml\n{PROFILE}```" in text
+    assert "| train prompts used | 3 |" in text and "| test prompts | 2 |" in text
+    assert "| accepted samples | 2 of 3 |" in text and "| DPO pairs | 2 |" in text
+    assert "| mean draft reward (step 0) | 0.100 |" in text and "| mean revision reward (step 1) | 0.800 |" in text
+    assert "| sft | trained | 2 | 4 | 0.693 | 0.412 | 12.346 |" in text
+    assert "| dpo | skipped: no rows | 2 | 0 |" in text
+    assert ("| model | prompts | samples_per_prompt | mean_reward | difference_vs_base | ci95_low | ci95_high | "
+            "win_rate_vs_base | on_topic_rate | degenerate_rate | refusal_rate |") in text
+    assert "| sft | 2 | 3 | 0.512 | 0.312 | 0.100 | 0.500 | 0.500 | 0.900 | 0.000 | 0.100 |" in text
+    assert "base_original: contains 0; sft: excludes 0." in text
+    assert "`base_original` is the null control" in text
+    assert "Warning" not in text  # the tables agree with each other and with the profile
+    assert "![effects](sentiment_effects.png)" in text
+    assert (tmp_path / "out" / "sentiment_effects.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_report_warns_when_tables_come_from_different_runs(tmp_path, profile_path):
+    """A later run of another profile rewrote raw_prompts but not (yet) the evaluation."""
+    more = pd.DataFrame({"task": "sentiment", "prompt_id": [f"q{i}" for i in range(4)], "prompt": "x", "split": "test"})
+    evaluation = TABLES["evaluation"][TABLES["evaluation"]["model"] != "base_original"]  # an evaluation before it
+    tables = {**TABLES, "raw_prompts": pd.concat([TABLES["raw_prompts"], more], ignore_index=True),
+              "evaluation": evaluation}
+    text = write_report("sentiment", _warehouse(tmp_path / "w.duckdb", tables), profile_path, tmp_path).read_text()
+    assert "- the evaluation used 2 test prompts, raw_prompts holds 6" in text
+    assert "- 6 test prompts, the profile allows 2" in text
+    assert "No `base_original` row (the null control" in text
+
+
+def test_interval_verdict_is_a_closed_interval():
+    assert interval_verdict(0.1, 0.5) == "excludes 0" and interval_verdict(-0.5, -0.1) == "excludes 0"
+    assert interval_verdict(-0.2, 0.3) == "contains 0" and interval_verdict(0.0, 2.0) == "contains 0"
+    assert interval_verdict(float("nan"), float("nan")) == "no interval"
+
+
+def test_table_cells_round_to_three_decimals():
+    table = markdown_table(pd.DataFrame({"a": [0.12349], "b": [-0.0004], "c": [float("nan")], "d": [7]}))
+    assert table.splitlines()[-1] == "| 0.123 | 0.000 | — | 7 |"
+
+
+def test_missing_evaluation_is_an_error_and_writes_nothing(tmp_path, profile_path):
+    tables = {name: df for name, df in TABLES.items() if name != "evaluation"}
+    with pytest.raises(ReportError, match="task 'sentiment': the warehouse has no evaluation table"):
+        write_report("sentiment", _warehouse(tmp_path / "w.duckdb", tables), profile_path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_names_the_task_and_what_is_missing(dsc_home, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DSC_PROFILE", "test")  # restored after the test (the command sets it)
+    _warehouse(dsc_home / "warehouse.duckdb", {"evaluation": TABLES["evaluation"]}).close()
+    assert main(["report", "--profile", "test", "--tasks", "safety,sentiment", "--out", str(tmp_path / "out")]) == 1
+    errors = capsys.readouterr().err.splitlines()
+    assert "dsc report: task 'safety': the evaluation table has no rows for this task; nothing written" in errors
+    assert "dsc report: task 'sentiment': raw_prompts has no rows for this task; nothing written" in errors
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_unknown_profile_is_a_usage_error(dsc_home, monkeypatch, capsys):
+    monkeypatch.setenv("DSC_PROFILE", "test")
+    assert main(["report", "--profile", "nonesuch"]) == 2
+    assert "dsc report: ProfileError: profile 'nonesuch' not found" in capsys.readouterr().err
