@@ -128,35 +128,43 @@ def bench_model(model: str, requests: list[list[dict]], params: SamplingParams, 
     }
 
 
-def step_costs(model: str, sizes: list[int], steps: int = 6) -> dict[str, float]:
-    """CPU milliseconds per generated token of one decode step with n sequences in flight (the engine's
-    steady state, 16-token prompts, no sampling): how much one more sequence per step costs on this CPU."""
+def step_costs(model: str, sizes: list[int], steps: int = 10, context: int = 400) -> dict[str, dict[str, float]]:
+    """Wall tokens/s and CPU ms per generated token of one decode step with n sequences in flight, each with
+    ``context`` tokens already in the KV cache (a prompt plus part of an answer), no sampling; for the engine's KV
+    layout (one stream per sequence) and for one unified stream, where every token's attention spans every
+    sequence's cells."""
     from resources.batched import BatchEngine
     from resources.llm import load_llama
     from resources.models import resolve_model
 
     llama = load_llama(resolve_model(model, ".dsc/models").path, 1024, llama_threads(), 512)
-    tokens = llama.tokenize(b"Tell me a long story about a dragon and a knight in a castle far away. " * 8, add_bos=False)
-    costs = {}
-    for n in sizes:
-        engine = BatchEngine(llama, n, 1024, llama_threads(), max(512, 16 * n))
-        engine._clear()
-        engine._batch.n_tokens = 0
-        for seq in range(n):
-            for pos, token in enumerate(tokens[:16]):
-                engine._add(token, pos, seq, pos == 15)
-        engine._decode()
-        cpu = 0.0
-        for step in range(steps):
-            engine._batch.n_tokens = 0
-            for seq in range(n):
-                engine._add(tokens[16 + step], 16 + step, seq, True)
-            started = time.process_time()
-            engine._decode()
-            cpu += time.process_time() - started
-        engine.close()
-        costs[f"n_{n}"] = round(cpu / steps / n * 1000, 2)
-        print(f"  {model}: {n} sequences per step: {costs[f'n_{n}']} ms CPU per token", flush=True)
+    text = b"Tell me a long story about a dragon and a knight in a castle far away. "
+    tokens = llama.tokenize(text * (context // 8 + steps), add_bos=False)
+    costs: dict[str, dict[str, float]] = {}
+    for layout, unified in (("per_sequence_kv", False), ("unified_kv", True)):
+        for n in sizes:
+            engine = BatchEngine(llama, n, 1024, llama_threads(), 512, kv_unified=unified)
+            engine._clear()
+            for seq in range(n):  # fill each sequence's context in 256-token chunks
+                for start in range(0, context, 256):
+                    engine._batch.n_tokens = 0
+                    for pos in range(start, min(context, start + 256)):
+                        engine._add(tokens[pos], pos, seq, pos == context - 1)
+                    engine._decode()
+            cpu = wall = 0.0
+            for step in range(steps + 2):
+                engine._batch.n_tokens = 0
+                for seq in range(n):
+                    engine._add(tokens[context + step], context + step, seq, True)
+                started, started_cpu = time.perf_counter(), time.process_time()
+                engine._decode()
+                if step >= 2:  # the first steps build and allocate the graph
+                    wall += time.perf_counter() - started
+                    cpu += time.process_time() - started_cpu
+            engine.close()
+            costs.setdefault(layout, {})[f"n_{n}"] = {"tokens_per_s": round(steps * n / wall, 1),
+                                                       "cpu_ms_per_token": round(cpu / steps / n * 1000, 2)}
+            print(f"  {model} {layout}: {n} sequences per step: {costs[layout][f'n_{n}']}", flush=True)
     return costs
 
 
@@ -215,7 +223,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="4,8")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--n-ctx", type=int, default=1024)
-    parser.add_argument("--step-costs", help="also measure CPU ms per token of one decode step at these numbers of "
+    parser.add_argument("--step-costs", help="also measure tokens/s and CPU ms per token of one decode step (400 tokens of "
+                        "context per sequence, both KV layouts) at these numbers of "
                                              "sequences, e.g. 1,8,32 (no sampling, no cache)")
     parser.add_argument("--bare", action="store_true", help="also time bare create_chat_completion (the old path)")
     parser.add_argument("--server", action="store_true", help="also measure max_concurrency 1 vs 4 against llama_cpp.server")
@@ -238,7 +247,7 @@ def main() -> None:
         requests = chat_requests(args.task, args.prompts or DEFAULT_PROMPTS.get(model, 8))
         params = task.spec.sampling.model_copy(update={"max_tokens": args.max_tokens})
         if args.step_costs:
-            results.setdefault("step_costs_ms_cpu_per_token", {})[model] = step_costs(
+            results.setdefault("step_costs", {})[model] = step_costs(
                 model, [int(n) for n in args.step_costs.split(",")])
         if args.rounds == 0:  # --rounds 0: only the step costs
             continue

@@ -113,7 +113,7 @@ class _Prefill:
 class BatchEngine:
     """A second llama.cpp context on a loaded model's weights, for ``n_seq`` sequences at once."""
 
-    def __init__(self, llama, n_seq: int, n_ctx_seq: int, n_threads: int, n_batch: int = 512):
+    def __init__(self, llama, n_seq: int, n_ctx_seq: int, n_threads: int, n_batch: int = 512, kv_unified: bool = False):
         import llama_cpp
         from llama_cpp import _internals as internals
 
@@ -122,12 +122,13 @@ class BatchEngine:
         # One KV stream per sequence (kv_unified off), each of n_ctx_seq cells: a token attends only to its own
         # sequence's cells. With one unified stream every token's attention spans all cells in use (masked), which
         # at 16 sequences of ~400 tokens cost more than the weights: measured on 2 cores with the teacher, 24 vs 39
-        # tok/s at 16 sequences, 27 vs 49 at 32 (``bench/generation.py --step-costs``). llama.cpp splits a batch that
-        # mixes decode tokens and prompt chunks of different sequences into equal-split ubatches by itself.
+        # tok/s at 16 sequences, 27 vs 49 at 32 (``bench/generation.py --step-costs`` compares both layouts; only
+        # it sets ``kv_unified``). llama.cpp splits a batch that mixes decode tokens and prompt chunks of different
+        # sequences into equal-split ubatches by itself.
         self.capacity = self.n_seq * n_ctx_seq
         params.n_ctx = self.capacity
         params.n_seq_max = self.n_seq
-        params.kv_unified = False
+        params.kv_unified = kv_unified
         self.n_batch = max(n_batch, self.n_seq)
         params.n_batch = params.n_ubatch = self.n_batch
         params.n_threads = params.n_threads_batch = n_threads
