@@ -475,7 +475,12 @@ def main(argv: list[str] | None = None) -> int:
         import warnings
 
         warnings.filterwarnings("ignore", message=r".*(is currently in beta|is currently in preview|preview).*")
-    return _guarded(args)
+    try:
+        return _guarded(args)
+    finally:
+        from resources import stores
+
+        stores.close_all()  # a cache connection alive at exit made DuckDB print ~80 lines of "nanobind: leaked ..."
 
 
 def _guarded(args: argparse.Namespace) -> int:
