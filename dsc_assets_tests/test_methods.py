@@ -100,3 +100,25 @@ def test_an_empty_first_partition_leaves_a_table_and_the_next_rows_their_types(t
         types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
                                  "WHERE table_name = 'branch'").fetchall())
     assert types["n"] == "BIGINT" and types["x"] == "DOUBLE"  # not the placeholder types of the empty output
+
+
+def test_a_partition_with_a_new_column_joins_a_table_written_before_it(tmp_path):
+    import dagster as dg
+
+    from resources.stores import WarehouseIOManager
+
+    parts = dg.StaticPartitionsDefinition(["old", "new"])
+
+    @dg.asset(partitions_def=parts, metadata={"partition_expr": "task"})
+    def table(context) -> pd.DataFrame:
+        row = {"task": context.partition_key, "score": 1.5}
+        if context.partition_key == "new":  # this version of the asset gained a column
+            row = {"task": "new", "guard_rate": 0.25, "score": 2.5}
+        return pd.DataFrame([row])
+
+    manager = WarehouseIOManager(database=str(tmp_path / "w.duckdb"), schema="dsc")
+    for key in ("old", "new", "old"):
+        assert dg.materialize([table], partition_key=key, resources={"io_manager": manager}).success
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT task, score, guard_rate FROM dsc.table ORDER BY task").fetchall()
+    assert rows == [("new", 2.5, 0.25), ("old", 1.5, None)]

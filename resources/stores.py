@@ -23,6 +23,8 @@ from typing import Any, Iterator
 
 import duckdb
 import pandas as pd
+import dagster as dg
+from dagster._core.definitions.metadata import TableMetadataSet  # what dagster-duckdb reports, too
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
 # Within one process the operations take turns: DuckDB refuses a read-only and a read-write connection to the same
@@ -186,25 +188,48 @@ def close_all() -> None:
 
 
 class _PandasTables(DuckDBPandasTypeHandler):
-    """dagster-duckdb's pandas handler, except for empty outputs: it skips writing them, so the first partition of a
-    table that has no rows (a branch a profile switches off, a task without an ``almost:`` block) leaves no table
-    and every asset that reads it fails on load. Here an empty output creates the table if it is missing (its
-    column types unknown), and a table without any rows is replaced by the next non-empty output's types."""
+    """dagster-duckdb's pandas handler, with two changes to how a partition is written:
+
+    - an empty output creates its table if missing (dagster-duckdb skips it, so the first partition of a table with
+      no rows, a branch a profile switches off, left no table and every asset reading it failed on load); a table
+      that holds no rows at all is replaced by the next non-empty output, so its placeholder column types never
+      receive data;
+    - rows are inserted by column name, and a column the table lacks is added: dagster-duckdb inserts by position,
+      so an asset that gained a column (the evaluation's guard columns) failed against a warehouse written before
+      ("table has 9 columns but 12 values were supplied"). Other tasks' older rows read NULL in the new column."""
 
     def handle_output(self, context, table_slice, obj: pd.DataFrame, connection) -> None:
+        def sql(query: str, params: list | None = None) -> list:
+            return connection.execute(query, params or []).fetchall()  # DuckDB wants each result read in full
+
         name = f"{table_slice.schema}.{table_slice.table}"
-        if obj.empty:
-            connection.register("dsc_empty_output", obj)
-            connection.execute(f"create table if not exists {name} as select * from dsc_empty_output")
-            connection.unregister("dsc_empty_output")
-            context.add_output_metadata({"dagster/partition_row_count": 0})
-            return
-        exists = connection.execute(
-            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-            [table_slice.schema, table_slice.table]).fetchone()[0]
-        if exists and connection.execute(f"select count(*) from {name}").fetchone()[0] == 0:
-            connection.execute(f"drop table {name}")  # only empty outputs so far: their types were placeholders
-        super().handle_output(context, table_slice, obj, connection)
+        exists = sql("select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+                     [table_slice.schema, table_slice.table])[0][0]
+        connection.register("dsc_output", obj)
+        try:
+            if obj.empty:
+                sql(f"create table if not exists {name} as select * from dsc_output")
+            else:
+                if exists and sql(f"select count(*) from {name}")[0][0] == 0:
+                    sql(f"drop table {name}")  # only empty outputs so far: placeholder types
+                    exists = False
+                if not exists:
+                    sql(f"create table {name} as select * from dsc_output")
+                else:
+                    have = {row[0] for row in sql(f"describe {name}")}
+                    for column, kind, *_ in sql("describe select * from dsc_output"):
+                        if column not in have:
+                            sql(f'alter table {name} add column "{column}" {kind}')
+                    sql(f"insert into {name} by name select * from dsc_output")
+        finally:
+            connection.unregister("dsc_output")
+        rows = len(obj)  # the metadata dagster-duckdb writes: row count, storage kind, columns
+        context.add_output_metadata({
+            **(TableMetadataSet(partition_row_count=rows, storage_kind="duckdb") if context.has_partition_key
+               else TableMetadataSet(row_count=rows, storage_kind="duckdb")),
+            "dataframe_columns": dg.MetadataValue.table_schema(dg.TableSchema(
+                columns=[dg.TableColumn(name=str(column), type=str(dtype)) for column, dtype in obj.dtypes.items()])),
+        })
 
 
 class WarehouseIOManager(DuckDBPandasIOManager):
