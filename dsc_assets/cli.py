@@ -172,13 +172,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     failed = []
     try:
         for task in tasks:
+            problems = consistency_problems(con, task, path)
             try:
-                print(f"dsc report: {task}: wrote {write_report(task, con, path, out)}")
+                print(f"dsc report: {task}: wrote {write_report(task, con, path, out, problems)}")
             except ReportError as error:
                 print(f"dsc report: {error}; nothing written", file=sys.stderr)
                 failed.append(task)
                 continue
-            for problem in consistency_problems(con, task, path):
+            for problem in problems:
                 print(f"dsc report: {task}: warning: {problem} (tables from different runs?)", file=sys.stderr)
     finally:
         con.close()

@@ -105,7 +105,7 @@ class Profile(BaseModel):
     max_eval_prompts_per_task: int | None = Field(None, ge=0)
     eval_samples_per_prompt: int = Field(1, ge=1, le=16)
     max_tokens_cap: int | None = Field(None, ge=1)
-    methods: list[Literal["sft", "dpo", "rdpo", "dlma", "almost"]] = Field(
+    methods: list[Literal[METHODS]] = Field(
         default_factory=lambda: list(METHODS), min_length=1,
         description="Methods to build (default: all). dSC's data (drafts, critiques, revisions) is built whenever one "
                     "of sft, dpo, rdpo is on; dlma and almost are whole branches of teacher calls.")

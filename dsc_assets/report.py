@@ -127,9 +127,10 @@ def effects_plot(evaluation: pd.DataFrame, path: Path, title: str) -> None:
     figure.savefig(path, format="png", dpi=100, bbox_inches="tight")
 
 
-def write_report(task: str, con: duckdb.DuckDBPyConnection, profile_path: Path, out: Path) -> Path:
+def write_report(task: str, con: duckdb.DuckDBPyConnection, profile_path: Path, out: Path,
+                 problems: list[str] | None = None) -> Path:
     """Write ``<out>/<task>.md`` and ``<out>/<task>_effects.png`` from the warehouse; ReportError (and nothing
-    written) when the task has no prompts or no evaluation."""
+    written) when the task has no prompts or no evaluation. ``problems``: consistency_problems, if the caller has them."""
     evaluation = _table(con, "evaluation", task)
     if evaluation is None:
         raise ReportError(f"task '{task}': the warehouse has no evaluation table (materialize `evaluation` first)")
@@ -138,7 +139,7 @@ def write_report(task: str, con: duckdb.DuckDBPyConnection, profile_path: Path, 
     prompts = _table(con, "raw_prompts", task)
     if prompts is None or prompts.empty:
         raise ReportError(f"task '{task}': raw_prompts has no rows for this task")
-    problems = consistency_problems(con, task, profile_path)
+    problems = consistency_problems(con, task, profile_path) if problems is None else problems
     shown = profile_path.relative_to(PROJECT_ROOT) if profile_path.is_relative_to(PROJECT_ROOT) else profile_path
     lines = [f"# Study report: {task} (profile `{profile_path.stem}`)", "",
              f"Commit `{git_commit()}`, written {datetime.date.today().isoformat()}.", ""]

@@ -136,11 +136,3 @@ def dagster_dev(env: dict[str, str]) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
-
-
-def pytest_sessionfinish(session, exitstatus):
-    """Close the call cache's DuckDB connections before the interpreter exits (else DuckDB prints ~80 lines of
-    "nanobind: leaked ..." after the summary)."""
-    from resources import stores
-
-    stores.close_all()

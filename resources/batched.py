@@ -125,8 +125,7 @@ class BatchEngine:
         # tok/s at 16 sequences, 27 vs 49 at 32 (``bench/generation.py --step-costs`` compares both layouts; only
         # it sets ``kv_unified``). llama.cpp splits a batch that mixes decode tokens and prompt chunks of different
         # sequences into equal-split ubatches by itself.
-        self.capacity = self.n_seq * n_ctx_seq
-        params.n_ctx = self.capacity
+        params.n_ctx = self.n_seq * n_ctx_seq
         params.n_seq_max = self.n_seq
         params.kv_unified = kv_unified
         self.n_batch = max(n_batch, self.n_seq)
