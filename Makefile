@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-teacher llama llama-rebuild doctor browser bench ui
+.PHONY: run test test-fast install install-teacher llama llama-rebuild doctor browser bench ui
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ browser:
 test: install browser
 	$(BIN)/dsc doctor --profile test
 	$(BIN)/python -m pytest
+
+# The fast layer, for iteration (about a minute): unit tests, the checks on hand-written tables, the staleness
+# table, and the data chain replayed from a recording of the real model (dsc_assets_tests/recorded.py). CI runs
+# `make test`, which includes these and the real-model layer.
+test-fast: install
+	$(BIN)/python -m pytest -m fast
 
 bench: install-teacher
 	$(BIN)/python bench/generation.py --json bench/results/generation.json
