@@ -397,6 +397,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nothing_to_rebuild(entries) -> int:
+    """What refresh says when no stale asset can be rebuilt now: 0 when nothing is stale; 1 when what is stale waits
+    below a failed blocking check (rebuilding it would use data the check rejected), naming each and its check."""
+    blocked = [e for e in entries if e.blocked]
+    if not blocked:
+        print("dsc refresh: nothing is stale")
+        return 0
+    print(f"dsc refresh: {len(blocked)} stale asset partition(s) wait below a failed blocking check; fix the data or "
+          "the check's thresholds upstream, then refresh again (`dsc gate` prints the failed expectations):",
+          file=sys.stderr)
+    for entry in blocked:
+        reason = next(r for r in entry.reasons if r.startswith("blocked"))
+        print(f"  {entry.task}: {entry.asset}: {reason}", file=sys.stderr)
+    return 1
+
+
 def cmd_refresh(args: argparse.Namespace) -> int:
     """Materialize stale roots, re-plan, repeat: data-aware, so an unchanged output stops the wave."""
     dg, defs, instance, tasks, entries, costs, only = _plan(args)
@@ -405,8 +421,7 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     for _round in range(50):
         roots = [e for e in entries if e.root]
         if not roots:
-            print("dsc refresh: nothing is stale")
-            return 0
+            return _nothing_to_rebuild(entries)
         if {(e.asset, e.task) for e in roots} == previous:  # rebuilt and still stale: report instead of looping
             for entry in roots:
                 print(f"dsc refresh: {entry.task}: {entry.asset} is still stale after a rebuild: "

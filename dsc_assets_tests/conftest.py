@@ -156,6 +156,7 @@ FAST_TESTS = {
     "test_switching_a_method_off_moves_only_its_own_versions", "test_checks_of_an_off_branch_want_no_rows",
     "test_an_empty_first_partition_leaves_a_table_and_the_next_rows_their_types",
     "test_a_partition_with_a_new_column_joins_a_table_written_before_it",
+    "test_sensor_requests_nothing_below_a_failed_blocking_check",
 }
 
 

@@ -118,7 +118,7 @@ def test_adding_a_task_folder_adds_a_partition(two_tasks):
     assert run_cli(["python", "-c", code], env).stdout.strip() == "reviews,sentiment,sycophancy"
 
 
-def test_sensor_requests_nothing_below_a_failed_blocking_check(tmp_path, monkeypatch):
+def test_sensor_requests_nothing_below_a_failed_blocking_check(tmp_path, monkeypatch, capsys):
     """A failed blocking check stops the sensor below it: the critique template of both tasks changed, but
     sentiment's drafts failed drafts_quality, so only sycophancy's critiques are requested (plan says why)."""
     from dagster._core.definitions.asset_checks.asset_check_evaluation import (
@@ -126,6 +126,7 @@ def test_sensor_requests_nothing_below_a_failed_blocking_check(tmp_path, monkeyp
     )
 
     from dsc_assets.automation import refresh_requests
+    from dsc_assets.cli import _nothing_to_rebuild
     from dsc_assets.definitions import build_definitions
     from dsc_assets.profiles import load_profile
     from dsc_assets.staleness import plan
@@ -154,6 +155,11 @@ def test_sensor_requests_nothing_below_a_failed_blocking_check(tmp_path, monkeyp
             [("sycophancy", ["critiques"])]
         critiques = next(e for e in plan(defs, instance, TASKS) if (e.asset, e.task) == ("critiques", "sentiment"))
         assert "blocked by failed check drafts_quality on drafts" in critiques.reasons and not critiques.root
+        # `dsc refresh` on sentiment alone has nothing it may rebuild: it says what waits on which check, and fails.
+        assert _nothing_to_rebuild(plan(defs, instance, ["sentiment"])) == 1
+        said = capsys.readouterr().err
+        assert "sentiment: critiques: blocked by failed check drafts_quality on drafts" in said
+        assert "nothing is stale" not in said
 
         # The check passes again on a new drafts materialization: the block is lifted.
         instance.report_runless_asset_event(dg.AssetMaterialization(
@@ -161,3 +167,5 @@ def test_sensor_requests_nothing_below_a_failed_blocking_check(tmp_path, monkeyp
             tags=drafts.event_log_entry.asset_materialization.tags))
         requests = refresh_requests(defs.resolve_asset_graph(), instance, defs.resources, TASKS)
         assert sorted(r.partition_key for r in requests) == ["sentiment", "sycophancy"]
+        assert _nothing_to_rebuild([e for e in plan(defs, instance, TASKS) if not e.root]) == 0
+        assert capsys.readouterr().out.strip() == "dsc refresh: nothing is stale"
