@@ -16,6 +16,7 @@ from dsc_assets.guards import guard_rates
 from dsc_assets.assets import partition_task, version_metadata, system_message, user_message, sampling_params
 from dsc_assets.versions import stage
 from dsc_assets.plots import line_plot
+from dsc_assets.report import markdown_table
 from dsc_assets.samples import data_version
 from resources.hashing import content_hash
 from resources.llm import LlamaCppLLM
@@ -149,12 +150,6 @@ def evaluation_table(rewards_by_model: dict[str, np.ndarray], seed: int = 0) -> 
     return pd.DataFrame(rows)
 
 
-def _markdown_table(df: pd.DataFrame) -> str:
-    header = "| " + " | ".join(df.columns) + " |\n|" + "---|" * len(df.columns) + "\n"
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
-    return header + "".join("| " + " | ".join(fmt(v) for v in row) + " |\n" for row in df.itertuples(index=False))
-
-
 def exported_base(trainer: LoRATrainer, settings: DscSettings, student: LlamaCppLLM) -> LlamaCppLLM:
     """The untrained student passed through the checkpoints' export path (dequantized, fine-tuned weights written
     in F16): the base every checkpoint is compared with, so export precision is not mistaken for training."""
@@ -236,7 +231,7 @@ def evaluation(
         table[column] = table["model"].map({name: rates[column] for name, rates in guards.items()})
     table.insert(2, "samples_per_prompt", samples)
     table.insert(0, "task", task.name)
-    markdown = _markdown_table(table.drop(columns=["task"]))
+    markdown = markdown_table(table.drop(columns=["task"]))
     report = settings.artifact_path("reports", task.name, "evaluation.md")
     report.parent.mkdir(parents=True, exist_ok=True)
     examples = "".join(
