@@ -52,6 +52,9 @@ bench: install-teacher
 	$(BIN)/python bench/incremental.py --json bench/results/incremental.json
 
 # The instance config (one-run queue, telemetry off) is written first, so the queue holds from the first run.
-ui: install
+# `dsc doctor` first (remembered after one pass): a llama.cpp build that would crash on this CPU stops here with
+# the fix, not inside a UI run whose worker dies without a log.
+ui: install-teacher
+	$(BIN)/dsc doctor
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dsc/dagster} $(BIN)/python -c "from dsc_assets.cli import _prepare_environment as p; p(None)"
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dsc/dagster} $(BIN)/dagster dev -h 127.0.0.1 -p 3000
