@@ -154,7 +154,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     import duckdb
 
     from dsc_assets.profiles import PROJECT_ROOT, dsc_home, load_profile, profile_file
-    from dsc_assets.report import ReportError, consistency_problems, write_report
+    from dsc_assets.report import ReportError, consistency_problems, provenance, write_report
 
     tasks = _task_list(args.tasks, load_profile().tasks)
     path = profile_file()
@@ -171,10 +171,18 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 1
     failed = []
     try:
+        import dagster as dg
+
+        instance = dg.DagsterInstance.get()  # DAGSTER_HOME: the one `dsc run` and `make ui` record runs in
+    except Exception as error:  # noqa: BLE001 - the report is still worth writing without run history
+        print(f"dsc report: no Dagster run history ({error}); the report will not name the runs", file=sys.stderr)
+        instance = None
+    try:
         for task in tasks:
             problems = consistency_problems(con, task, path)
+            runs = provenance(instance, task) if instance is not None else None
             try:
-                print(f"dsc report: {task}: wrote {write_report(task, con, path, out, problems)}")
+                print(f"dsc report: {task}: wrote {write_report(task, con, path, out, problems, runs)}")
             except ReportError as error:
                 print(f"dsc report: {error}; nothing written", file=sys.stderr)
                 failed.append(task)

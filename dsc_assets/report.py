@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import datetime
 import math
-import subprocess
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
 from dsc_assets.profiles import PROJECT_ROOT, load_profile
+from dsc_assets.versions import git_commit
 
 CHECKPOINT_TABLES = ["sft_checkpoint", "dpo_checkpoint", "rdpo_checkpoint", "dlma_checkpoint", "almost_sft_checkpoint",
                      "almost_rl_checkpoint"]
@@ -48,15 +48,28 @@ def markdown_table(df: pd.DataFrame) -> str:
     return header + "".join("| " + " | ".join(_cell(v) for v in row) + " |\n" for row in df.itertuples(index=False))
 
 
-def git_commit(root: Path = PROJECT_ROOT) -> str:
-    """HEAD, marked dirty when tracked files differ from it (untracked files, such as new reports, do not count)."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return head.stdout.strip() + (" (dirty)" if status.stdout.strip() else "")
+# The assets whose runs a reader needs to place a result: the teacher's data, each checkpoint, the evaluation.
+PROVENANCE_ASSETS = ["drafts", "revisions", "accepted_samples", *CHECKPOINT_TABLES, "evaluation"]
+
+
+def provenance(instance, task: str) -> list[dict]:
+    """Each provenance asset's latest materialization of ``task``: when, at which commit (the ``code_commit``
+    metadata every materialization records), in which run. Assets never materialized are left out."""
+    import dagster as dg
+
+    rows = []
+    for asset in PROVENANCE_ASSETS:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[task]), limit=1).records
+        if not records:
+            continue
+        record = records[0]
+        commit = record.asset_materialization.metadata.get("code_commit")
+        when = datetime.datetime.fromtimestamp(record.timestamp, datetime.timezone.utc)
+        rows.append({"asset": asset, "materialized (UTC)": when.strftime("%Y-%m-%d %H:%M"),
+                     "commit": commit.value if commit is not None else "not recorded (before dsc recorded commits)",
+                     "run": record.run_id[:8]})
+    return rows
 
 
 def interval_verdict(low: float, high: float) -> str:
@@ -128,9 +141,10 @@ def effects_plot(evaluation: pd.DataFrame, path: Path, title: str) -> None:
 
 
 def write_report(task: str, con: duckdb.DuckDBPyConnection, profile_path: Path, out: Path,
-                 problems: list[str] | None = None) -> Path:
+                 problems: list[str] | None = None, runs: list[dict] | None = None) -> Path:
     """Write ``<out>/<task>.md`` and ``<out>/<task>_effects.png`` from the warehouse; ReportError (and nothing
-    written) when the task has no prompts or no evaluation. ``problems``: consistency_problems, if the caller has them."""
+    written) when the task has no prompts or no evaluation. ``problems``: consistency_problems, if the caller has them;
+    ``runs``: the task's provenance rows (None: no Dagster instance to ask)."""
     evaluation = _table(con, "evaluation", task)
     if evaluation is None:
         raise ReportError(f"task '{task}': the warehouse has no evaluation table (materialize `evaluation` first)")
@@ -142,7 +156,8 @@ def write_report(task: str, con: duckdb.DuckDBPyConnection, profile_path: Path, 
     problems = consistency_problems(con, task, profile_path) if problems is None else problems
     shown = profile_path.relative_to(PROJECT_ROOT) if profile_path.is_relative_to(PROJECT_ROOT) else profile_path
     lines = [f"# Study report: {task} (profile `{profile_path.stem}`)", "",
-             f"Commit `{git_commit()}`, written {datetime.date.today().isoformat()}.", ""]
+             f"Written {datetime.date.today().isoformat()} at commit `{git_commit()}`; the commits that made the "
+             f"tables are under Provenance.", ""]
     if problems:
         lines += ["**Warning: these tables may not come from one run of this profile:**", ""]
         lines += [f"- {problem}" for problem in problems] + [""]
@@ -170,7 +185,12 @@ def write_report(task: str, con: duckdb.DuckDBPyConnection, profile_path: Path, 
     else:
         lines += ["No `base_original` row (the null control; evaluations before it was added lack it): a difference "
                   "here may be export precision rather than training.", ""]
-    lines += [f"![effects]({task}_effects.png)", ""]
+    lines += [f"![effects]({task}_effects.png)", "", "## Provenance", ""]
+    if runs:
+        lines += ["The latest materialization of each step, with the commit of the code that ran it.", "",
+                  markdown_table(pd.DataFrame(runs))]
+    else:
+        lines += ["No Dagster run history was available to this report (the tables' runs are not named).", ""]
     out.mkdir(parents=True, exist_ok=True)
     effects_plot(evaluation, out / f"{task}_effects.png", f"{task}: effect of each method")
     report = out / f"{task}.md"

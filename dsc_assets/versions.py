@@ -14,8 +14,11 @@ settings; caps and counts) that decide the asset's output. From that one declara
 
 from __future__ import annotations
 
+import functools
 import json
+import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
 
 import warnings
@@ -265,7 +268,26 @@ def version_metadata(context: dg.AssetExecutionContext, task: Task, *_: Any, **_
         if step is not None and hasattr(step, "wipe_input_asset_version_info"):
             step.wipe_input_asset_version_info(INPUTS_KEY)
     return {"task_version": dg.MetadataValue.text(version), "input_versions": dg.MetadataValue.json(versions),
-            "upstream_data_versions": dg.MetadataValue.json(upstream_data_versions(context))}
+            "upstream_data_versions": dg.MetadataValue.json(upstream_data_versions(context)),
+            "code_commit": dg.MetadataValue.text(code_commit())}
+
+
+def git_commit(root: Path = Path(__file__).resolve().parent.parent) -> str:
+    """HEAD, marked dirty when tracked files differ from it (untracked files, such as new reports, do not count)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head.stdout.strip() + (" (dirty)" if status.stdout.strip() else "")
+
+
+@functools.lru_cache(maxsize=1)
+def code_commit() -> str:
+    """The commit of the code this process loaded (asked once: a long-lived code server keeps the code it loaded,
+    whatever the checkout moves to later). Recorded with every materialization; `dsc report` prints it."""
+    return git_commit()
 
 
 def upstream_data_versions(context: dg.AssetExecutionContext) -> dict[str, str | None]:

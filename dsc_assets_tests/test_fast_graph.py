@@ -5,6 +5,8 @@ chain for real (test_pipeline, test_incremental)."""
 
 from __future__ import annotations
 
+import subprocess
+
 import dagster as dg
 import duckdb
 import pandas as pd
@@ -16,6 +18,7 @@ from dsc_assets.acceptance import metropolis_hastings, uniform_draw
 from dsc_assets.definitions import all_assets, all_checks, build_resources
 from dsc_assets.profiles import load_profile
 from dsc_assets.tasks import load_task
+from dsc_assets_tests.conftest import PROJECT_ROOT
 from dsc_assets_tests.recorded import RECORDED_TASK, RecordedLLM, load_recording
 from resources import stores
 from resources.llm import GenerationError
@@ -63,6 +66,9 @@ def test_recorded_chain_builds_checks_and_rebuilds_nothing(dsc_home):
     assert calls == {"drafts": len(train), "critiques": len(train), "revisions": len(train),
                      "contrastive_pairs": 2 * len(train)}
     assert sum(calls.values()) == len(answers)
+    # Every materialization records the commit of the code that made it (`dsc report` names them).
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
+    assert {_metadata(result, asset)["code_commit"].split(" ")[0] for asset in CHAIN} == {head or "unknown"}
 
     # The reward is the real scorer's on the replayed texts; the chain's decision is the MH rule with its seeded draw.
     rewards = _table(dsc_home, "reward_scores")

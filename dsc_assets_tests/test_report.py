@@ -67,7 +67,8 @@ def test_report_has_commit_profile_sizes_evaluation_and_plot(tmp_path, profile_p
     text = report.read_text()
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
     assert report == tmp_path / "out" / "sentiment.md"
-    assert f"Commit `{head}" in text
+    assert f"at commit `{head}" in text
+    assert "No Dagster run history was available" in text
     assert f"```yaml\n{PROFILE}```" in text
     assert "| train prompts used | 3 |" in text and "| test prompts | 2 |" in text
     assert "| accepted samples | 2 of 3 |" in text and "| DPO pairs | 2 |" in text
@@ -94,6 +95,31 @@ def test_report_warns_when_tables_come_from_different_runs(tmp_path, profile_pat
     assert "- the evaluation used 2 test prompts, raw_prompts holds 6" in text
     assert "- 6 test prompts, the profile allows 2" in text
     assert "No `base_original` row (the null control" in text
+
+
+def test_provenance_names_each_steps_run_and_commit(tmp_path, profile_path):
+    """Materializations recorded in a real Dagster instance: the report says which commit made which table."""
+    import dagster as dg
+
+    from dsc_assets.report import provenance
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            "drafts", partition="sentiment", metadata={"code_commit": "9082e7f1a2b3"}))
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            "evaluation", partition="sentiment", metadata={"code_commit": "befc302c4d5e (dirty)"}))
+        instance.report_runless_asset_event(dg.AssetMaterialization("sft_checkpoint", partition="sentiment"))
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            "evaluation", partition="privacy", metadata={"code_commit": "not this task"}))
+        runs = provenance(instance, "sentiment")
+    assert [(r["asset"], r["commit"]) for r in runs] == [
+        ("drafts", "9082e7f1a2b3"), ("sft_checkpoint", "not recorded (before dsc recorded commits)"),
+        ("evaluation", "befc302c4d5e (dirty)")]
+    text = write_report("sentiment", _warehouse(tmp_path / "w.duckdb", TABLES), profile_path, tmp_path, runs=runs).read_text()
+    provenance_section = text.split("## Provenance", 1)[1]
+    assert "| asset | materialized (UTC) | commit | run |" in provenance_section
+    assert "| drafts |" in provenance_section and "| 9082e7f1a2b3 |" in provenance_section
+    assert "| befc302c4d5e (dirty) |" in provenance_section and "not this task" not in provenance_section
 
 
 def test_interval_verdict_is_a_closed_interval():
