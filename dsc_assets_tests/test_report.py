@@ -122,6 +122,31 @@ def test_provenance_names_each_steps_run_and_commit(tmp_path, profile_path):
     assert "| befc302c4d5e (dirty) |" in provenance_section and "not this task" not in provenance_section
 
 
+def test_a_rerun_is_compared_with_the_report_it_replaces(tmp_path, profile_path):
+    """A fresh clone's rerun writes over the committed report: the new one says, model by model, whether its
+    difference lies inside the committed interval."""
+    from dsc_assets.report import previous_evaluation
+
+    first = write_report("sentiment", _warehouse(tmp_path / "a.duckdb", TABLES), profile_path, tmp_path).read_text()
+    assert "## Against the previous report" not in first
+    rerun = TABLES["evaluation"].copy()
+    rerun.loc[rerun["model"] == "sft", "difference_vs_base"] = 0.45      # inside [0.1, 0.5]
+    rerun.loc[rerun["model"] == "base_original", ["difference_vs_base", "ci95_low", "ci95_high"]] = [-0.35, -0.6, -0.1]
+    second = write_report("sentiment", _warehouse(tmp_path / "b.duckdb", {**TABLES, "evaluation": rerun}),
+                          profile_path, tmp_path).read_text()
+    section = second.split("## Against the previous report", 1)[1]
+    assert "outside: base_original." in section
+    assert "| base_original | 0.050 | [-0.200, 0.300] | -0.350 | NO |" in section
+    assert "| sft | 0.312 | [0.100, 0.500] | 0.450 | yes |" in section
+    # The report read back is the evaluation table alone, not the comparison or provenance tables after it.
+    table, commit_line = previous_evaluation(tmp_path / "sentiment.md")
+    assert table["model"].tolist() == ["base", "base_original", "sft"] and "at commit" in commit_line
+    # The committed study report parses too (what a fresh clone's rerun compares with).
+    committed, line = previous_evaluation(PROJECT_ROOT / "reports" / "study" / "sentiment.md")
+    assert {"sft", "dpo", "rdpo", "base_original"} <= set(committed["model"]) and "Commit" in line
+    assert committed.set_index("model").loc["sft", "ci95_low"] > 0
+
+
 def test_interval_verdict_is_a_closed_interval():
     assert interval_verdict(0.1, 0.5) == "excludes 0" and interval_verdict(-0.5, -0.1) == "excludes 0"
     assert interval_verdict(-0.2, 0.3) == "contains 0" and interval_verdict(0.0, 2.0) == "contains 0"
