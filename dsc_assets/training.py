@@ -161,7 +161,7 @@ def exported_base(trainer: LoRATrainer, settings: DscSettings, student: LlamaCpp
                        n_ctx=student.n_ctx, n_threads=student.n_threads, batch_size=student.batch_size)
 
 
-@stage(group="evaluation", layer="training", reads=("task.system_prompt", "sampling", "task.scorer", "scorer_model",
+@stage(group="evaluation", layer="training", revision=2, reads=("task.system_prompt", "sampling", "task.scorer", "scorer_model",
                                                        "task.acceptance.seed", "student", "trainer",
                                                        "eval_samples_per_prompt"))
 def evaluation(

