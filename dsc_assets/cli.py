@@ -408,6 +408,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def _nothing_to_rebuild(entries) -> int:
     """What refresh says when no stale asset can be rebuilt now: 0 when nothing is stale; 1 when what is stale waits
     below a failed blocking check (rebuilding it would use data the check rejected), naming each and its check."""
+    from dsc_assets.staleness import BLOCKED
+
     blocked = [e for e in entries if e.blocked]
     if not blocked:
         print("dsc refresh: nothing is stale")
@@ -416,7 +418,7 @@ def _nothing_to_rebuild(entries) -> int:
           "the check's thresholds upstream, then refresh again (`dsc gate` prints the failed expectations):",
           file=sys.stderr)
     for entry in blocked:
-        reason = next(r for r in entry.reasons if r.startswith("blocked"))
+        reason = next(r for r in entry.reasons if r.startswith(BLOCKED))
         print(f"  {entry.task}: {entry.asset}: {reason}", file=sys.stderr)
     return 1
 

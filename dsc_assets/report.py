@@ -91,8 +91,8 @@ def previous_evaluation(report: Path) -> tuple[pd.DataFrame, str] | None:
     table = table[needed].copy()
     for column in needed[1:]:
         table[column] = pd.to_numeric(table[column].str.replace("—", "nan"), errors="coerce")
-    first = text.splitlines()[2] if len(text.splitlines()) > 2 else ""
-    return table, first
+    lines = text.splitlines()
+    return table, lines[2] if len(lines) > 2 else ""
 
 
 def reproduction_table(previous: pd.DataFrame, evaluation: pd.DataFrame) -> pd.DataFrame:

@@ -17,7 +17,6 @@ import argparse
 import functools
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Sequence
 
 from pydantic import Field
 
+from dsc_assets.versions import git_commit
 from resources.llm import Generation, GenerationError, LLMResource, Message, SamplingParams
 
 RECORDINGS = Path(__file__).resolve().parent / "recordings"
@@ -91,10 +91,8 @@ def record(out: Path) -> int:
         with duckdb.connect(str(home / "cache.duckdb"), read_only=True) as con:
             rows = con.execute("SELECT key, response FROM calls WHERE kind = 'chat' AND model = ? ORDER BY key",
                                [identity]).fetchall()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parent).stdout.strip()
     header = {"model_identity": identity, "profile": "test", "task": RECORDED_TASK, "assets": list(RECORDED_ASSETS),
-              "commit": commit or "?"}
+              "commit": git_commit()}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(header) + "\n" + "".join(
         json.dumps({"key": key, "response": json.loads(response)}, ensure_ascii=False, sort_keys=True) + "\n"
