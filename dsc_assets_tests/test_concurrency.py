@@ -101,3 +101,35 @@ def test_instance_config_queues_runs_and_leaves_a_users_own_alone(tmp_path, monk
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nconcurrency:\n  runs:\n    max_concurrent_runs: 2\n")
     _prepare_environment(None)  # the user's own file (no dsc marker): kept
     assert "max_concurrent_runs: 2" in (home / "dagster.yaml").read_text()
+
+
+EXIT_AFTER_WRITES = """
+import sys, time
+from resources.stores import CallCache, IDLE_CLOSE_S
+cache = CallCache(sys.argv[1])
+for i in range(20):
+    cache.put(f"key-{i}", "chat", "model", {"i": i}, {"text": "x" * 1000}, 0.1)
+time.sleep(IDLE_CLOSE_S + float(sys.argv[2]))  # exit while the idle-close timer fires
+"""
+
+
+def test_a_process_exiting_as_the_cache_closes_exits_cleanly(tmp_path):
+    """A CLI run (`dagster asset materialize`) ended as the cache's idle timer fired: with a daemon timer, the
+    interpreter ended the timer's thread inside DuckDB's close() and the process aborted after a successful run
+    (exit -6, 'FATAL: exception not rethrown'; 10 of 40 such exits here). The timer is joined at exit instead."""
+    offsets = [round(-0.03 + 0.004 * i, 3) for i in range(16)]  # across the moment the timer fires
+    script = tmp_path / "exit_after_writes.py"
+    script.write_text(EXIT_AFTER_WRITES)
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    failures = []
+    for pair in range(0, len(offsets), 2):  # two at a time: 2 cores
+        procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / f"cache{i}.duckdb"), str(offsets[i])],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for i in (pair, pair + 1)]
+        for i, proc in zip((pair, pair + 1), procs):
+            out, _ = proc.communicate(timeout=120)
+            if proc.returncode != 0:
+                failures.append((offsets[i], proc.returncode, out[-300:]))
+    assert not failures, failures
+    with duckdb.connect(str(tmp_path / "cache0.duckdb"), read_only=True) as con:  # and the writes are all there
+        assert con.execute("SELECT count(*) FROM calls").fetchone()[0] == 20

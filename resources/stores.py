@@ -47,7 +47,11 @@ class _Lease:
 
     def release(self) -> None:
         timer = threading.Timer(IDLE_CLOSE_S, lambda: _close_idle(self, timer))
-        timer.daemon = True
+        # Not a daemon: the interpreter joins it at exit (at most IDLE_CLOSE_S), so the connection closes before
+        # finalization. A daemon timer that fired during finalization was ended inside DuckDB's close() when it
+        # asked for the GIL back; the forced unwind through the binding's catch-all aborted the process after a
+        # successful run ("terminate called ... FATAL: exception not rethrown", exit -6 in CI).
+        timer.daemon = False
         self.timer = timer
         timer.start()
 
