@@ -71,6 +71,31 @@ def test_exported_gguf_loads_in_llama_cpp_and_matches_the_merged_model(sft_resul
     assert np.corrcoef(gguf_logits, hf_logits)[0, 1] > 0.98
 
 
+def test_a_bfloat16_merged_model_exports_like_its_float32_original(sft_result):
+    """A GPU run (dtype bfloat16) saves bfloat16 weights, which numpy cannot read: the export read them through
+    safetensors.numpy and failed ('data type bfloat16 not understood'). Same weights in bf16: same GGUF tensors,
+    to bf16's precision."""
+    import shutil
+
+    import gguf
+    from safetensors.torch import load_file, save_file
+
+    trainer, result, tmp = sft_result
+    bf16_dir = tmp / "merged-bf16"
+    shutil.copytree(result.merged_dir, bf16_dir, dirs_exist_ok=True)
+    for shard in bf16_dir.glob("*.safetensors"):
+        save_file({k: v.bfloat16().contiguous() for k, v in load_file(str(shard)).items()}, str(shard),
+                  metadata={"format": "pt"})
+    f32 = gguf.GGUFReader(trainer.export_gguf(result.merged_dir, str(tmp / "from-f32.gguf")))
+    bf16 = gguf.GGUFReader(trainer.export_gguf(str(bf16_dir), str(tmp / "from-bf16.gguf")))
+    exported = {t.name: np.asarray(t.data, dtype=np.float32) for t in bf16.tensors if t.name.endswith("attn_q.weight")}
+    assert len(exported) == 30  # every layer's fine-tuned q
+    for tensor in f32.tensors:
+        if tensor.name in exported:
+            np.testing.assert_allclose(exported[tensor.name], np.asarray(tensor.data, dtype=np.float32),
+                                       rtol=1e-2, atol=1e-3)
+
+
 def test_sft_loss_covers_only_the_answer(tmp_path):
     """The first step's loss (LoRA B starts at zero: the base model) equals the base model's mean negative
     log-likelihood of the assistant tokens alone, not of the system and user text around them."""

@@ -133,7 +133,8 @@ def _dpo_trainer_class():
 
 class LoRATrainer(dg.ConfigurableResource):
     """LoRA fine-tuning of the student (SFT for dSC; DPO, rDPO, DLMA) and export of the merged model to GGUF.
-    CPU by default; ``device: cuda`` and ``dtype: bfloat16`` run the same code on a GPU."""
+    CPU by default; ``device: cuda`` and ``dtype: bfloat16`` run the same code on a GPU (bench/gpu_training.py checks
+    every training there)."""
 
     base_model: str = Field(default="smollm2-135m", description="Student: known model name or .gguf path.")
     model_cache_dir: str = Field(default=".dsc/models", description="Where the HF copy of the student is kept.")
@@ -328,13 +329,13 @@ def _permute(weights, n_head: int):
 def export_merged_gguf(base_gguf: Path, merged_dir: Path, out_path: Path, target_modules: list[str]) -> None:
     import gguf
     import numpy as np
-    from safetensors.numpy import load_file
+    from safetensors.torch import load_file  # torch reads bfloat16 (a GPU run's merged weights); numpy cannot
 
     reader = gguf.GGUFReader(str(base_gguf))
     config = json.loads((merged_dir / "config.json").read_text())
     state = {}
     for shard in sorted(merged_dir.glob("*.safetensors")):
-        state.update(load_file(str(shard)))
+        state.update({name: tensor.float().numpy() for name, tensor in load_file(str(shard)).items()})
     replaced: dict[str, np.ndarray] = {}
     for layer in range(config["num_hidden_layers"]):
         for hf_name, gguf_name in GGUF_NAMES.items():
