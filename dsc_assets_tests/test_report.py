@@ -143,7 +143,7 @@ def test_a_rerun_is_compared_with_the_report_it_replaces(tmp_path, profile_path)
     assert table["model"].tolist() == ["base", "base_original", "sft"] and "at commit" in commit_line
     # The committed study report parses too (what a fresh clone's rerun compares with).
     committed, line = previous_evaluation(PROJECT_ROOT / "reports" / "study" / "sentiment.md")
-    assert {"sft", "dpo", "rdpo", "base_original"} <= set(committed["model"]) and "Commit" in line
+    assert {"sft", "dpo", "rdpo", "base_original"} <= set(committed["model"]) and "commit" in line.lower()
     assert committed.set_index("model").loc["sft", "ci95_low"] > 0
 
 
