@@ -168,14 +168,12 @@ def build_base(arch: Path, target: Path, seed: int) -> Path:
 # ---------------------------------------------------------------------------------------------------- one run
 def adapter_state(adapter_dir: str) -> dict:
     import torch
-    from safetensors.torch import load_file
 
-    files = sorted(Path(adapter_dir).glob("*.safetensors"))
-    if not files:
+    from resources.trainer import load_safetensors
+
+    state = load_safetensors(Path(adapter_dir))
+    if not state:
         return {"adapter_changed": False, "adapter_finite": False, "adapter_note": "no adapter safetensors saved"}
-    state = {}
-    for f in files:
-        state.update(load_file(str(f)))
     lora_b = [v.float() for k, v in state.items() if "lora_B" in k]
     finite = all(bool(torch.isfinite(v.float()).all()) for v in state.values())
     max_b = max((float(v.abs().max()) for v in lora_b), default=0.0)
@@ -273,33 +271,19 @@ def export_check(merged_dir: str, work: Path, target_modules: list[str], tag: st
                                               "needs the student's GGUF, which does not travel")
         return row
     try:
-        from safetensors.torch import load_file as load_torch
-
-        from resources.trainer import GGUF_NAMES, _permute, export_merged_gguf
+        from resources.trainer import export_merged_gguf, gguf_replacements, load_safetensors
 
         merged = Path(merged_dir)
         config = json.loads((merged / "config.json").read_text())
-        state = {}
-        for shard in sorted(merged.glob("*.safetensors")):
-            state.update(load_torch(str(shard)))
+        state = load_safetensors(merged)
         row["merged_dtype"] = sorted({str(v.dtype).replace("torch.", "") for v in state.values()})
-        last = config["num_hidden_layers"] - 1
         base = work / f"synthetic-base-{tag.replace('/', '-')}.gguf"
         writer = gguf.GGUFWriter(str(base), "llama")
         writer.add_name("dsc synthetic base")
         writer.add_block_count(config["num_hidden_layers"])
-        expected = {}
-        for layer in (0, last):
-            for hf_name, gguf_name in GGUF_NAMES.items():
-                if hf_name.split(".")[-1] not in target_modules:
-                    continue
-                weight = state[f"model.layers.{layer}.{hf_name}.weight"].float().numpy()
-                writer.add_tensor(f"blk.{layer}.{gguf_name}.weight", np.zeros(weight.shape, np.float16))
-                if gguf_name == "attn_q":
-                    weight = _permute(weight, config["num_attention_heads"])
-                elif gguf_name == "attn_k":
-                    weight = _permute(weight, config["num_key_value_heads"])
-                expected[f"blk.{layer}.{gguf_name}.weight"] = weight.astype(np.float16)
+        expected = gguf_replacements(state, config, target_modules, layers=(0, config["num_hidden_layers"] - 1))
+        for name, weight in expected.items():
+            writer.add_tensor(name, np.zeros(weight.shape, np.float16))
         untouched = np.arange(config["hidden_size"], dtype=np.float32)
         writer.add_tensor("output_norm.weight", untouched)
         writer.write_header_to_file()
@@ -320,11 +304,8 @@ def export_check(merged_dir: str, work: Path, target_modules: list[str], tag: st
         else:
             row["ok"] = True
     except Exception as exc:  # noqa: BLE001
-        error = f"{type(exc).__name__}: {exc}"
-        if "bfloat16" in str(exc):
-            error += (" (export_merged_gguf reads the merged safetensors through safetensors.numpy, and numpy has no"
-                      " bfloat16: a merged folder written by a dtype=bfloat16 training cannot be exported as it is)")
-        row.update(seconds=round(time.perf_counter() - started, 2), error=error, traceback=traceback.format_exc(limit=-10))
+        row.update(seconds=round(time.perf_counter() - started, 2), error=f"{type(exc).__name__}: {exc}",
+                   traceback=traceback.format_exc(limit=-10))
     return row
 
 

@@ -326,27 +326,42 @@ def _permute(weights, n_head: int):
     return weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
 
 
-def export_merged_gguf(base_gguf: Path, merged_dir: Path, out_path: Path, target_modules: list[str]) -> None:
-    import gguf
-    import numpy as np
-    from safetensors.torch import load_file  # torch reads bfloat16 (a GPU run's merged weights); numpy cannot
+def load_safetensors(folder: Path) -> dict:
+    """Every tensor of a saved model or adapter folder, as torch tensors in their saved dtype (torch reads bfloat16, a
+    GPU run's weights; safetensors.numpy cannot)."""
+    from safetensors.torch import load_file
 
-    reader = gguf.GGUFReader(str(base_gguf))
-    config = json.loads((merged_dir / "config.json").read_text())
     state = {}
-    for shard in sorted(merged_dir.glob("*.safetensors")):
-        state.update({name: tensor.float().numpy() for name, tensor in load_file(str(shard)).items()})
+    for shard in sorted(Path(folder).glob("*.safetensors")):
+        state.update(load_file(str(shard)))
+    return state
+
+
+def gguf_replacements(state: dict, config: dict, target_modules: list[str], layers=None) -> dict:
+    """The fine-tuned weights of a merged state as llama.cpp tensors: GGUF name -> F16 array, q/k rows in llama.cpp's
+    order. ``layers``: which layers (default every one)."""
+    import numpy as np
+
     replaced: dict[str, np.ndarray] = {}
-    for layer in range(config["num_hidden_layers"]):
+    for layer in range(config["num_hidden_layers"]) if layers is None else layers:
         for hf_name, gguf_name in GGUF_NAMES.items():
             if hf_name.split(".")[-1] not in target_modules:
                 continue
-            weight = state[f"model.layers.{layer}.{hf_name}.weight"].astype(np.float32)
+            weight = state[f"model.layers.{layer}.{hf_name}.weight"].float().numpy()
             if gguf_name == "attn_q":
                 weight = _permute(weight, config["num_attention_heads"])
             elif gguf_name == "attn_k":
                 weight = _permute(weight, config["num_key_value_heads"])
             replaced[f"blk.{layer}.{gguf_name}.weight"] = weight.astype(np.float16)
+    return replaced
+
+
+def export_merged_gguf(base_gguf: Path, merged_dir: Path, out_path: Path, target_modules: list[str]) -> None:
+    import gguf
+
+    reader = gguf.GGUFReader(str(base_gguf))
+    config = json.loads((merged_dir / "config.json").read_text())
+    replaced = gguf_replacements(load_safetensors(merged_dir), config, target_modules)
     architecture = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
     partial = out_path.with_name(out_path.name + ".partial")
     out_path.parent.mkdir(parents=True, exist_ok=True)
