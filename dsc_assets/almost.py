@@ -202,7 +202,7 @@ REWARD_MODEL_COLUMNS = ["task", "status", "version", "train_pairs", "heldout_pai
                         "longer_wins_accuracy", "accuracy_by_rule", "steps", "first_loss", "last_loss", "model_dir"]
 
 
-@stage(group="almost", layer="training", reads=("task.system_prompt", "trainer"), kinds=("pytorch", "duckdb"))
+@stage(group="almost", layer="training", reads=("task.system_prompt", "trainer.reward_model"), kinds=("pytorch", "duckdb"))
 def reward_model(
     context: dg.AssetExecutionContext, synthetic_comparisons: pd.DataFrame, trainer: LoRATrainer,
     settings: DscSettings, llm: LLMResource,
@@ -219,7 +219,7 @@ def reward_model(
     records = [{"prompt": _rm_prompt(task, r.prompt), "chosen": [{"role": "assistant", "content": r.chosen}],
                 "rejected": [{"role": "assistant", "content": r.rejected}]} for r in train.itertuples()]
     data_hash = content_hash(records, length=16)
-    version = content_hash("reward_model", data_hash, trainer.settings_identity(), length=16)
+    version = content_hash("reward_model", data_hash, trainer.settings_identity("reward_model"), length=16)
     row = {"task": task.name, "version": version, "train_pairs": len(train), "heldout_pairs": len(heldout)}
     if not records:
         context.log.warning(f"{task.name}: no comparisons to train a reward model on")
@@ -307,7 +307,7 @@ def rmsp_demonstrations(
                    ["prompt_id", "rm_score", "response"])
 
 
-@stage(name="almost_sft_checkpoint", group="almost", layer="training", reads=("task.system_prompt", "trainer"),
+@stage(name="almost_sft_checkpoint", group="almost", layer="training", reads=("task.system_prompt", "trainer.almost_sft"),
        kinds=("pytorch", "duckdb"))
 def almost_sft_checkpoint(
     context: dg.AssetExecutionContext, rmsp_demonstrations: pd.DataFrame, trainer: LoRATrainer, settings: DscSettings,
@@ -319,7 +319,7 @@ def almost_sft_checkpoint(
     return _train(context, trainer, settings, "almost_sft", records, train=trainer.train_sft)
 
 
-@stage(name="almost_rl_checkpoint", group="almost", layer="training", reads=("task.system_prompt", "trainer"),
+@stage(name="almost_rl_checkpoint", group="almost", layer="training", reads=("task.system_prompt", "trainer.almost_rl"),
        kinds=("pytorch", "duckdb"))
 def almost_rl_checkpoint(
     context: dg.AssetExecutionContext, almost_sft_checkpoint: pd.DataFrame, reward_model: pd.DataFrame,

@@ -117,16 +117,22 @@ def accepted_samples(context: dg.AssetExecutionContext, reward_scores: pd.DataFr
     )
 
 
-@stage(group="rewards")
+@stage(group="rewards", revision=2)
 def preference_pairs(context: dg.AssetExecutionContext, accepted_samples: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     """Preference pairs from the chain: chosen = accepted revision, rejected = its draft, with both rewards and the
-    margin (rDPO's soft label is computed from these at training time)."""
+    margin (rDPO's soft label is computed from these at training time). A pair states a preference only where the
+    reward does: the revision scores strictly higher than its draft."""
     task = partition_task(context)
     accepted = accepted_samples[accepted_samples["accepted"]]
     # A revision identical to its draft (an aligned model's refusal, revised into the same refusal) states no
     # preference: DPO's margin for it is 0 by construction, so it would only dilute the batch.
     unchanged = accepted["sample"].astype(str).str.strip() == accepted["draft"].astype(str).str.strip()
     accepted = accepted[~unchanged]
+    # Metropolis-Hastings keeps ties and, at T > 0, some slightly worse revisions: right for SFT's samples (the chain's
+    # distribution), wrong as a DPO pair, which would teach "the revision's wording wins" where the reward saw no
+    # gain (privacy's integer PII counts: 25 of 54 pairs; the reference code's pairs are "strictly improves").
+    no_margin = (accepted["sample_reward"] - accepted["draft_reward"]) <= 0
+    accepted = accepted[~no_margin]
     df = pd.DataFrame({
         "task": task.name, "prompt_id": accepted["prompt_id"], "prompt": accepted["prompt"],
         "chosen": accepted["sample"], "rejected": accepted["draft"],
@@ -136,7 +142,8 @@ def preference_pairs(context: dg.AssetExecutionContext, accepted_samples: pd.Dat
     return _output(
         context, task,
         df, {"mean_margin": dg.MetadataValue.float(round(float(df["margin"].mean()), 4) if len(df) else 0.0),
-             "dropped_unchanged": dg.MetadataValue.int(int(unchanged.sum()))},
+             "dropped_unchanged": dg.MetadataValue.int(int(unchanged.sum())),
+             "dropped_no_margin": dg.MetadataValue.int(int(no_margin.sum()))},
         ["prompt_id", "margin", "chosen", "rejected"],
     )
 

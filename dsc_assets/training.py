@@ -49,7 +49,7 @@ def _train(
     task = context.partition_key
     versions = version_metadata(context, partition_task(context))
     data_hash = content_hash(records, length=16)
-    version = content_hash(method, data_hash, trainer.settings_identity(), length=16)
+    version = content_hash(method, data_hash, trainer.settings_identity(method), length=16)
     folder = settings.artifact_path("checkpoints", method, task, version)
     row = {"task": task, "method": method, "train_rows": len(records), "data_hash": data_hash}
     off = method in METHODS and not settings.builds(method)
@@ -93,7 +93,7 @@ def _train(
         "train_seconds": dg.MetadataValue.float(summary["seconds"]),
         "train_rows": dg.MetadataValue.int(len(records)),
         "data_hash": dg.MetadataValue.text(data_hash),
-        "trainer": dg.MetadataValue.json(json.loads(trainer.settings_identity())),
+        "trainer": dg.MetadataValue.json(json.loads(trainer.settings_identity(method))),
         **versions,
     }
     if losses:
@@ -103,7 +103,7 @@ def _train(
 
 
 def _checkpoint_asset(method: str, dataset_asset: str, description: str):
-    @stage(name=f"{method}_checkpoint", group="training", layer="training", reads=("trainer", f"methods.{method}"),
+    @stage(name=f"{method}_checkpoint", group="training", layer="training", reads=(f"trainer.{method}", f"methods.{method}"),
            kinds=("pytorch", "duckdb"), description=description, ins={"dataset": dg.AssetIn(dataset_asset)})
     def _asset(
         context: dg.AssetExecutionContext, dataset: pd.DataFrame, trainer: LoRATrainer, settings: DscSettings
@@ -153,7 +153,7 @@ def evaluation_table(rewards_by_model: dict[str, np.ndarray], seed: int = 0) -> 
 def exported_base(trainer: LoRATrainer, settings: DscSettings, student: LlamaCppLLM) -> LlamaCppLLM:
     """The untrained student passed through the checkpoints' export path (dequantized, fine-tuned weights written
     in F16): the base every checkpoint is compared with, so export precision is not mistaken for training."""
-    version = content_hash("exported_base", trainer.settings_identity(), student.model_identity(), length=16)
+    version = content_hash("exported_base", trainer.settings_identity("export"), student.model_identity(), length=16)
     path = settings.artifact_path("checkpoints", "base", version, "base.gguf")
     if not path.exists():
         trainer.export_gguf(str(trainer.base_dir()), str(path))  # atomic: written to .partial, then renamed
@@ -162,7 +162,7 @@ def exported_base(trainer: LoRATrainer, settings: DscSettings, student: LlamaCpp
 
 
 @stage(group="evaluation", layer="training", revision=2, reads=("task.system_prompt", "sampling", "task.scorer", "scorer_model",
-                                                       "task.acceptance.seed", "student", "trainer",
+                                                       "task.acceptance.seed", "student", "trainer.export",
                                                        "eval_samples_per_prompt"))
 def evaluation(
     context: dg.AssetExecutionContext,

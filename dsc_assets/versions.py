@@ -30,6 +30,7 @@ from dsc_assets.partitions import task_partitions
 from dsc_assets.tasks import Task, TaskError, load_task, task_names
 from resources.hashing import content_hash
 from resources.settings import METHODS
+from resources.trainer import METHOD_SETTINGS
 
 # Observable source assets are "beta" in Dagster 1.13; task_inputs is one.
 warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*observable_source_asset.*")
@@ -80,11 +81,15 @@ def _scorer(task: Task, env: Environment) -> Any:
     return env.memo(key, lambda: env.rewards.for_task(scorer).identity())
 
 
-def _trainer(task: Task, env: Environment) -> Any:
-    trainer = env.trainer
-    # where files live is no setting; the base model goes by content, not by name
-    settings = {k: v for k, v in trainer.model_dump(mode="json").items() if k not in ("model_cache_dir", "base_model")}
-    return {"settings": settings, "base_model": _gguf_sha(env, trainer.base_model, trainer.model_cache_dir)}
+def _trainer(method: str) -> Callable[[Task, Environment], Any]:
+    def value(task: Task, env: Environment) -> Any:
+        trainer = env.trainer
+        # where files live is no setting; the base model goes by content, not by name; other methods' settings are
+        # not this checkpoint's (METHOD_SETTINGS)
+        settings = {k: v for k, v in json.loads(trainer.settings_identity(method)).items() if k != "base_model"}
+        return {"settings": settings, "base_model": _gguf_sha(env, trainer.base_model, trainer.model_cache_dir)}
+
+    return value
 
 
 # An input's value that is left out of the version: a method switched on reads as nothing, so that profiles without
@@ -130,8 +135,9 @@ def _inputs() -> dict[str, Input]:
               lambda t, e: _gguf_sha(e, e.rewards.judge_model, e.rewards.model_cache_dir)),
         Input("student", "profile: the student model by content (evaluated as the base)",
               lambda t, e: e.memo(("student",), e.student.model_identity)),
-        Input("trainer", "profile: trainer settings and the student model it starts from (by content)", _trainer),
     ]
+    inputs += [Input(f"trainer.{m}", f"profile: the trainer settings {m} reads and the student it starts from (by content)",
+                     _trainer(m)) for m in (*METHOD_SETTINGS, "export")]
     inputs += [Input(f"methods.{m}", f"profile: whether methods lists {m} (off: its assets write no rows)",
                      lambda t, e, m=m: OMIT if e.settings.builds(m) else "off") for m in METHODS]
     return {i.name: i for i in inputs}

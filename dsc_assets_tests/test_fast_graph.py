@@ -82,7 +82,8 @@ def test_recorded_chain_builds_checks_and_rebuilds_nothing(dsc_home):
         assert row["accepted"] == decision.accepted
         assert row["sample"] == (row["revision"] if decision.accepted else row["draft"])
     pairs = _table(dsc_home, "preference_pairs").set_index("prompt_id")
-    kept = accepted[accepted["accepted"] & (accepted["sample"].str.strip() != accepted["draft"].str.strip())]
+    kept = accepted[accepted["accepted"] & (accepted["sample"].str.strip() != accepted["draft"].str.strip())
+                    & (accepted["revision_reward"] > accepted["draft_reward"])]
     assert sorted(pairs.index) == sorted(kept.index)
     assert (pairs["chosen"] == kept.loc[pairs.index, "revision"]).all()
     assert (pairs["rejected"] == kept.loc[pairs.index, "draft"]).all()
@@ -124,3 +125,21 @@ def test_an_unrecorded_request_is_a_clear_error_and_keeps_what_was_built(dsc_hom
     assert _metadata(result, "drafts")["model_calls"] == 0
     pd.testing.assert_frame_equal(_table(dsc_home, "drafts").drop(columns=["cached"]), drafts.drop(columns=["cached"]))
     assert len(_table(dsc_home, "revisions")) == len(drafts)
+
+
+def test_a_pair_states_a_preference_only_where_the_reward_does():
+    """preference_pairs keeps accepted revisions that changed the text and scored strictly higher than their draft:
+    Metropolis-Hastings' accepted ties and slightly worse revisions are SFT samples, not DPO pairs."""
+    from dsc_assets.preferences import preference_pairs
+
+    rows = pd.DataFrame({
+        "task": "sentiment", "prompt_id": ["gain", "tie", "worse", "rejected", "unchanged"], "prompt": "Review Jaws.",
+        "draft": ["d1", "d2", "d3", "d4", "same"], "revision": ["r1", "r2", "r3", "r4", "same"],
+        "sample": ["r1", "r2", "r3", "d4", "same"], "accepted": [True, True, True, False, True],
+        "draft_reward": [0.1, 0.5, 0.5, 0.1, 0.2], "revision_reward": [0.6, 0.5, 0.45, 0.9, 0.9],
+        "sample_reward": [0.6, 0.5, 0.45, 0.1, 0.9],
+    })
+    out = preference_pairs(dg.build_asset_context(partition_key="sentiment"), accepted_samples=rows)
+    assert out.value[["prompt_id", "chosen", "rejected"]].values.tolist() == [["gain", "r1", "d1"]]
+    assert out.value["margin"].tolist() == pytest.approx([0.5])
+    assert out.metadata["dropped_no_margin"].value == 2 and out.metadata["dropped_unchanged"].value == 1

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from resources.losses import dlma_loss, dpo_loss, rdpo_loss, soft_label
+from resources.losses import chosen_nll, dlma_loss, dpo_loss, rdpo_loss, soft_label
 
 
 def log_sigmoid(x: float) -> float:
@@ -42,3 +42,22 @@ def test_dlma_by_hand_gamma_zero_and_clamp():
     assert dlma_loss(h, torch.tensor([500.0]), 0.1, 0.2).item() == pytest.approx(
         dlma_loss(h, torch.tensor([40.0]), 0.1, 0.2).item())
     assert dlma_loss(h, torch.tensor([-500.0]), 0.1, 0.2).item() == pytest.approx(-log_sigmoid(0.1 * (1.5 + 8.0)))
+
+
+def test_chosen_nll_is_the_mean_per_token_negative_log_likelihood():
+    logps, tokens = torch.tensor([-6.0, -2.0]), torch.tensor([3.0, 4.0])
+    assert chosen_nll(logps, tokens).item() == pytest.approx((2.0 + 0.5) / 2)
+    assert chosen_nll(torch.tensor([0.0]), torch.tensor([0.0])).item() == 0.0  # an empty answer: no division by 0
+
+
+def test_a_checkpoints_identity_holds_the_common_settings_and_its_own_only():
+    from resources.trainer import METHOD_SETTINGS, LoRATrainer
+
+    base, beta = LoRATrainer(), LoRATrainer(dpo_beta=0.3)
+    changed = {m for m in METHOD_SETTINGS if base.settings_identity(m) != beta.settings_identity(m)}
+    assert changed == {"dpo", "rdpo", "dlma"}
+    steps = LoRATrainer(max_steps=5)
+    assert {m for m in METHOD_SETTINGS if base.settings_identity(m) == steps.settings_identity(m)} == set()
+    assert base.settings_identity("export") == steps.settings_identity("export")  # the untrained base: no training
+    assert base.settings_identity("export") != LoRATrainer(target_modules=["q_proj"]).settings_identity("export")
+    assert LoRATrainer(model_cache_dir="/elsewhere").settings_identity("sft") == base.settings_identity("sft")

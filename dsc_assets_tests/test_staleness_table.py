@@ -28,7 +28,8 @@ GENERATION = {"drafts", "critiques", "revisions", "contrastive_pairs"}
 ALMOST_GENERATION = {"almost_responses", "rmsp_demonstrations"}
 CHECKPOINTS = {"sft_checkpoint", "dpo_checkpoint", "rdpo_checkpoint", "dlma_checkpoint"}
 ALMOST_TRAINED = {"reward_model", "almost_sft_checkpoint", "almost_rl_checkpoint"}
-TRAINER_READERS = CHECKPOINTS | ALMOST_TRAINED | {"evaluation"}
+TRAINED = CHECKPOINTS | ALMOST_TRAINED
+TRAINER_READERS = TRAINED | {"evaluation"}
 SAMPLERS = GENERATION | ALMOST_GENERATION  # sampling and the generator model
 SYSTEM_PROMPT_READERS = SAMPLERS | ALMOST_TRAINED | {"self_reward_scores", "sft_dataset", "dpo_dataset", "dlma_pairs",
                                                      "evaluation", "reward_model_agreement"}
@@ -63,9 +64,18 @@ PROFILE_SETTINGS: list[tuple[str, object, dict[str, set[str]]]] = [
     ("judge.n_ctx", 512, {}),
     ("student.model", FAKE_MODEL, {t: TRAINER_READERS | {"almost_responses"} for t in TASKS}),
     ("student.n_ctx", 512, {}),
-    ("trainer.max_steps", 3, {t: TRAINER_READERS for t in TASKS}),
-    ("trainer.epochs", 2, {t: TRAINER_READERS for t in TASKS}),
-    ("trainer.lora_r", 4, {t: TRAINER_READERS for t in TASKS}),
+    # settings every training reads retrain everything; the exported base (evaluation) reads only target_modules
+    ("trainer.max_steps", 3, {t: TRAINED for t in TASKS}),
+    ("trainer.epochs", 2, {t: TRAINED for t in TASKS}),
+    ("trainer.lora_r", 4, {t: TRAINED for t in TASKS}),
+    ("trainer.target_modules", ["q_proj", "v_proj"], {t: TRAINER_READERS for t in TASKS}),
+    # a method's own settings retrain that method alone
+    ("trainer.dpo_beta", 0.3, {t: {"dpo_checkpoint", "rdpo_checkpoint", "dlma_checkpoint"} for t in TASKS}),
+    ("trainer.dpo_sft_weight", 1.0, {t: {"dpo_checkpoint", "rdpo_checkpoint", "dlma_checkpoint"} for t in TASKS}),
+    ("trainer.rdpo_tau", 0.5, {t: {"rdpo_checkpoint"} for t in TASKS}),
+    ("trainer.dlma_gamma", 0.5, {t: {"dlma_checkpoint"} for t in TASKS}),
+    ("trainer.sft_completion_only", False, {t: {"sft_checkpoint", "almost_sft_checkpoint"} for t in TASKS}),
+    ("trainer.rl_beta", 0.1, {t: {"almost_rl_checkpoint"} for t in TASKS}),
     ("max_prompts_per_task", 3, {t: {"raw_prompts"} for t in TASKS}),
     ("max_eval_prompts_per_task", 2, {t: {"raw_prompts"} for t in TASKS}),
     ("eval_samples_per_prompt", 3, {t: {"evaluation"} for t in TASKS}),
@@ -210,6 +220,6 @@ def test_plan_names_the_inputs_that_changed(world, built):
     profile = _profile(load_profile("test"), "trainer.max_steps", 3)
     entries = plan(build_definitions(profile, world / "home"), built, TASKS, observe=False)
     sft = next(e for e in entries if (e.asset, e.task) == ("sft_checkpoint", "sentiment"))
-    assert sft.reasons == ["inputs changed: trainer"] and sft.root
+    assert sft.reasons == ["inputs changed: trainer.sft"] and sft.root
     evaluation = next(e for e in entries if (e.asset, e.task) == ("evaluation", "sentiment"))
     assert "upstream stale: sft_checkpoint" in evaluation.reasons and not evaluation.root  # waits for them

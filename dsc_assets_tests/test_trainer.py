@@ -126,3 +126,21 @@ def test_sft_loss_covers_only_the_answer(tmp_path):
     answer_only, whole_chat = nll(True), nll(False)
     assert abs(logged - answer_only) < 0.05 * answer_only, (logged, answer_only, whole_chat)
     assert abs(logged - whole_chat) > 0.1 * answer_only  # the two differ enough for this test to tell them apart
+
+
+def test_the_sft_term_adds_the_chosen_answers_nll_to_every_preference_loss(tmp_path):
+    """dpo_sft_weight w: the first step's loss is ln 2 (policy = reference) + w x the chosen answers' NLL per token."""
+    rows = [{"prompt": [SYSTEM, {"role": "user", "content": f"Review {film}."}],
+             "chosen": [{"role": "assistant", "content": f"{film} is wonderful and moving."}],
+             "rejected": [{"role": "assistant", "content": f"{film} is dull garbage."}],
+             "score_chosen": 0.9, "score_rejected": -0.8} for film in FILMS]
+    first = {}
+    for loss, weight in (("dpo", 0.0), ("dpo", 1.0), ("dpo", 2.0), ("rdpo", 1.0)):
+        trainer = _trainer(tmp_path, max_steps=1, dpo_sft_weight=weight)
+        result = trainer.train_dpo(Dataset.from_list(rows), str(tmp_path / f"{loss}{weight}"), loss=loss)
+        first[loss, weight] = result.losses[0]
+    nll = first["dpo", 1.0] - np.log(2)
+    assert first["dpo", 0.0] == pytest.approx(np.log(2), abs=1e-4)
+    assert nll > 0.5  # a 135M model does not know these sentences by heart
+    assert first["dpo", 2.0] - np.log(2) == pytest.approx(2 * nll, rel=1e-3)
+    assert first["rdpo", 1.0] == pytest.approx(first["dpo", 1.0], rel=1e-4)  # at h = 0 rDPO's term is ln 2 too

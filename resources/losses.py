@@ -4,6 +4,9 @@
 - rDPO: L = −[p·log σ(β·h) + (1 − p)·log σ(−β·h)], p = σ((s_chosen − s_rejected)/τ) from an external reward
   (a pair the reward model doubts counts less, and a reversed pair pulls the other way)
 - DLMA: L = −log σ(β·[h − γ·clamp(R, −40, 40)]), R the self-reward (a margin the pair must beat)
+- with ``dpo_sft_weight`` w > 0, any of them + w·NLL(chosen), the chosen answer's mean negative log-likelihood per
+  token (RPO, Pang et al. 2024): the preference term alone can lower both answers' likelihood and win by making
+  everything short (privacy study: DPO answers fell from ~96 to 16 words); the NLL term keeps the chosen answers likely.
 All return the batch mean; log-sigmoid keeps them stable for large margins.
 """
 
@@ -28,3 +31,8 @@ def rdpo_loss(h: torch.Tensor, p: torch.Tensor, beta: float) -> torch.Tensor:
 
 def dlma_loss(h: torch.Tensor, self_reward: torch.Tensor, beta: float, gamma: float) -> torch.Tensor:
     return -F.logsigmoid(beta * (h - gamma * self_reward.clamp(-40.0, 40.0))).mean()
+
+
+def chosen_nll(chosen_logps: torch.Tensor, chosen_tokens: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of the chosen answers' negative log-likelihood per token."""
+    return -(chosen_logps / chosen_tokens.clamp(min=1)).mean()

@@ -79,7 +79,7 @@ def _dpo_trainer_class():
     from trl import DPOTrainer
     from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-    from resources.losses import dlma_loss, dpo_loss, rdpo_loss
+    from resources.losses import chosen_nll, dlma_loss, dpo_loss, rdpo_loss
 
     extra_columns = ("soft_label", "self_reward")
 
@@ -96,8 +96,8 @@ def _dpo_trainer_class():
     class RefinedDPOTrainer(DPOTrainer):
         """DPOTrainer with the loss chosen by ``dsc_loss``: dpo, rdpo (soft labels) or dlma (self-reward margin)."""
 
-        def __init__(self, *args, dsc_loss: str = "dpo", dlma_gamma: float = 0.2, **kwargs):
-            self.dsc_loss, self.dlma_gamma = dsc_loss, dlma_gamma
+        def __init__(self, *args, dsc_loss: str = "dpo", dlma_gamma: float = 0.2, sft_weight: float = 0.0, **kwargs):
+            self.dsc_loss, self.dlma_gamma, self.sft_weight = dsc_loss, dlma_gamma, sft_weight
             super().__init__(*args, **kwargs)
 
         def _set_signature_columns_if_needed(self):
@@ -110,12 +110,13 @@ def _dpo_trainer_class():
             targets = inputs["input_ids"][:, 1:]
             mask = inputs["completion_mask"][:, 1:].to(logits.dtype)
             logps = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            return (logps * mask).sum(dim=1)
+            return (logps * mask).sum(dim=1), mask.sum(dim=1)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            policy_chosen, policy_rejected = self._sequence_logps(model, inputs).chunk(2)
+            logps, tokens = self._sequence_logps(model, inputs)
+            (policy_chosen, policy_rejected), chosen_tokens = logps.chunk(2), tokens.chunk(2)[0]
             with torch.no_grad(), self.accelerator.unwrap_model(self.model).disable_adapter():
-                ref_chosen, ref_rejected = self._sequence_logps(model, inputs).chunk(2)
+                ref_chosen, ref_rejected = self._sequence_logps(model, inputs)[0].chunk(2)
             h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
             if self.dsc_loss == "rdpo":
                 loss = rdpo_loss(h, inputs["soft_label"].to(h), self.beta)
@@ -124,11 +125,28 @@ def _dpo_trainer_class():
             else:
                 loss = dpo_loss(h, self.beta)
             mode = "train" if model.training else "eval"
+            if self.sft_weight > 0:
+                nll = chosen_nll(policy_chosen, chosen_tokens)
+                loss = loss + self.sft_weight * nll
+                self._metrics[mode]["nll_chosen"].append(nll.item())
             self._metrics[mode]["rewards/margins"].append((self.beta * h).mean().item())
             self._metrics[mode]["rewards/accuracies"].append((h > 0).float().mean().item())
             return (loss, {}) if return_outputs else loss
 
     return RefinedDPOTrainer, PairCollator
+
+
+# The settings only some trainings read; every other setting (LoRA, optimizer, lengths, device) is read by all.
+# A checkpoint's identity (its folder, its staleness) is the common settings and its own.
+METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
+    "sft": ("sft_completion_only",), "almost_sft": ("sft_completion_only",),
+    "dpo": ("dpo_beta", "dpo_sft_weight"), "rdpo": ("dpo_beta", "rdpo_tau", "dpo_sft_weight"),
+    "dlma": ("dpo_beta", "dlma_gamma", "dpo_sft_weight"),
+    "reward_model": (), "almost_rl": ("rl_beta", "rl_num_generations", "rl_max_completion_length"),
+}
+# The untrained base through the export path (the evaluation's `base`) reads only which tensors are written in F16.
+EXPORT_SETTINGS = ("base_model", "target_modules")
+_METHOD_SPECIFIC = {name for names in METHOD_SETTINGS.values() for name in names}
 
 
 class LoRATrainer(dg.ConfigurableResource):
@@ -152,6 +170,9 @@ class LoRATrainer(dg.ConfigurableResource):
     max_length: int = 512
     seed: int = 0
     dpo_beta: float = 0.1
+    dpo_sft_weight: float = Field(default=0.0, ge=0.0, description=(
+        "DPO, rDPO and DLMA: weight of an added SFT loss on the chosen answer (mean NLL per token; RPO, Pang et al. "
+        "2024). Keeps the chosen answers likely, so the preference term cannot win by making every answer short."))
     rdpo_tau: float = Field(default=1.0, description="Temperature of rDPO's soft label σ((s_c − s_r)/τ).")
     dlma_gamma: float = 0.2
     logging_steps: int = 1
@@ -162,10 +183,17 @@ class LoRATrainer(dg.ConfigurableResource):
 
     _base: Path | None = PrivateAttr(default=None)
 
-    def settings_identity(self) -> str:
+    def settings_identity(self, method: str | None = None) -> str:
         """Everything that decides a checkpoint besides its data (the checkpoint folder is keyed by it). Where the
-        student's HF copy is kept decides nothing: moving DSC_HOME must not retrain."""
-        return json.dumps(self.model_dump(mode="json", exclude={"model_cache_dir"}), sort_keys=True)
+        student's HF copy is kept decides nothing: moving DSC_HOME must not retrain. With ``method``, the settings
+        only other trainings read are left out (``METHOD_SETTINGS``): a new ``dpo_beta`` retrains DPO, not SFT."""
+        settings = self.model_dump(mode="json", exclude={"model_cache_dir"})
+        if method == "export":
+            settings = {k: settings[k] for k in EXPORT_SETTINGS}
+        elif method is not None:
+            own = set(METHOD_SETTINGS[method])
+            settings = {k: v for k, v in settings.items() if k not in _METHOD_SPECIFIC or k in own}
+        return json.dumps(settings, sort_keys=True)
 
     def base_dir(self) -> Path:
         if self._base is None:
@@ -255,7 +283,7 @@ class LoRATrainer(dg.ConfigurableResource):
             model=model, args=DPOConfig(**self._common_args(output_dir), beta=self.dpo_beta), train_dataset=dataset,
             processing_class=tokenizer, peft_config=self._lora(), data_collator=collator_class(
                 pad_token_id=tokenizer.pad_token_id, max_length=self.max_length),
-            dsc_loss=loss, dlma_gamma=self.dlma_gamma,
+            dsc_loss=loss, dlma_gamma=self.dlma_gamma, sft_weight=self.dpo_sft_weight,
         )
         trainer.train()
         return self._finish(trainer, tokenizer, output_dir, started, len(dataset))
