@@ -86,13 +86,29 @@ GUARDS = {"on_topic": on_topic, "degenerate": lambda prompt, answer: degenerate(
           "refusal": lambda prompt, answer: refusal(answer), "place_kept": place_kept}
 
 
+# The guards that say an answer does its job (the others count evasions): the evaluation compares these with the
+# base prompt by prompt, with an interval, so "not worse" is a measurement rather than a reading of two rates.
+JOB_GUARDS = ("on_topic", "place_kept")
+
+
+def guard_values(prompts: list[str], answers: list[str]) -> dict[str, np.ndarray]:
+    """Each guard on each answer: 1.0 holds, 0.0 does not, NaN where it does not apply."""
+    return {name: np.array([check(p, a) for p, a in zip(prompts, answers)], dtype=float) for name, check in GUARDS.items()}
+
+
 def guard_rates(prompts: list[str], answers: list[str]) -> dict[str, float]:
     """Share of answers for which each guard holds (``<guard>_rate``)."""
     if not answers:
         return {f"{name}_rate": float("nan") for name in GUARDS}
     rates = {}
-    for name, check in GUARDS.items():
-        held = np.array([check(p, a) for p, a in zip(prompts, answers)], dtype=float)
+    for name, held in guard_values(prompts, answers).items():
         counted = held[~np.isnan(held)]
         rates[f"{name}_rate"] = float(counted.mean()) if len(counted) else float("nan")
     return rates
+
+
+def per_prompt(values: np.ndarray, samples: int) -> np.ndarray:
+    """Sample-major values (samples x prompts, flattened) to one mean per prompt, NaN where none applies."""
+    grid = values.reshape(samples, -1)
+    counted = (~np.isnan(grid)).sum(axis=0)
+    return np.where(counted > 0, np.nansum(grid, axis=0) / np.maximum(counted, 1), np.nan)

@@ -12,7 +12,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from dsc_assets.guards import guard_rates
+from dsc_assets.guards import JOB_GUARDS, guard_rates, guard_values, per_prompt
 from dsc_assets.assets import partition_task, version_metadata, system_message, user_message, sampling_params
 from dsc_assets.versions import stage
 from dsc_assets.plots import line_plot
@@ -150,6 +150,17 @@ def evaluation_table(rewards_by_model: dict[str, np.ndarray], seed: int = 0) -> 
     return pd.DataFrame(rows)
 
 
+def guard_difference(model: np.ndarray, base: np.ndarray, seed: int) -> str:
+    """Mean per-prompt difference of a guard's rate from the base's, with its 95% bootstrap interval, over the
+    prompts where the guard applies ("" where it applies to none)."""
+    both = ~np.isnan(model) & ~np.isnan(base)
+    if not both.any():
+        return ""
+    differences = model[both] - base[both]
+    low, high = bootstrap_ci(differences, seed=seed)
+    return f"{differences.mean():+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
 def exported_base(trainer: LoRATrainer, settings: DscSettings, student: LlamaCppLLM) -> LlamaCppLLM:
     """The untrained student passed through the checkpoints' export path (dequantized, fine-tuned weights written
     in F16): the base every checkpoint is compared with, so export precision is not mistaken for training."""
@@ -161,7 +172,7 @@ def exported_base(trainer: LoRATrainer, settings: DscSettings, student: LlamaCpp
                        n_ctx=student.n_ctx, n_threads=student.n_threads, batch_size=student.batch_size)
 
 
-@stage(group="evaluation", layer="training", revision=2, reads=("task.system_prompt", "sampling", "task.scorer", "scorer_model",
+@stage(group="evaluation", layer="training", revision=3, reads=("task.system_prompt", "sampling", "task.scorer", "scorer_model",
                                                        "task.acceptance.seed", "student", "trainer.export",
                                                        "eval_samples_per_prompt"))
 def evaluation(
@@ -205,7 +216,7 @@ def evaluation(
         elif len(checkpoint):
             context.log.warning(f"{task.name}: {checkpoint['method'].iloc[0]} not evaluated ({checkpoint['status'].iloc[0]})")
     samples, prompts = settings.eval_samples_per_prompt, test["prompt"].tolist()
-    answers, rewards_by_model, guards = {}, {}, {}
+    answers, rewards_by_model, guards, job = {}, {}, {}, {}
     for name, llm in variants.items():
         # k = 0 is the single-sample evaluation's own request; more seeds average out sampling noise per prompt
         per_sample = [[g.text for g in llm.chat_many(requests, params.model_copy(update={"seed": params.seed + k}))]
@@ -214,6 +225,8 @@ def evaluation(
         scores = np.asarray([scorer.score(prompts, texts) for texts in per_sample], dtype=float).reshape(samples, -1)
         rewards_by_model[name] = scores.mean(axis=0)  # one value per prompt: the bootstrap resamples prompts
         guards[name] = guard_rates(prompts * samples, answers[name])
+        values = guard_values(prompts * samples, answers[name])
+        job[name] = {guard: per_prompt(values[guard], samples) for guard in JOB_GUARDS}
     table = evaluation_table(rewards_by_model, seed=task.spec.acceptance.seed)
     if {"almost_sft", "almost_rl"} <= set(rewards_by_model):
         rl_vs_sft = evaluation_table({"base": rewards_by_model["almost_sft"], "almost_rl": rewards_by_model["almost_rl"]},
@@ -229,6 +242,9 @@ def evaluation(
         table["reward_model_score"] = table["model"].map(rm_means)
     for column in next(iter(guards.values())):
         table[column] = table["model"].map({name: rates[column] for name, rates in guards.items()})
+    for guard in JOB_GUARDS:  # the guard against base, paired over prompts: "not worse" is an interval that reaches 0
+        versus = {name: guard_difference(job[name][guard], job["base"][guard], task.spec.acceptance.seed) for name in job}
+        table[f"{guard}_vs_base"] = table["model"].map(versus)
     table.insert(2, "samples_per_prompt", samples)
     table.insert(0, "task", task.name)
     markdown = markdown_table(table.drop(columns=["task"]))

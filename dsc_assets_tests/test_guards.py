@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 from dsc_assets.guards import degenerate, guard_rates, on_topic, place_kept, refusal
 
 REVIEW_PROMPT = "I just walked out of The Godfather and hated it. Write a short, negative review explaining why."
@@ -46,3 +48,18 @@ def test_place_kept_wants_a_place_the_prompt_names():
     assert math.isnan(place_kept(REVIEW_PROMPT, "The Godfather drags."))
     rates = guard_rates([NEWS, NEWS, REVIEW_PROMPT], ["Provo's pastor quit.", "He left.", "The Godfather drags."])
     assert rates["place_kept_rate"] == 0.5  # over the two prompts that name a place
+
+
+def test_a_guard_against_base_is_a_paired_difference_with_an_interval():
+    from dsc_assets.guards import per_prompt
+    from dsc_assets.training import guard_difference
+
+    # 2 samples x 3 prompts, sample-major; the third prompt names no place (NaN) in every sample
+    values = np.array([1.0, 0.0, np.nan, 1.0, 1.0, np.nan])
+    assert per_prompt(values, 2).tolist()[:2] == [1.0, 0.5] and math.isnan(per_prompt(values, 2)[2])
+    base = np.array([1.0, 1.0, 1.0, 1.0])
+    assert guard_difference(base.copy(), base, seed=0) == "+0.000 [+0.000, +0.000]"
+    dropped = np.array([0.0, 0.0, 0.0, 1.0])  # three of four prompts lose the guard
+    text = guard_difference(dropped, base, seed=0)
+    assert text.startswith("-0.750 [-1.000, ") and float(text.split(", ")[1].rstrip("]")) < 0  # excludes 0: worse
+    assert guard_difference(np.array([np.nan]), np.array([1.0]), seed=0) == ""

@@ -72,6 +72,7 @@ PROFILE_SETTINGS: list[tuple[str, object, dict[str, set[str]]]] = [
     # a method's own settings retrain that method alone
     ("trainer.dpo_beta", 0.3, {t: {"dpo_checkpoint", "rdpo_checkpoint", "dlma_checkpoint"} for t in TASKS}),
     ("trainer.dpo_sft_weight", 1.0, {t: {"dpo_checkpoint", "rdpo_checkpoint", "dlma_checkpoint"} for t in TASKS}),
+    ("trainer.dpo_learning_rate", 5e-5, {t: {"dpo_checkpoint", "rdpo_checkpoint", "dlma_checkpoint"} for t in TASKS}),
     ("trainer.rdpo_tau", 0.5, {t: {"rdpo_checkpoint"} for t in TASKS}),
     ("trainer.dlma_gamma", 0.5, {t: {"dlma_checkpoint"} for t in TASKS}),
     ("trainer.sft_completion_only", False, {t: {"sft_checkpoint", "almost_sft_checkpoint"} for t in TASKS}),
