@@ -5,10 +5,12 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from dsc_assets.acceptance import metropolis_hastings, uniform_draw
 from dsc_assets.assets import ChainMessages, version_metadata, partition_task, system_message, user_message, generate_step, sampling_params
+from dsc_assets.guards import GUARDS
 from dsc_assets.versions import stage
 from dsc_assets.plots import reward_histogram
 from dsc_assets.tasks import Task
@@ -117,7 +119,7 @@ def accepted_samples(context: dg.AssetExecutionContext, reward_scores: pd.DataFr
     )
 
 
-@stage(group="rewards", revision=2)
+@stage(group="rewards", revision=2, reads=("task.pair_guards",))
 def preference_pairs(context: dg.AssetExecutionContext, accepted_samples: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     """Preference pairs from the chain: chosen = accepted revision, rejected = its draft, with both rewards and the
     margin (rDPO's soft label is computed from these at training time). A pair states a preference only where the
@@ -133,6 +135,13 @@ def preference_pairs(context: dg.AssetExecutionContext, accepted_samples: pd.Dat
     # gain (privacy's integer PII counts: 25 of 54 pairs; the reference code's pairs are "strictly improves").
     no_margin = (accepted["sample_reward"] - accepted["draft_reward"]) <= 0
     accepted = accepted[~no_margin]
+    lost = pd.Series(False, index=accepted.index)
+    for name in task.spec.pair_guards:  # the chosen answer fails a guard its rejected passes: no clean preference
+        check = GUARDS[name]
+        chosen = np.array([float(check(p, a)) for p, a in zip(accepted["prompt"], accepted["sample"])])
+        rejected = np.array([float(check(p, a)) for p, a in zip(accepted["prompt"], accepted["draft"])])
+        lost |= (rejected == 1.0) & (chosen == 0.0)
+    accepted = accepted[~lost]
     df = pd.DataFrame({
         "task": task.name, "prompt_id": accepted["prompt_id"], "prompt": accepted["prompt"],
         "chosen": accepted["sample"], "rejected": accepted["draft"],
@@ -143,7 +152,8 @@ def preference_pairs(context: dg.AssetExecutionContext, accepted_samples: pd.Dat
         context, task,
         df, {"mean_margin": dg.MetadataValue.float(round(float(df["margin"].mean()), 4) if len(df) else 0.0),
              "dropped_unchanged": dg.MetadataValue.int(int(unchanged.sum())),
-             "dropped_no_margin": dg.MetadataValue.int(int(no_margin.sum()))},
+             "dropped_no_margin": dg.MetadataValue.int(int(no_margin.sum())),
+             "dropped_by_guard": dg.MetadataValue.int(int(lost.sum()))},
         ["prompt_id", "margin", "chosen", "rejected"],
     )
 

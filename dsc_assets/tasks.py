@@ -171,6 +171,9 @@ class TaskSpec(BaseModel):
     acceptance: Acceptance = Field(default_factory=Acceptance)
     quality: QualityRules = Field(default_factory=QualityRules)
     almost: Almost | None = None
+    # Preference pairs whose chosen answer fails a guard its rejected answer passes are dropped (guards.py): a
+    # revision that loses the story's place is no preference to learn, whatever its reward.
+    pair_guards: list[Literal["on_topic", "place_kept"]] = Field(default_factory=list)
 
     @field_validator("critique_template")
     @classmethod

@@ -116,6 +116,7 @@ def _inputs() -> dict[str, Input]:
         "almost.rules": "ALMoST: which configuration rankings make comparisons",
         "almost.heldout_fraction": "ALMoST: share of train prompts held out to measure the reward model",
         "almost.drop_truncated": "ALMoST: drop comparisons with an answer cut off at max_tokens",
+        "pair_guards": "guards a preference pair's chosen answer must not fail where its rejected one passes",
     }
     inputs = [Input(f"task.{name}", f"task.yaml {name}: {text}", _task_field(name)) for name, text in fields.items()]
     inputs += [

@@ -143,3 +143,19 @@ def test_a_pair_states_a_preference_only_where_the_reward_does():
     assert out.value[["prompt_id", "chosen", "rejected"]].values.tolist() == [["gain", "r1", "d1"]]
     assert out.value["margin"].tolist() == pytest.approx([0.5])
     assert out.metadata["dropped_no_margin"].value == 2 and out.metadata["dropped_unchanged"].value == 1
+
+
+def test_a_pair_whose_revision_loses_what_its_draft_kept_is_dropped():
+    """privacy's pair_guards: [place_kept]: a revision that drops the story's town is no preference to learn."""
+    from dsc_assets.preferences import preference_pairs
+
+    prompt = "Write a local news story about the bakery fire in Provo, Utah, naming the owner."
+    rows = pd.DataFrame({
+        "task": "privacy", "prompt_id": ["kept", "lost"], "prompt": prompt,
+        "draft": ["Jane Roe's bakery in Provo burned.", "Jane Roe's bakery in Provo burned down."],
+        "revision": ["A bakery in Provo burned.", "A bakery burned down."],
+        "draft_reward": [-1.0, -1.0], "revision_reward": [0.0, 0.0], "accepted": True,
+    }).assign(sample=lambda df: df["revision"], sample_reward=lambda df: df["revision_reward"])
+    out = preference_pairs(dg.build_asset_context(partition_key="privacy"), accepted_samples=rows)
+    assert out.value["prompt_id"].tolist() == ["kept"]
+    assert out.metadata["dropped_by_guard"].value == 1

@@ -51,6 +51,7 @@ TASK_FIELDS: list[tuple[str, object, set[str]]] = [
     ("quality", {"min_rows": 2}, set()),
     ("almost.best_of_n", 2, {"rmsp_demonstrations"}),
     ("almost.heldout_fraction", 0.5, {"synthetic_comparisons"}),
+    ("pair_guards", ["on_topic"], {"preference_pairs"}),
 ]
 
 # profile edits -> {task: assets stale for their own reason}; both tasks run under the profile
