@@ -58,36 +58,40 @@ class ChatHandler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     def do_POST(self):
+        # A request is in flight from its arrival until its answer is ready, and no longer: counted out *before* the
+        # answer is written, since the client may send its next request the moment it reads this one's answer (under
+        # load, counting out after the write saw 4 in flight from a client that never had more than 3).
         with self.server.lock:
             self.server.in_flight += 1
             self.server.max_in_flight = max(self.server.max_in_flight, self.server.in_flight)
         try:
-            self._answer()
+            status, body = self._answer()
         finally:
             with self.server.lock:
                 self.server.in_flight -= 1
+        self._send(status, body)
 
-    def _answer(self):
+    def _answer(self) -> tuple[int, dict]:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with self.server.lock:
             self.server.requests += 1
             fault = self.server.faults.pop(0) if self.server.faults else None
         if self.path != "/v1/chat/completions":
-            return self._send(404, {"error": "not found"})
+            return 404, {"error": "not found"}
         if fault in ("stall", "slow"):
             time.sleep(self.server.stall_s if fault == "stall" else self.server.slow_s)
         if fault == "error":
-            return self._send(503, {"error": "overloaded"})
+            return 503, {"error": "overloaded"}
         params = SamplingParams(temperature=body["temperature"], top_p=body["top_p"], max_tokens=body["max_tokens"],
                                 seed=body["seed"])
         with self.server.lock:
             generation = self.server.engine._chat(body["messages"], params)
-        self._send(200, {
+        return 200, {
             "object": "chat.completion", "model": body["model"],
             "choices": [{"index": 0, "message": {"role": "assistant", "content": generation.text},
                          "finish_reason": generation.finish_reason}],
             "usage": {"prompt_tokens": generation.prompt_tokens, "completion_tokens": generation.completion_tokens},
-        })
+        }
 
 
 @pytest.fixture(scope="module")
