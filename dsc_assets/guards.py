@@ -98,10 +98,13 @@ def guard_values(prompts: list[str], answers: list[str]) -> dict[str, np.ndarray
 
 def guard_rates(prompts: list[str], answers: list[str]) -> dict[str, float]:
     """Share of answers for which each guard holds (``<guard>_rate``)."""
-    if not answers:
-        return {f"{name}_rate": float("nan") for name in GUARDS}
+    return rates_of(guard_values(prompts, answers))
+
+
+def rates_of(values: dict[str, np.ndarray]) -> dict[str, float]:
+    """``<guard>_rate`` from ``guard_values``: the share that holds, over the answers where the guard applies."""
     rates = {}
-    for name, held in guard_values(prompts, answers).items():
+    for name, held in values.items():
         counted = held[~np.isnan(held)]
         rates[f"{name}_rate"] = float(counted.mean()) if len(counted) else float("nan")
     return rates

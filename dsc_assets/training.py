@@ -12,7 +12,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from dsc_assets.guards import JOB_GUARDS, guard_rates, guard_values, per_prompt
+from dsc_assets.guards import JOB_GUARDS, guard_values, per_prompt, rates_of
 from dsc_assets.assets import partition_task, version_metadata, system_message, user_message, sampling_params
 from dsc_assets.versions import stage
 from dsc_assets.plots import line_plot
@@ -93,7 +93,7 @@ def _train(
         "train_seconds": dg.MetadataValue.float(summary["seconds"]),
         "train_rows": dg.MetadataValue.int(len(records)),
         "data_hash": dg.MetadataValue.text(data_hash),
-        "trainer": dg.MetadataValue.json(json.loads(trainer.settings_identity(method))),
+        "trainer": dg.MetadataValue.json(trainer.method_settings(method)),
         **versions,
     }
     if losses:
@@ -224,8 +224,8 @@ def evaluation(
         answers[name] = [text for texts in per_sample for text in texts]  # sample-major: the first len(test) are k=0
         scores = np.asarray([scorer.score(prompts, texts) for texts in per_sample], dtype=float).reshape(samples, -1)
         rewards_by_model[name] = scores.mean(axis=0)  # one value per prompt: the bootstrap resamples prompts
-        guards[name] = guard_rates(prompts * samples, answers[name])
-        values = guard_values(prompts * samples, answers[name])
+        values = guard_values(prompts * samples, answers[name])  # every guard once per answer
+        guards[name] = rates_of(values)
         job[name] = {guard: per_prompt(values[guard], samples) for guard in JOB_GUARDS}
     table = evaluation_table(rewards_by_model, seed=task.spec.acceptance.seed)
     if {"almost_sft", "almost_rl"} <= set(rewards_by_model):

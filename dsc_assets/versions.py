@@ -86,7 +86,7 @@ def _trainer(method: str) -> Callable[[Task, Environment], Any]:
         trainer = env.trainer
         # where files live is no setting; the base model goes by content, not by name; other methods' settings are
         # not this checkpoint's (METHOD_SETTINGS)
-        settings = {k: v for k, v in json.loads(trainer.settings_identity(method)).items() if k != "base_model"}
+        settings = {k: v for k, v in trainer.method_settings(method).items() if k != "base_model"}
         return {"settings": settings, "base_model": _gguf_sha(env, trainer.base_model, trainer.model_cache_dir)}
 
     return value

@@ -187,17 +187,21 @@ class LoRATrainer(dg.ConfigurableResource):
 
     _base: Path | None = PrivateAttr(default=None)
 
-    def settings_identity(self, method: str | None = None) -> str:
-        """Everything that decides a checkpoint besides its data (the checkpoint folder is keyed by it). Where the
-        student's HF copy is kept decides nothing: moving DSC_HOME must not retrain. With ``method``, the settings
-        only other trainings read are left out (``METHOD_SETTINGS``): a new ``dpo_beta`` retrains DPO, not SFT."""
+    def method_settings(self, method: str | None = None) -> dict[str, Any]:
+        """Everything that decides a checkpoint besides its data. Where the student's HF copy is kept decides nothing:
+        moving DSC_HOME must not retrain. With ``method``, the settings only other trainings read are left out
+        (``METHOD_SETTINGS``): a new ``dpo_beta`` retrains DPO, not SFT; ``export`` is the untrained base's."""
         settings = self.model_dump(mode="json", exclude={"model_cache_dir"})
         if method == "export":
-            settings = {k: settings[k] for k in EXPORT_SETTINGS}
-        elif method is not None:
+            return {k: settings[k] for k in EXPORT_SETTINGS}
+        if method is not None:
             own = set(METHOD_SETTINGS[method])
             settings = {k: v for k, v in settings.items() if k not in _METHOD_SPECIFIC or k in own}
-        return json.dumps(settings, sort_keys=True)
+        return settings
+
+    def settings_identity(self, method: str | None = None) -> str:
+        """``method_settings`` as canonical JSON: the checkpoint folder is keyed by it."""
+        return json.dumps(self.method_settings(method), sort_keys=True)
 
     def base_dir(self) -> Path:
         if self._base is None:
