@@ -154,6 +154,25 @@ class Almost(BaseModel):
     drop_truncated: bool = Field(True, description="drop comparisons with an answer cut off at max_tokens")
 
 
+class PreferenceTraining(BaseModel):
+    """``trainer:`` in ``task.yaml``: this task's settings of the preference losses (DPO, rDPO, DLMA), over the
+    profile's. Only settings no other training reads: SFT, ALMoST and the exported base stay the profile's, so one
+    task's override retrains that task's preference checkpoints and nothing else (``METHOD_SETTINGS``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dpo_beta: float | None = Field(None, gt=0)
+    dpo_learning_rate: float | None = Field(None, gt=0, description="null: the profile's learning_rate")
+    dpo_sft_weight: float | None = Field(None, ge=0)
+    rdpo_tau: float | None = Field(None, gt=0)
+    dlma_gamma: float | None = None
+
+    def overrides(self) -> dict[str, Any]:
+        """The settings this task sets (an explicit ``dpo_learning_rate: null`` means SFT's rate, so unset fields are
+        left out rather than ``None`` ones)."""
+        return self.model_dump(exclude_unset=True)
+
+
 class TaskSpec(BaseModel):
     """The contents of ``task.yaml``."""
 
@@ -174,6 +193,9 @@ class TaskSpec(BaseModel):
     # Preference pairs whose chosen answer fails a guard its rejected answer passes are dropped (guards.py): a
     # revision that loses the story's place is no preference to learn, whatever its reward.
     pair_guards: list[Literal["on_topic", "place_kept"]] = Field(default_factory=list)
+    # The preference losses' settings for this task, over the profile's trainer (tasks differ in how far DPO can
+    # push before an answer stops doing its job).
+    trainer: PreferenceTraining = Field(default_factory=PreferenceTraining)
 
     @field_validator("critique_template")
     @classmethod
@@ -214,6 +236,9 @@ FIELD_HINTS = {
     "acceptance": "a mapping with temperature, seed, min_rate, max_rate",
     "almost": "a mapping with demonstrations (a list of {prompt, response}), best_of_n, rules (prompt, size, "
     "both), heldout_fraction, drop_truncated",
+    "pair_guards": "a list of guards: on_topic, place_kept",
+    "trainer": "a mapping of preference-training settings: dpo_beta, dpo_learning_rate, dpo_sft_weight, rdpo_tau, "
+    "dlma_gamma",
     "quality": "a mapping of quality thresholds: min_rows, min_chars, max_chars, max_repetition, max_echo, "
     "max_source_echo, max_unchanged_rate, max_template_echo, max_duplicate_rate, mostly",
 }

@@ -47,7 +47,9 @@ def _train(
     from datasets import Dataset
 
     task = context.partition_key
-    versions = version_metadata(context, partition_task(context))
+    task_files = partition_task(context)
+    versions = version_metadata(context, task_files)
+    trainer = trainer.with_overrides(task_files.spec.trainer.overrides())  # task.yaml trainer: (preference losses only)
     data_hash = content_hash(records, length=16)
     version = content_hash(method, data_hash, trainer.settings_identity(method), length=16)
     folder = settings.artifact_path("checkpoints", method, task, version)

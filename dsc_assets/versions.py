@@ -83,7 +83,7 @@ def _scorer(task: Task, env: Environment) -> Any:
 
 def _trainer(method: str) -> Callable[[Task, Environment], Any]:
     def value(task: Task, env: Environment) -> Any:
-        trainer = env.trainer
+        trainer = env.trainer.with_overrides(task.spec.trainer.overrides())  # the task's preference settings
         # where files live is no setting; the base model goes by content, not by name; other methods' settings are
         # not this checkpoint's (METHOD_SETTINGS)
         settings = {k: v for k, v in trainer.method_settings(method).items() if k != "base_model"}
@@ -118,6 +118,7 @@ def _inputs() -> dict[str, Input]:
         "almost.drop_truncated": "ALMoST: drop comparisons with an answer cut off at max_tokens",
         "pair_guards": "guards a preference pair's chosen answer must not fail where its rejected one passes",
     }
+    # task.yaml trainer: is read through trainer.<method> (the task's settings over the profile's), not on its own
     inputs = [Input(f"task.{name}", f"task.yaml {name}: {text}", _task_field(name)) for name, text in fields.items()]
     inputs += [
         Input("prompts_file", "the bytes of the task's prompts.jsonl", lambda t, e: t.prompts_file_version),

@@ -52,6 +52,9 @@ TASK_FIELDS: list[tuple[str, object, set[str]]] = [
     ("almost.best_of_n", 2, {"rmsp_demonstrations"}),
     ("almost.heldout_fraction", 0.5, {"synthetic_comparisons"}),
     ("pair_guards", ["on_topic"], {"preference_pairs"}),
+    # a task's preference settings retrain that task's preference checkpoints (the profile's would retrain every task's)
+    ("trainer.dpo_learning_rate", 5e-5, {"dpo_checkpoint", "rdpo_checkpoint", "dlma_checkpoint"}),
+    ("trainer.rdpo_tau", 0.5, {"rdpo_checkpoint"}),
 ]
 
 # profile edits -> {task: assets stale for their own reason}; both tasks run under the profile

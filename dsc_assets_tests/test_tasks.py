@@ -126,3 +126,29 @@ def test_missing_files(tmp_path):
         load_task("demo", tmp_path)
     with pytest.raises(TaskError, match="no such task folder"):
         load_task("nope", tmp_path)
+
+
+def test_trainer_block_sets_only_the_preference_losses_settings(tmp_path):
+    minimal = ("description: d\nsystem_prompt: s\ncritique_template: '{response}'\n"
+               "revision_template: '{response} {critique}'\n")
+    _write_task(tmp_path, task_yaml=minimal + "trainer:\n  dpo_learning_rate: 5.0e-5\n  dpo_beta: 0.2\n")
+    assert load_task("demo", tmp_path).spec.trainer.overrides() == {"dpo_learning_rate": 5e-5, "dpo_beta": 0.2}
+    _write_task(tmp_path, task_yaml=minimal + "trainer:\n  dpo_learning_rate: null\n")  # explicit: SFT's rate
+    assert load_task("demo", tmp_path).spec.trainer.overrides() == {"dpo_learning_rate": None}
+    message = _error(tmp_path, task_yaml=minimal + "trainer:\n  learning_rate: 1.0e-4\n")
+    assert "field 'trainer.learning_rate' is not a task setting" in message  # SFT's: the profile's alone
+    message = _error(tmp_path, task_yaml=minimal + "trainer:\n  dpo_beta: -1\n")
+    assert "field 'trainer.dpo_beta'" in message and "dpo_learning_rate, dpo_sft_weight" in message
+
+
+def test_a_tasks_trainer_block_changes_only_its_preference_checkpoints_identity():
+    from resources.trainer import LoRATrainer
+
+    profile = LoRATrainer(dpo_sft_weight=1.0)
+    task = profile.with_overrides({"dpo_learning_rate": 5e-5})
+    assert profile.with_overrides({}) is profile
+    assert task.method_settings("dpo")["dpo_learning_rate"] == 5e-5 and task.dpo_sft_weight == 1.0  # the rest kept
+    for method in ("dpo", "rdpo", "dlma"):
+        assert task.settings_identity(method) != profile.settings_identity(method)
+    for method in ("sft", "almost_sft", "reward_model", "export"):
+        assert task.settings_identity(method) == profile.settings_identity(method)

@@ -199,6 +199,12 @@ class LoRATrainer(dg.ConfigurableResource):
             settings = {k: v for k, v in settings.items() if k not in _METHOD_SPECIFIC or k in own}
         return settings
 
+    def with_overrides(self, overrides: dict[str, Any]) -> "LoRATrainer":
+        """This trainer with some settings replaced (a task's ``trainer:`` block); itself when there are none."""
+        if not overrides:
+            return self
+        return type(self)(**{**self.model_dump(), **overrides})
+
     def settings_identity(self, method: str | None = None) -> str:
         """``method_settings`` as canonical JSON: the checkpoint folder is keyed by it."""
         return json.dumps(self.method_settings(method), sort_keys=True)
