@@ -27,7 +27,7 @@ import dagster as dg
 
 from dsc_assets.errors import explained
 from dsc_assets.partitions import task_partitions
-from dsc_assets.tasks import Task, TaskError, load_task, task_names
+from dsc_assets.tasks import PreferenceTraining, Task, TaskError, load_task, task_names
 from resources.hashing import content_hash
 from resources.settings import METHODS
 from resources.trainer import METHOD_SETTINGS
@@ -138,8 +138,12 @@ def _inputs() -> dict[str, Input]:
         Input("student", "profile: the student model by content (evaluated as the base)",
               lambda t, e: e.memo(("student",), e.student.model_identity)),
     ]
-    inputs += [Input(f"trainer.{m}", f"profile: the trainer settings {m} reads and the student it starts from (by content)",
-                     _trainer(m)) for m in (*METHOD_SETTINGS, "export")]
+    def source(method: str) -> str:  # where a person changes what trainer.<method> reads
+        task_settable = set(METHOD_SETTINGS.get(method, ())) & set(PreferenceTraining.model_fields)
+        return "profile or task.yaml trainer" if task_settable else "profile"
+
+    inputs += [Input(f"trainer.{m}", f"{source(m)}: the trainer settings {m} reads and the student it starts from (by "
+                     "content)", _trainer(m)) for m in (*METHOD_SETTINGS, "export")]
     inputs += [Input(f"methods.{m}", f"profile: whether methods lists {m} (off: its assets write no rows)",
                      lambda t, e, m=m: OMIT if e.settings.builds(m) else "off") for m in METHODS]
     return {i.name: i for i in inputs}

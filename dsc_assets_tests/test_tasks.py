@@ -141,6 +141,18 @@ def test_trainer_block_sets_only_the_preference_losses_settings(tmp_path):
     assert "field 'trainer.dpo_beta'" in message and "dpo_learning_rate, dpo_sft_weight" in message
 
 
+def test_the_trainer_block_names_exactly_the_preference_checkpoints_own_settings():
+    """PreferenceTraining repeats LoRATrainer's preference settings (with stricter ranges): a setting added to the
+    preference methods (METHOD_SETTINGS) must be settable per task too, and nothing the other trainings read may be."""
+    from dsc_assets.tasks import PreferenceTraining
+    from resources.trainer import METHOD_SETTINGS, LoRATrainer
+
+    own = {name for method in ("dpo", "rdpo", "dlma") for name in METHOD_SETTINGS[method]}
+    shared = {name for method, names in METHOD_SETTINGS.items() if method not in ("dpo", "rdpo", "dlma") for name in names}
+    assert set(PreferenceTraining.model_fields) == own - shared
+    assert set(PreferenceTraining.model_fields) <= set(LoRATrainer.model_fields)
+
+
 def test_a_tasks_trainer_block_changes_only_its_preference_checkpoints_identity():
     from resources.trainer import LoRATrainer
 
