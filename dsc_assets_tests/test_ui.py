@@ -91,8 +91,10 @@ def test_materialize_button_and_backfill_in_a_real_browser(tmp_path):
                     ("privacy", "SUCCESS"), ("sentiment", "SUCCESS"), ("sentiment", "SUCCESS"), ("sycophancy", "SUCCESS")]
 
                 page.goto(f"http://127.0.0.1:{port}/assets/reward_scores?view=events&partition=sentiment")
-                page.get_by_text("histogram").first.wait_for(timeout=60_000)
-                assert page.get_by_text("preview").count() and page.get_by_text("prompt_id").count()
+                # the event's metadata renders piece by piece: wait for each (counting right after the histogram
+                # appeared once found the preview table not yet drawn, CI at ff1dc17)
+                for text in ("histogram", "preview", "prompt_id"):
+                    page.get_by_text(text).first.wait_for(timeout=60_000)
                 page.goto(f"http://127.0.0.1:{port}/assets/drafts?view=events&partition=sycophancy")
                 page.get_by_text("preview").first.wait_for(timeout=60_000)
             except Exception:
