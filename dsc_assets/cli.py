@@ -5,7 +5,7 @@
     dsc refresh [--tasks ...]                             rebuild only what is stale, until nothing is
     dsc gate --partition sentiment [--check-only]         quality gate: failed expectations, exit 1 on failure
     dsc doctor [--profile test] [--force]                 can llama.cpp generate on this CPU? (child-process probe)
-    dsc report [--profile study] [--tasks ...] [--out DIR] a finished run's study report per task (report.py)
+    dsc report [--profile study] [--tasks ...] [--prompts IDS]  a finished run's study report per task (report.py)
 
 Before anything runs, `run`, `plan`, `gate` and `refresh` check what can be known without a model call (task files,
 scorers, models, prompt lengths against n_ctx, DuckDB locks; see preflight.py). Errors print their root cause on the
@@ -154,7 +154,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     import duckdb
 
     from dsc_assets.profiles import PROJECT_ROOT, dsc_home, load_profile, profile_file
-    from dsc_assets.report import ReportError, consistency_problems, provenance, write_report
+    from dsc_assets.report import ReportError, consistency_problems, prompt_selection, provenance, write_report
+
+    if args.prompts is not None:
+        try:
+            prompt_selection(args.prompts)
+        except ValueError as error:
+            print(f"dsc report: {error}", file=sys.stderr)
+            return 2
 
     tasks = _task_list(args.tasks, load_profile().tasks)
     path = profile_file()
@@ -182,7 +189,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             problems = consistency_problems(con, task, path)
             runs = provenance(instance, task) if instance is not None else None
             try:
-                print(f"dsc report: {task}: wrote {write_report(task, con, path, out, problems, runs)}")
+                written = write_report(task, con, path, out, problems, runs, prompt_subset=args.prompts)
+                print(f"dsc report: {task}: wrote {written}")
             except ReportError as error:
                 print(f"dsc report: {error}; nothing written", file=sys.stderr)
                 failed.append(task)
@@ -494,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--tasks", help="comma-separated task names (default: the profile's list)")
     report.add_argument("--profile", help="profile name or YAML path")
     report.add_argument("--out", help="output folder (default: reports/<profile name>)")
+    report.add_argument("--prompts", help="also recompute the evaluation over these test prompts alone: comma-separated "
+                                          "ids and inclusive ranges first..last (e.g. privacy-121..privacy-216)")
     report.set_defaults(func=cmd_report)
 
     args = parser.parse_args(argv)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import math
 from pathlib import Path
+from typing import Callable
 
 import duckdb
 import pandas as pd
@@ -178,11 +179,51 @@ def effects_plot(evaluation: pd.DataFrame, path: Path, title: str) -> None:
     figure.savefig(path, format="png", dpi=100, bbox_inches="tight")
 
 
+def prompt_selection(spec: str) -> Callable[[str], bool]:
+    """``--prompts``: comma-separated prompt ids and inclusive ranges ``first..last`` (ids compare as strings, so
+    ``privacy-121..privacy-216`` is the zero-padded run between them). ValueError on an empty spec or range end."""
+    singles, ranges = set(), []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        if ".." in part:
+            first, _, last = (x.strip() for x in part.partition(".."))
+            if not first or not last:
+                raise ValueError(f"--prompts: range {part!r} needs both ends (first..last)")
+            ranges.append((first, last))
+        else:
+            singles.add(part)
+    if not singles and not ranges:
+        raise ValueError("--prompts: no prompt id given")
+    return lambda prompt_id: prompt_id in singles or any(a <= prompt_id <= b for a, b in ranges)
+
+
+def subset_section(task: str, evaluation: pd.DataFrame, spec: str) -> list[str]:
+    """The report's section for ``--prompts``: the evaluation recomputed over those test prompts only."""
+    from dsc_assets.tasks import load_task
+    from dsc_assets.training import subset_table
+
+    try:
+        table = subset_table(evaluation, prompt_selection(spec), seed=load_task(task).spec.acceptance.seed)
+    except ValueError as error:
+        raise ReportError(f"task '{task}': --prompts {spec}: {error}") from error
+    heading = ["## Test prompts " + spec, ""]
+    if table.empty:
+        return heading + [f"No test prompt of this task matches `{spec}`.", ""]
+    verdicts = [f"{row.model}: {interval_verdict(row.ci95_low, row.ci95_high)}"
+                for row in table.itertuples() if row.model != "base"]
+    return heading + [f"The evaluation above recomputed over the {int(table['prompts'].iloc[0])} test prompts "
+                      f"`{spec}` alone (same answers and scores; differences against `base`, paired over these "
+                      "prompts, 95% bootstrap intervals).", "", markdown_table(table),
+                      f"95% interval of the difference: {'; '.join(verdicts)}.", ""]
+
+
 def write_report(task: str, con: duckdb.DuckDBPyConnection, profile_path: Path, out: Path,
-                 problems: list[str] | None = None, runs: list[dict] | None = None) -> Path:
+                 problems: list[str] | None = None, runs: list[dict] | None = None, prompt_subset: str | None = None) -> Path:
     """Write ``<out>/<task>.md`` and ``<out>/<task>_effects.png`` from the warehouse; ReportError (and nothing
     written) when the task has no prompts or no evaluation. ``problems``: consistency_problems, if the caller has them;
-    ``runs``: the task's provenance rows (None: no Dagster instance to ask)."""
+    ``runs``: the task's provenance rows (None: no Dagster instance to ask); ``prompt_subset``: a ``--prompts`` selection
+    whose own table follows the evaluation's."""
     evaluation = _table(con, "evaluation", task)
     if evaluation is None:
         raise ReportError(f"task '{task}': the warehouse has no evaluation table (materialize `evaluation` first)")
@@ -207,7 +248,7 @@ def write_report(task: str, con: duckdb.DuckDBPyConnection, profile_path: Path, 
     if checkpoints:
         lines += ["## Checkpoints", "", markdown_table(pd.concat(checkpoints, ignore_index=True))]
     columns = [c for c in EVALUATION_COLUMNS if c in evaluation.columns]
-    columns += [c for c in evaluation.columns if c not in columns and c != "task"]  # guards, reward-model score
+    columns += [c for c in evaluation.columns if c not in columns and c not in ("task", "per_prompt")]  # guards, RM score
     verdicts = [f"{row.model}: {interval_verdict(row.ci95_low, row.ci95_high)}"
                 for row in evaluation.itertuples() if row.model != "base"]
     models = set(evaluation["model"])
@@ -216,6 +257,8 @@ def write_report(task: str, con: duckdb.DuckDBPyConnection, profile_path: Path, 
     lines += ["## Evaluation", "", f"Differences are against `base`, paired over prompts, with 95% bootstrap "
               f"intervals{against}.", "", markdown_table(evaluation[columns]),
               f"95% interval of the difference: {'; '.join(verdicts)}.", ""]
+    if prompt_subset:
+        lines += subset_section(task, evaluation, prompt_subset)
     if "base_original" in models:
         lines += ["`base_original` is the null control (the packaged student against its exported copy): its interval "
                   "should contain 0; if it excludes 0, export precision alone moves the reward and no other row is "

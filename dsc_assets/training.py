@@ -152,6 +152,46 @@ def evaluation_table(rewards_by_model: dict[str, np.ndarray], seed: int = 0) -> 
     return pd.DataFrame(rows)
 
 
+# The evaluation table's column of per-prompt results (JSON, one object per model): what a report needs to recompute
+# a row over a subset of the test prompts (`dsc report --prompts`), e.g. prompts added after a setting was chosen.
+PER_PROMPT = "per_prompt"
+
+
+def _number(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)  # full precision: a subset over every prompt is the table
+
+
+def per_prompt_json(prompt_ids: list[str], rewards: np.ndarray, guards: dict[str, np.ndarray]) -> str:
+    """One model's per-prompt results: the sample-mean reward and each job guard's per-prompt rate (null where the
+    guard does not apply), aligned with ``prompt_ids``."""
+    return json.dumps({"prompt_id": list(prompt_ids), "reward": [_number(v) for v in rewards],
+                       **{guard: [_number(v) for v in values] for guard, values in guards.items()}})
+
+
+def subset_table(evaluation: pd.DataFrame, keep: Callable[[str], bool], seed: int = 0) -> pd.DataFrame:
+    """The evaluation's rows recomputed over the test prompts ``keep`` accepts (from the ``per_prompt`` column):
+    prompts, mean reward, difference from ``base`` with its 95% bootstrap interval, win rate, and each job guard
+    against base. Empty when no prompt is kept; ValueError when the table has no per-prompt results."""
+    if PER_PROMPT not in evaluation.columns or evaluation[PER_PROMPT].isna().all():
+        raise ValueError("the evaluation table has no per-prompt results (written before they were recorded): "
+                         "materialize `evaluation` again")
+    parsed = {row.model: json.loads(row.per_prompt) for row in evaluation.itertuples() if isinstance(row.per_prompt, str)}
+    if "base" not in parsed:
+        raise ValueError("the evaluation table has no per-prompt results for `base`")
+    ids = parsed["base"]["prompt_id"]
+    mask = np.array([keep(prompt_id) for prompt_id in ids], dtype=bool)
+    if not mask.any():
+        return pd.DataFrame()
+    as_array = lambda values: np.array([np.nan if v is None else v for v in values], dtype=float)[mask]  # noqa: E731
+    table = evaluation_table({model: as_array(data["reward"]) for model, data in parsed.items()}, seed=seed)
+    for guard in JOB_GUARDS:
+        if guard in parsed["base"]:
+            base = as_array(parsed["base"][guard])
+            table[f"{guard}_vs_base"] = [guard_difference(as_array(parsed[model][guard]), base, seed)
+                                         for model in table["model"]]
+    return table
+
+
 def guard_difference(model: np.ndarray, base: np.ndarray, seed: int) -> str:
     """Mean per-prompt difference of a guard's rate from the base's, with its 95% bootstrap interval, over the
     prompts where the guard applies ("" where it applies to none)."""
@@ -174,7 +214,7 @@ def exported_base(trainer: LoRATrainer, settings: DscSettings, student: LlamaCpp
                        n_ctx=student.n_ctx, n_threads=student.n_threads, batch_size=student.batch_size)
 
 
-@stage(group="evaluation", layer="training", revision=3, reads=("task.system_prompt", "sampling", "task.scorer", "scorer_model",
+@stage(group="evaluation", layer="training", revision=4, reads=("task.system_prompt", "sampling", "task.scorer", "scorer_model",
                                                        "task.acceptance.seed", "student", "trainer.export",
                                                        "eval_samples_per_prompt"))
 def evaluation(
@@ -249,7 +289,9 @@ def evaluation(
         table[f"{guard}_vs_base"] = table["model"].map(versus)
     table.insert(2, "samples_per_prompt", samples)
     table.insert(0, "task", task.name)
-    markdown = markdown_table(table.drop(columns=["task"]))
+    ids = test["prompt_id"].tolist()
+    table[PER_PROMPT] = table["model"].map({name: per_prompt_json(ids, rewards_by_model[name], job[name]) for name in job})
+    markdown = markdown_table(table.drop(columns=["task", PER_PROMPT]))
     report = settings.artifact_path("reports", task.name, "evaluation.md")
     report.parent.mkdir(parents=True, exist_ok=True)
     examples = "".join(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import dagster as dg
 import duckdb
 import pandas as pd
@@ -9,6 +11,8 @@ from datasets import load_from_disk
 
 from dsc_assets.definitions import build_definitions
 from dsc_assets.profiles import load_profile
+from dsc_assets.tasks import load_task
+from dsc_assets.training import subset_table
 from resources import stores
 
 
@@ -47,6 +51,15 @@ def test_full_graph_then_reproducible_evaluation(dsc_home):
     assert sorted(trained) == sorted(checkpoints.loc[checkpoints["status"] == "trained", "method"])
     assert "dlma" in trained  # DLMA pairs exist whenever some self-reward is positive
     assert (evaluation["prompts"] == evaluation.loc["base", "prompts"]).all()
+    # The per-prompt results recompute the table: over every test prompt, the same differences and intervals.
+    test_ids = _table(dsc_home, "raw_prompts").query("split == 'test'")["prompt_id"].tolist()
+    assert json.loads(evaluation.loc["base", "per_prompt"])["prompt_id"] == test_ids
+    seed = load_task("sentiment").spec.acceptance.seed
+    everything = subset_table(evaluation.reset_index(), lambda prompt_id: True, seed=seed).set_index("model")
+    columns = ["prompts", "mean_reward", "difference_vs_base", "ci95_low", "ci95_high", "win_rate_vs_base",
+               "on_topic_vs_base"]
+    models = [m for m in evaluation.index if m != "almost_rl vs almost_sft"]
+    pd.testing.assert_frame_equal(everything.loc[models, columns], evaluation.loc[models, columns], check_dtype=False)
     report = (dsc_home / "artifacts" / "reports" / "sentiment" / "evaluation.md").read_text()
     assert "| model |" in report and "base" in report
 

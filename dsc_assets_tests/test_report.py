@@ -6,12 +6,14 @@ import subprocess
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
 from dsc_assets.cli import main
 from dsc_assets.profiles import PROJECT_ROOT
-from dsc_assets.report import ReportError, interval_verdict, markdown_table, write_report
+from dsc_assets.report import ReportError, interval_verdict, markdown_table, prompt_selection, write_report
+from dsc_assets.training import per_prompt_json
 
 PROFILE = "# a tiny study profile\nmax_prompts_per_task: 3\nmax_eval_prompts_per_task: 2\neval_samples_per_prompt: 3\n"
 
@@ -179,3 +181,57 @@ def test_cli_unknown_profile_is_a_usage_error(dsc_home, monkeypatch, capsys):
     monkeypatch.setenv("DSC_PROFILE", "test")
     assert main(["report", "--profile", "nonesuch"]) == 2
     assert "dsc report: ProfileError: profile 'nonesuch' not found" in capsys.readouterr().err
+
+
+def _with_per_prompt() -> dict[str, pd.DataFrame]:
+    """Four test prompts; sft gains 1, 1, 0.5, 0.3 over base and keeps the topic on all but the third."""
+    ids = ["p4", "p5", "p6", "p7"]
+    results = {"base": ([0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]),
+               "base_original": ([0.1, -0.1, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]),
+               "sft": ([1.0, 1.0, 0.5, 0.3], [1.0, 1.0, 0.0, 1.0])}
+    evaluation = TABLES["evaluation"].copy()
+    evaluation["per_prompt"] = [per_prompt_json(ids, np.array(results[m][0]), {"on_topic": np.array(results[m][1]),
+                                                                                "place_kept": np.full(4, np.nan)})
+                                for m in evaluation["model"]]
+    prompts = pd.DataFrame({"task": "sentiment", "prompt_id": ["p1", "p2", "p3", *ids], "prompt": list("abcdefg"),
+                            "split": ["train"] * 3 + ["test"] * 4})
+    return {**TABLES, "raw_prompts": prompts, "evaluation": evaluation}
+
+
+def test_prompts_option_recomputes_the_evaluation_over_those_prompts(tmp_path, profile_path):
+    con = _warehouse(tmp_path / "w.duckdb", _with_per_prompt())
+    text = write_report("sentiment", con, profile_path, tmp_path / "out", prompt_subset="p6..p7").read_text()
+    section = text.split("## Test prompts p6..p7\n", 1)[1].split("\n## ", 1)[0]
+    assert "over the 2 test prompts `p6..p7` alone" in section
+    # sft: gains 0.5 and 0.3 (mean 0.4, both wins); the topic kept on one of the two where base kept both
+    assert "| sft | 2 | 0.400 | 0.400 | 0.300 | 0.500 | 1.000 | -0.500 [-1.000, +0.000] |" in section
+    assert "| base_original | 2 | 0.000 | 0.000 | 0.000 | 0.000 | 0.500 |" in section
+    assert "base_original: contains 0; sft: excludes 0." in section
+    assert "| per_prompt" not in text and "prompt_id" not in text  # the JSON column stays out of the tables
+    everything = write_report("sentiment", con, profile_path, tmp_path / "all", prompt_subset="p1,p4..p7").read_text()
+    assert "over the 4 test prompts" in everything and "| sft | 4 | 0.700 | 0.700 |" in everything
+    none = write_report("sentiment", con, profile_path, tmp_path / "none", prompt_subset="q1..q9").read_text()
+    assert "No test prompt of this task matches `q1..q9`." in none
+
+
+def test_prompts_option_needs_per_prompt_results(tmp_path, profile_path):
+    """An evaluation written before the per-prompt column: say so, write nothing."""
+    with pytest.raises(ReportError, match="no per-prompt results .* materialize `evaluation` again"):
+        write_report("sentiment", _warehouse(tmp_path / "w.duckdb", TABLES), profile_path, tmp_path / "out",
+                     prompt_subset="p4")
+    assert not (tmp_path / "out").exists()
+
+
+def test_prompt_selection_reads_ids_and_inclusive_ranges():
+    keep = prompt_selection("privacy-121..privacy-216, sentiment-007")
+    assert [keep(i) for i in ("privacy-120", "privacy-121", "privacy-180", "privacy-216", "privacy-217",
+                               "sentiment-007", "sentiment-008")] == [False, True, True, True, False, True, False]
+    for bad in ("", " , ", "a..", "..b"):
+        with pytest.raises(ValueError, match="--prompts"):
+            prompt_selection(bad)
+
+
+def test_cli_bad_prompts_option_is_a_usage_error(dsc_home, monkeypatch, capsys):
+    monkeypatch.setenv("DSC_PROFILE", "test")
+    assert main(["report", "--profile", "test", "--prompts", "privacy-121.."]) == 2
+    assert "dsc report: --prompts: range 'privacy-121..' needs both ends (first..last)" in capsys.readouterr().err
