@@ -240,7 +240,10 @@ def evaluation(
 
     ``base`` is the untrained student served through the same export path as the checkpoints; ``base_original``,
     the packaged quantized student, is the null control: its difference from ``base`` is what export precision
-    alone does, and an interval around it that excludes zero means the comparison is not to be trusted."""
+    alone does, and an interval around it that excludes zero means the comparison is not to be trusted.
+
+    ``per_prompt`` holds each model's per-prompt reward and job-guard rates (JSON), so a report can recompute the
+    table over a subset of the test prompts (``dsc report --prompts``) without a model call."""
     task = partition_task(context)
     test = raw_prompts[raw_prompts["split"] == "test"]
     params = sampling_params(task, settings)
