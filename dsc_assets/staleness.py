@@ -257,7 +257,7 @@ def generation_cost(task: Task, settings: DscSettings, llm: LLMResource) -> dict
                 critique = text
             else:
                 response = text
-        if task.spec.contrastive is not None:
+        if task.spec.contrastive is not None and settings.builds("dlma"):  # off: contrastive_pairs asks nothing
             for affix in (task.spec.contrastive.positive_affix, task.spec.contrastive.negative_affix):
                 ask("contrastive_pairs", chain.contrastive(record.prompt, affix))
     return costs

@@ -42,6 +42,21 @@ def test_switching_a_method_off_moves_only_its_own_versions(tmp_path):
         "almost_responses", "contrastive_pairs", "dpo_checkpoint", "rdpo_checkpoint", "dlma_checkpoint"}
 
 
+def test_plan_counts_no_contrastive_call_when_dlma_is_off(tmp_path):
+    """`dsc plan`'s cost: the study (no DLMA) once counted 128 contrastive calls its run would never make."""
+    from dsc_assets.staleness import generation_cost
+
+    task, profile = load_task("sentiment"), load_profile("test")
+
+    def calls(methods):
+        resources = build_resources(profile.model_copy(update={"methods": methods}), tmp_path)
+        return {asset: cost.calls for asset, cost in generation_cost(task, resources["settings"], resources["llm"]).items()}
+
+    every, no_dlma = calls(list(METHODS)), calls(["sft", "dpo"])
+    assert every["contrastive_pairs"] == 2 * every["drafts"] > 0  # two affixes per train prompt, empty cache
+    assert no_dlma["contrastive_pairs"] == 0 and no_dlma["drafts"] == every["drafts"]
+
+
 def test_checks_of_an_off_branch_want_no_rows():
     task = load_task("sentiment")
     empty = pd.DataFrame(columns=["task", "prompt_id", "prompt", "positive", "negative"])
