@@ -22,6 +22,9 @@ from dsc_assets.versions import git_commit
 CHECKPOINT_TABLES = ["sft_checkpoint", "dpo_checkpoint", "rdpo_checkpoint", "dlma_checkpoint", "almost_sft_checkpoint",
                      "almost_rl_checkpoint"]
 CHECKPOINT_COLUMNS = ["method", "status", "train_rows", "steps", "first_loss", "last_loss", "seconds"]
+# The evaluation table's column of per-prompt results (JSON, one object per model): what a report needs to recompute
+# a row over a subset of the test prompts (`dsc report --prompts`), e.g. prompts added after a setting was chosen.
+PER_PROMPT = "per_prompt"
 EVALUATION_COLUMNS = ["model", "prompts", "samples_per_prompt", "mean_reward", "difference_vs_base", "ci95_low",
                       "ci95_high", "win_rate_vs_base"]
 
@@ -248,7 +251,7 @@ def write_report(task: str, con: duckdb.DuckDBPyConnection, profile_path: Path, 
     if checkpoints:
         lines += ["## Checkpoints", "", markdown_table(pd.concat(checkpoints, ignore_index=True))]
     columns = [c for c in EVALUATION_COLUMNS if c in evaluation.columns]
-    columns += [c for c in evaluation.columns if c not in columns and c not in ("task", "per_prompt")]  # guards, RM score
+    columns += [c for c in evaluation.columns if c not in columns and c not in ("task", PER_PROMPT)]  # guards, RM score
     verdicts = [f"{row.model}: {interval_verdict(row.ci95_low, row.ci95_high)}"
                 for row in evaluation.itertuples() if row.model != "base"]
     models = set(evaluation["model"])

@@ -16,7 +16,7 @@ from dsc_assets.guards import JOB_GUARDS, guard_values, per_prompt, rates_of
 from dsc_assets.assets import partition_task, version_metadata, system_message, user_message, sampling_params
 from dsc_assets.versions import stage
 from dsc_assets.plots import line_plot
-from dsc_assets.report import markdown_table
+from dsc_assets.report import PER_PROMPT, markdown_table
 from dsc_assets.samples import data_version
 from resources.hashing import content_hash
 from resources.llm import LlamaCppLLM
@@ -152,11 +152,6 @@ def evaluation_table(rewards_by_model: dict[str, np.ndarray], seed: int = 0) -> 
     return pd.DataFrame(rows)
 
 
-# The evaluation table's column of per-prompt results (JSON, one object per model): what a report needs to recompute
-# a row over a subset of the test prompts (`dsc report --prompts`), e.g. prompts added after a setting was chosen.
-PER_PROMPT = "per_prompt"
-
-
 def _number(value: float) -> float | None:
     return None if np.isnan(value) else float(value)  # full precision: a subset over every prompt is the table
 
@@ -184,12 +179,18 @@ def subset_table(evaluation: pd.DataFrame, keep: Callable[[str], bool], seed: in
         return pd.DataFrame()
     as_array = lambda values: np.array([np.nan if v is None else v for v in values], dtype=float)[mask]  # noqa: E731
     table = evaluation_table({model: as_array(data["reward"]) for model, data in parsed.items()}, seed=seed)
-    for guard in JOB_GUARDS:
-        if guard in parsed["base"]:
-            base = as_array(parsed["base"][guard])
-            table[f"{guard}_vs_base"] = [guard_difference(as_array(parsed[model][guard]), base, seed)
-                                         for model in table["model"]]
+    guards = {model: {g: as_array(data[g]) for g in JOB_GUARDS if g in data} for model, data in parsed.items()}
+    add_guard_differences(table, guards, seed)
     return table
+
+
+def add_guard_differences(table: pd.DataFrame, guards: dict[str, dict[str, np.ndarray]], seed: int) -> None:
+    """``<guard>_vs_base`` for each job guard ``base`` has: each model's per-prompt guard rates against the base's,
+    paired over prompts ("not worse" is an interval that reaches 0); rows of models without rates stay empty."""
+    for guard in JOB_GUARDS:
+        if guard in guards["base"]:
+            versus = {name: guard_difference(rates[guard], guards["base"][guard], seed) for name, rates in guards.items()}
+            table[f"{guard}_vs_base"] = table["model"].map(versus)
 
 
 def guard_difference(model: np.ndarray, base: np.ndarray, seed: int) -> str:
@@ -287,9 +288,7 @@ def evaluation(
         table["reward_model_score"] = table["model"].map(rm_means)
     for column in next(iter(guards.values())):
         table[column] = table["model"].map({name: rates[column] for name, rates in guards.items()})
-    for guard in JOB_GUARDS:  # the guard against base, paired over prompts: "not worse" is an interval that reaches 0
-        versus = {name: guard_difference(job[name][guard], job["base"][guard], task.spec.acceptance.seed) for name in job}
-        table[f"{guard}_vs_base"] = table["model"].map(versus)
+    add_guard_differences(table, job, task.spec.acceptance.seed)
     table.insert(2, "samples_per_prompt", samples)
     table.insert(0, "task", task.name)
     ids = test["prompt_id"].tolist()
