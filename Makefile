@@ -56,5 +56,5 @@ bench: install-teacher
 # the fix, not inside a UI run whose worker dies without a log.
 ui: install-teacher
 	$(BIN)/dsc doctor
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dsc/dagster} $(BIN)/python -c "from dsc_assets.cli import _prepare_environment as p; p(None)"
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dsc/dagster} $(BIN)/python -c "from dsc_assets.cli.common import prepare_environment as p; p(None)"
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dsc/dagster} $(BIN)/dagster dev -h 127.0.0.1 -p 3000

@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import resources.threads  # noqa: E402,F401  (OMP_WAIT_POLICY before llama_cpp loads)
-from dsc_assets.tasks import load_task  # noqa: E402
+from dsc_assets.lib.tasks import load_task  # noqa: E402
 from resources.llm import LlamaCppLLM, OpenAICompatibleLLM, SamplingParams  # noqa: E402
 from resources.threads import llama_threads  # noqa: E402
 

@@ -169,7 +169,7 @@ def build_base(arch: Path, target: Path, seed: int) -> Path:
 def adapter_state(adapter_dir: str) -> dict:
     import torch
 
-    from resources.trainer import load_safetensors
+    from resources.export import load_safetensors
 
     state = load_safetensors(Path(adapter_dir))
     if not state:
@@ -271,7 +271,7 @@ def export_check(merged_dir: str, work: Path, target_modules: list[str], tag: st
                                               "needs the student's GGUF, which does not travel")
         return row
     try:
-        from resources.trainer import export_merged_gguf, gguf_replacements, load_safetensors
+        from resources.export import export_merged_gguf, gguf_replacements, load_safetensors
 
         merged = Path(merged_dir)
         config = json.loads((merged / "config.json").read_text())

@@ -48,7 +48,7 @@ def write_profile(path: Path, prompts: int, max_tokens: int) -> None:
 
 def train_prompts(task_dir: Path, name: str, count: int, offset: int = 0) -> list[str]:
     """`count` prompts of the shipped file that land in the train split (after skipping `offset` of them)."""
-    from dsc_assets.tasks import Task, load_task_spec
+    from dsc_assets.lib.tasks import Task, load_task_spec
 
     task = Task(name, task_dir, load_task_spec(name, task_dir.parent), [])
     lines = (ROOT / "prompts" / name / "prompts.jsonl").read_text().splitlines()
@@ -71,7 +71,7 @@ def calls_of_another_process(home: Path) -> int:
 
 
 def dsc(*args: str) -> tuple[float, str]:
-    from dsc_assets.cli import main
+    from dsc_assets.cli.main import main
 
     out = io.StringIO()
     started = time.perf_counter()
@@ -93,7 +93,7 @@ def kill_and_resume(work: Path, profile: Path, prompts: int) -> dict:
     home = work / "kill-home"
     env = {**os.environ, "DSC_HOME": str(home), "DAGSTER_HOME": str(work / "kill-dagster"),
            "DSC_PROMPTS_DIR": os.environ["DSC_PROMPTS_DIR"]}
-    command = [sys.executable, "-c", "from dsc_assets.cli import main; raise SystemExit(main())",
+    command = [sys.executable, "-c", "from dsc_assets.cli.main import main; raise SystemExit(main())",
                "refresh", "--profile", str(profile), "--tasks", "sentiment", "--select", "raw_prompts,drafts"]
     process = subprocess.Popen(command, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)

@@ -29,7 +29,7 @@ def datasets_from_prompts(pairs: int):
     """Real prompts from the sentiment task; chosen/rejected answers of the two kinds the task separates."""
     from datasets import Dataset
 
-    from dsc_assets.tasks import load_task
+    from dsc_assets.lib.tasks import load_task
 
     task = load_task("sentiment")
     prompts = [p.prompt for p in task.prompts[:pairs]]

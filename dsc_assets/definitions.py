@@ -6,17 +6,21 @@ from pathlib import Path
 
 import dagster as dg
 
-from dsc_assets import almost, assets, checks, preferences, training
-from dsc_assets.automation import dsc_refresh_sensor
-from dsc_assets.partitions import task_partitions
-from dsc_assets.profiles import Profile, build_generator, build_rewards, build_student, build_trainer, dsc_home, load_profile
-from dsc_assets.versions import inputs_source
+from dsc_assets.build.automation import dsc_refresh_sensor
+from dsc_assets.defs import almost, datasets, dlma, evaluation, generation, rewards, training
+from dsc_assets.defs.partitions import task_partitions
+from dsc_assets.defs.stage import inputs_source
+from dsc_assets.lib.profiles import (
+    Profile, build_generator, build_rewards, build_student, build_trainer, dsc_home, load_profile,
+)
 from resources.settings import DscSettings
 from resources.stores import WarehouseIOManager
 
-# Every stage is declared with @stage (versions.py); task_inputs observes what each of them reads, per task.
-all_assets = [*dg.load_assets_from_modules([assets, preferences, training, almost]), inputs_source()]
-all_checks = dg.load_asset_checks_from_modules([checks])
+GROUPS = (generation, rewards, dlma, datasets, training, almost, evaluation)  # the graph's order, one folder each
+
+# Every stage is declared with @stage (defs/stage.py); task_inputs observes what each of them reads, per task.
+all_assets = [*dg.load_assets_from_modules([group.assets for group in GROUPS]), inputs_source()]
+all_checks = dg.load_asset_checks_from_modules([group.checks for group in GROUPS if hasattr(group, "checks")])
 
 dsc_job = dg.define_asset_job(
     "dsc_job",

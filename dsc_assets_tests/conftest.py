@@ -56,7 +56,7 @@ def private_tasks(root: Path, counts: dict[str, int]) -> Path:
     prompts whose ids the task's split puts in train."""
     import json
 
-    from dsc_assets.tasks import Task, load_task_spec
+    from dsc_assets.lib.tasks import Task, load_task_spec
 
     for name, count in counts.items():
         if not (root / name).exists():
@@ -120,7 +120,7 @@ def dagster_dev(env: dict[str, str]) -> Iterator[int]:
     location has loaded."""
     import signal
 
-    subprocess.run([sys.executable, "-c", "from dsc_assets.cli import _prepare_environment as p; p(None)"],
+    subprocess.run([sys.executable, "-c", "from dsc_assets.cli.common import prepare_environment as p; p(None)"],
                    cwd=PROJECT_ROOT, env=env, check=True)
     port = _free_port()
     dagster = os.path.join(os.path.dirname(sys.executable), "dagster")

@@ -24,7 +24,7 @@ from typing import Sequence
 
 from pydantic import Field
 
-from dsc_assets.versions import git_commit
+from dsc_assets.lib.commit import git_commit
 from resources.llm import Generation, GenerationError, LLMResource, Message, SamplingParams
 
 RECORDINGS = Path(__file__).resolve().parent / "recordings"
@@ -74,7 +74,7 @@ def record(out: Path) -> int:
     import duckdb
 
     from dsc_assets.definitions import build_definitions
-    from dsc_assets.profiles import load_profile
+    from dsc_assets.lib.profiles import load_profile
     from resources import stores
 
     with tempfile.TemporaryDirectory() as scratch:

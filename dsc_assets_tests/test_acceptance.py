@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dsc_assets.acceptance import acceptance_probability, metropolis_hastings, uniform_draw
+from dsc_assets.lib.acceptance import acceptance_probability, metropolis_hastings, uniform_draw
 
 
 def _rate(deltas, temperature, seed=0):

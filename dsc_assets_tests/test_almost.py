@@ -11,11 +11,12 @@ import pandas as pd
 from datasets import Dataset
 from safetensors.numpy import load_file
 
-from dsc_assets.almost import RULE_PAIRS, config_messages, heldout_prompts, synthesize_comparisons
-from dsc_assets.tasks import Almost, Demonstration, load_task
+from dsc_assets.lib.almost import RULE_PAIRS, config_messages, heldout_prompts, synthesize_comparisons
+from dsc_assets.lib.tasks import Almost, Demonstration, load_task
 from dsc_assets_tests.conftest import private_tasks, run_cli
 from dsc_assets_tests.test_incremental import _stale
-from resources.trainer import LoRATrainer, RewardModelScorer
+from resources.reward_model import RewardModelScorer
+from resources.trainer import LoRATrainer
 
 ALMOST = Almost(demonstrations=[Demonstration(prompt="p", response="r")])
 

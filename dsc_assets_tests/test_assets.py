@@ -8,11 +8,11 @@ import dagster as dg
 import duckdb
 import pytest
 
-from dsc_assets import assets
+from dsc_assets.defs.generation import assets
 from dsc_assets.definitions import build_resources
-from dsc_assets.profiles import load_profile
-from dsc_assets.samples import SAMPLE_COLUMNS
-from dsc_assets.tasks import Task, load_task, load_task_spec
+from dsc_assets.lib.profiles import load_profile
+from dsc_assets.lib.samples import SAMPLE_COLUMNS
+from dsc_assets.lib.tasks import Task, load_task, load_task_spec
 from resources.stores import CallCache
 
 CHAIN = [assets.raw_prompts, assets.drafts, assets.critiques, assets.revisions]

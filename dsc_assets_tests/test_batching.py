@@ -105,7 +105,7 @@ def test_batched_scores_equal_one_at_a_time_scores(tmp_path):
     135M Q4_1 model carries that rounding into the last digits; the old path itself moves P(Yes) by up to 0.02 between
     one prefill and token-by-token evaluation of the same prompt. Measured batched-vs-old: |dP| <= 0.031, |d log p|
     <= 0.024 (of sums around -10 to -80); the bounds below leave room for another CPU's kernels."""
-    from dsc_assets.tasks import Scorer
+    from dsc_assets.lib.tasks import Scorer
     from resources.rewards import RewardModels, _tokens, chatml, continuation_logprob, next_token_logprobs
 
     models = RewardModels(cache_path=str(tmp_path / "scores.duckdb"), judge_model="smollm2-135m",

@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from dsc_assets import assets, checks
+from dsc_assets.defs.generation import assets, checks
+from dsc_assets.defs.stage import TABLE_METADATA
 from dsc_assets.definitions import build_resources
-from dsc_assets.partitions import task_partitions
-from dsc_assets.profiles import load_profile
-from dsc_assets.quality import QualityRules, echo_similarity, instruction_lines, repetition_ratio, template_echo, validate_table
-from dsc_assets.tasks import load_task
+from dsc_assets.defs.partitions import task_partitions
+from dsc_assets.lib.profiles import load_profile
+from dsc_assets.lib.quality import QualityRules, echo_similarity, instruction_lines, repetition_ratio, template_echo, validate_table
+from dsc_assets.lib.tasks import load_task
 from dsc_assets_tests.conftest import PROJECT_ROOT, run_cli
 
 PROMPTS = [
@@ -95,7 +96,7 @@ def test_scores_out_of_range_and_empty_tables_fail():
     assert not empty.success and empty.failed()[0].expectation == "expect_table_row_count_to_be_at_least"
 
 
-@dg.asset(name="drafts", partitions_def=task_partitions, metadata=assets.TABLE_METADATA)
+@dg.asset(name="drafts", partitions_def=task_partitions, metadata=TABLE_METADATA)
 def planted_drafts() -> pd.DataFrame:
     return _drafts([PROMPTS[0], LOOP, "", PROMPTS[3]])
 

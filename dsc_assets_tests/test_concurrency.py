@@ -11,7 +11,7 @@ import time
 import duckdb
 import pytest
 
-from dsc_assets.profiles import PROJECT_ROOT
+from dsc_assets.lib.profiles import PROJECT_ROOT
 from dsc_assets_tests.conftest import private_tasks, run_cli
 from resources.stores import CacheBusyError, CallCache, close_all
 
@@ -89,7 +89,7 @@ def test_dsc_run_beside_another_run_both_succeed(tmp_path):
 def test_instance_config_queues_runs_and_leaves_a_users_own_alone(tmp_path, monkeypatch):
     import dagster as dg
 
-    from dsc_assets.cli import _prepare_environment
+    from dsc_assets.cli.common import prepare_environment as _prepare_environment
 
     home = tmp_path / "dagster"
     monkeypatch.setenv("DAGSTER_HOME", str(home))

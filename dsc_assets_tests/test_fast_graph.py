@@ -14,10 +14,10 @@ import pytest
 from datasets import load_from_disk
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from dsc_assets.acceptance import metropolis_hastings, uniform_draw
+from dsc_assets.lib.acceptance import metropolis_hastings, uniform_draw
 from dsc_assets.definitions import all_assets, all_checks, build_resources
-from dsc_assets.profiles import load_profile
-from dsc_assets.tasks import load_task
+from dsc_assets.lib.profiles import load_profile
+from dsc_assets.lib.tasks import load_task
 from dsc_assets_tests.conftest import PROJECT_ROOT
 from dsc_assets_tests.recorded import RECORDED_TASK, RecordedLLM, load_recording
 from resources import stores
@@ -130,7 +130,7 @@ def test_an_unrecorded_request_is_a_clear_error_and_keeps_what_was_built(dsc_hom
 def test_a_pair_states_a_preference_only_where_the_reward_does():
     """preference_pairs keeps accepted revisions that changed the text and scored strictly higher than their draft:
     Metropolis-Hastings' accepted ties and slightly worse revisions are SFT samples, not DPO pairs."""
-    from dsc_assets.preferences import preference_pairs
+    from dsc_assets.defs.rewards.assets import preference_pairs
 
     rows = pd.DataFrame({
         "task": "sentiment", "prompt_id": ["gain", "tie", "worse", "rejected", "unchanged"], "prompt": "Review Jaws.",
@@ -147,7 +147,7 @@ def test_a_pair_states_a_preference_only_where_the_reward_does():
 
 def test_a_pair_whose_revision_loses_what_its_draft_kept_is_dropped():
     """privacy's pair_guards: [place_kept]: a revision that drops the story's town is no preference to learn."""
-    from dsc_assets.preferences import preference_pairs
+    from dsc_assets.defs.rewards.assets import preference_pairs
 
     prompt = "Write a local news story about the bakery fire in Provo, Utah, naming the owner."
     rows = pd.DataFrame({

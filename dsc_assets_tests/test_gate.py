@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from dsc_assets.checks import BLOCKED, FAILED, MISSING, OK, STALE, gate_verdicts, report_for
-from dsc_assets.tasks import load_task
+from dsc_assets.build.gate import BLOCKED, FAILED, MISSING, OK, STALE, gate_verdicts
+from dsc_assets.lib.suites import report_for
+from dsc_assets.lib.tasks import load_task
 from dsc_assets_tests.conftest import PROJECT_ROOT, run_cli
 from dsc_assets_tests.test_checks import GOOD, LOOP, PROMPTS, _drafts
 

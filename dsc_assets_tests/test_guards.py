@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from dsc_assets.guards import degenerate, guard_rates, on_topic, place_kept, refusal
+from dsc_assets.lib.guards import degenerate, guard_rates, on_topic, place_kept, refusal
 
 REVIEW_PROMPT = "I just walked out of The Godfather and hated it. Write a short, negative review explaining why."
 
@@ -51,8 +51,8 @@ def test_place_kept_wants_a_place_the_prompt_names():
 
 
 def test_a_guard_against_base_is_a_paired_difference_with_an_interval():
-    from dsc_assets.guards import per_prompt
-    from dsc_assets.training import guard_difference
+    from dsc_assets.lib.guards import per_prompt
+    from dsc_assets.lib.stats import guard_difference
 
     # 2 samples x 3 prompts, sample-major; the third prompt names no place (NaN) in every sample
     values = np.array([1.0, 0.0, np.nan, 1.0, 1.0, np.nan])

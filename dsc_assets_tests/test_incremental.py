@@ -79,9 +79,9 @@ def test_edited_revision_template_rebuilds_only_that_tasks_revisions(two_tasks, 
 
 def _sensor(env, monkeypatch):
     """Evaluate dsc_refresh_sensor against the CLI's Dagster instance and prompts folder."""
-    from dsc_assets.automation import dsc_refresh_sensor
+    from dsc_assets.build.automation import dsc_refresh_sensor
     from dsc_assets.definitions import build_definitions
-    from dsc_assets.profiles import load_profile
+    from dsc_assets.lib.profiles import load_profile
 
     monkeypatch.setenv("DSC_PROMPTS_DIR", env["DSC_PROMPTS_DIR"])
     defs = build_definitions(load_profile("test"), Path(env["DSC_HOME"]))
@@ -112,7 +112,7 @@ def test_whitespace_only_edit_stops_at_the_first_asset(two_tasks):
 
 def test_adding_a_task_folder_adds_a_partition(two_tasks):
     root, env, _ = two_tasks
-    code = "from dsc_assets.partitions import task_partitions; print(','.join(task_partitions.get_partition_keys()))"
+    code = "from dsc_assets.defs.partitions import task_partitions; print(','.join(task_partitions.get_partition_keys()))"
     assert run_cli(["python", "-c", code], env).stdout.strip() == "sentiment,sycophancy"
     shutil.copytree(root / "sentiment", root / "reviews")
     assert run_cli(["python", "-c", code], env).stdout.strip() == "reviews,sentiment,sycophancy"
@@ -125,11 +125,11 @@ def test_sensor_requests_nothing_below_a_failed_blocking_check(tmp_path, monkeyp
         AssetCheckEvaluationTargetMaterializationData,
     )
 
-    from dsc_assets.automation import refresh_requests
-    from dsc_assets.cli import _nothing_to_rebuild
+    from dsc_assets.build.automation import refresh_requests
+    from dsc_assets.cli.plan import _nothing_to_rebuild
     from dsc_assets.definitions import build_definitions
-    from dsc_assets.profiles import load_profile
-    from dsc_assets.staleness import plan
+    from dsc_assets.lib.profiles import load_profile
+    from dsc_assets.build.staleness import plan
     from dsc_assets_tests.test_staleness_table import TASKS, _copy_prompts, _record_built
 
     _copy_prompts(tmp_path / "prompts")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dsc_assets.doctor import DoctorError, check_models, child_command, run_probe
+from dsc_assets.build.doctor import DoctorError, check_models, child_command, run_probe
 from resources import llama_build
 from resources.models import resolve_model
 
@@ -94,4 +94,4 @@ def test_real_probe_generates_and_is_remembered(tmp_path):
     started = time.perf_counter()
     again = check_models({"smollm2-135m": model.path}, tmp_path)
     assert again[0].cached and time.perf_counter() - started < 1.0
-    assert child_command(model.path)[1:3] == ["-m", "dsc_assets.doctor"]
+    assert child_command(model.path)[1:3] == ["-m", "dsc_assets.build.doctor"]

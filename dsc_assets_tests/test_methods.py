@@ -7,11 +7,12 @@ import duckdb
 import pandas as pd
 import pytest
 
-from dsc_assets.checks import report_for
+from dsc_assets.lib.suites import report_for
 from dsc_assets.definitions import build_resources
-from dsc_assets.profiles import ProfileError, load_profile
-from dsc_assets.tasks import load_task
-from dsc_assets.versions import STAGES, Environment
+from dsc_assets.lib.profiles import ProfileError, load_profile
+from dsc_assets.lib.tasks import load_task
+from dsc_assets.defs.inputs import Environment
+from dsc_assets.defs.stage import STAGES
 from dsc_assets_tests.conftest import private_tasks, run_cli
 from resources.settings import METHODS
 
@@ -44,7 +45,7 @@ def test_switching_a_method_off_moves_only_its_own_versions(tmp_path):
 
 def test_plan_counts_no_contrastive_call_when_dlma_is_off(tmp_path):
     """`dsc plan`'s cost: the study (no DLMA) once counted 128 contrastive calls its run would never make."""
-    from dsc_assets.staleness import generation_cost
+    from dsc_assets.build.staleness import generation_cost
 
     task, profile = load_task("sentiment"), load_profile("test")
 

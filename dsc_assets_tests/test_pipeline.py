@@ -10,9 +10,9 @@ import pandas as pd
 from datasets import load_from_disk
 
 from dsc_assets.definitions import build_definitions
-from dsc_assets.profiles import load_profile
-from dsc_assets.tasks import load_task
-from dsc_assets.training import subset_table
+from dsc_assets.lib.profiles import load_profile
+from dsc_assets.lib.tasks import load_task
+from dsc_assets.lib.stats import subset_table
 from resources import stores
 
 

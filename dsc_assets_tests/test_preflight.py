@@ -11,9 +11,9 @@ import time
 import pytest
 import yaml
 
-from dsc_assets.preflight import PreflightError, preflight
-from dsc_assets.profiles import ProfileError, load_profile
-from dsc_assets.tasks import TaskError, load_task
+from dsc_assets.build.preflight import PreflightError, preflight
+from dsc_assets.lib.profiles import ProfileError, load_profile
+from dsc_assets.lib.tasks import TaskError, load_task
 from dsc_assets_tests.conftest import PROJECT_ROOT, run_cli
 
 
@@ -76,7 +76,7 @@ def test_oversized_prompt_stops_a_dagster_run_before_drafts(prompts_copy, dsc_ho
     """A run launched from the UI skips the CLI's preflight: raw_prompts' blocking check says the same."""
     import dagster as dg
 
-    from dsc_assets import assets, checks
+    from dsc_assets.defs.generation import assets, checks
     from dsc_assets.definitions import build_resources
 
     prompts = prompts_copy / "sentiment" / "prompts.jsonl"
@@ -141,7 +141,7 @@ def test_cli_fails_fast_with_the_problem_first(tmp_path, prompts_copy):
 
 
 def test_locked_database_is_named_with_its_holder(tmp_path):
-    from dsc_assets.preflight import lock_problems
+    from dsc_assets.build.preflight import lock_problems
 
     (tmp_path / "cache.duckdb").touch()
     (tmp_path / "cache.duckdb").unlink()
@@ -160,7 +160,7 @@ def test_locked_database_is_named_with_its_holder(tmp_path):
 def test_a_lock_released_within_the_grace_is_no_problem(tmp_path):
     """A concurrent dsc run holds the cache only while it writes: a check that lands on such a moment must not stop
     the run (it did, before the grace: a second `dsc run` beside a generating one failed at preflight)."""
-    from dsc_assets.preflight import lock_problems
+    from dsc_assets.build.preflight import lock_problems
 
     holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
                                "print('ready', flush=True); time.sleep(1); c.close()", str(tmp_path / "cache.duckdb")],

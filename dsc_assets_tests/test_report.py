@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dsc_assets.cli import main
-from dsc_assets.profiles import PROJECT_ROOT
-from dsc_assets.report import ReportError, interval_verdict, markdown_table, prompt_selection, write_report
-from dsc_assets.training import per_prompt_json
+from dsc_assets.cli.main import main
+from dsc_assets.lib.profiles import PROJECT_ROOT
+from dsc_assets.lib.report import ReportError, interval_verdict, markdown_table, prompt_selection, write_report
+from dsc_assets.lib.stats import per_prompt_json
 
 PROFILE = "# a tiny study profile\nmax_prompts_per_task: 3\nmax_eval_prompts_per_task: 2\neval_samples_per_prompt: 3\n"
 
@@ -103,7 +103,7 @@ def test_provenance_names_each_steps_run_and_commit(tmp_path, profile_path):
     """Materializations recorded in a real Dagster instance: the report says which commit made which table."""
     import dagster as dg
 
-    from dsc_assets.report import provenance
+    from dsc_assets.build.provenance import provenance
 
     with dg.DagsterInstance.ephemeral() as instance:
         instance.report_runless_asset_event(dg.AssetMaterialization(
@@ -127,7 +127,7 @@ def test_provenance_names_each_steps_run_and_commit(tmp_path, profile_path):
 def test_a_rerun_is_compared_with_the_report_it_replaces(tmp_path, profile_path):
     """A fresh clone's rerun writes over the committed report: the new one says, model by model, whether its
     difference lies inside the committed interval."""
-    from dsc_assets.report import previous_evaluation
+    from dsc_assets.lib.report import previous_evaluation
 
     first = write_report("sentiment", _warehouse(tmp_path / "a.duckdb", TABLES), profile_path, tmp_path).read_text()
     assert "## Against the previous report" not in first

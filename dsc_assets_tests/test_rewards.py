@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsc_assets.tasks import Scorer
+from dsc_assets.lib.tasks import Scorer
 from resources.rewards import (
     PiiScorer, RewardModels, VaderScorer, _tokens, chatml, continuation_logprob, next_token_logprobs,
 )

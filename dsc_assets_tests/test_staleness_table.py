@@ -18,10 +18,11 @@ import pytest
 import yaml
 
 from dsc_assets.definitions import build_definitions, build_resources
-from dsc_assets.profiles import PROJECT_ROOT, Profile, load_profile
-from dsc_assets.staleness import asset_order, plan
-from dsc_assets.tasks import TaskSpec
-from dsc_assets.versions import STAGES, Environment, current_versions
+from dsc_assets.lib.profiles import PROJECT_ROOT, Profile, load_profile
+from dsc_assets.build.staleness import asset_order, plan
+from dsc_assets.lib.tasks import TaskSpec
+from dsc_assets.defs.inputs import Environment
+from dsc_assets.defs.stage import STAGES, current_versions
 
 TASKS = ["sentiment", "sycophancy"]  # vader and judge scorers; sentiment has an almost: block, sycophancy none
 GENERATION = {"drafts", "critiques", "revisions", "contrastive_pairs"}

@@ -17,8 +17,8 @@ from dagster._core.definitions.observe import observe
 from dagster._core.loader import LoadingContextForTest
 
 from dsc_assets.definitions import build_definitions
-from dsc_assets.profiles import load_profile
-from dsc_assets.staleness import plan
+from dsc_assets.lib.profiles import load_profile
+from dsc_assets.build.staleness import plan
 from dsc_assets_tests.conftest import private_tasks
 
 TASKS = ["sentiment", "sycophancy"]

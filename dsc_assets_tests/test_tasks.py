@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dsc_assets.tasks import TaskError, load_task, task_names
+from dsc_assets.lib.tasks import TaskError, load_task, task_names
 
 SHIPPED = ["privacy", "roleplay", "safety", "sentiment", "sycophancy"]
 
@@ -144,7 +144,7 @@ def test_trainer_block_sets_only_the_preference_losses_settings(tmp_path):
 def test_the_trainer_block_names_exactly_the_preference_checkpoints_own_settings():
     """PreferenceTraining repeats LoRATrainer's preference settings (with stricter ranges): a setting added to the
     preference methods (METHOD_SETTINGS) must be settable per task too, and nothing the other trainings read may be."""
-    from dsc_assets.tasks import PreferenceTraining
+    from dsc_assets.lib.tasks import PreferenceTraining
     from resources.trainer import METHOD_SETTINGS, LoRATrainer
 
     own = {name for method in ("dpo", "rdpo", "dlma") for name in METHOD_SETTINGS[method]}

@@ -246,6 +246,10 @@ class LlamaCppLLM(LLMResource):
     def model_identity(self) -> str:
         return f"gguf:{self.model_file().sha256}{_batch_tag(self.batch_size)}"
 
+    def with_model(self, model: str) -> "LlamaCppLLM":
+        """These settings (cache, context, threads, batch) on another model file, such as a checkpoint's GGUF."""
+        return type(self)(**{**self.model_dump(), "model": model, "model_sha256": None})
+
     def threads(self) -> int:
         return llama_threads(self.n_threads)
 

@@ -19,16 +19,11 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from resources.checkpoints import Checkpoint, train_or_reuse
+from resources.export import export_merged_gguf
 from resources.models import resolve_model
 
 LossName = Literal["dpo", "rdpo", "dlma"]
-# LoRA targets that are plain linear weights in llama.cpp's tensor naming: what export has to rewrite.
-GGUF_NAMES = {
-    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-    "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
-}
-
-
 @dataclass
 class TrainResult:
     output_dir: str
@@ -366,99 +361,29 @@ class LoRATrainer(dg.ConfigurableResource):
                            [m for m in self.target_modules])
         return out_path
 
+    def checkpoint(self, method: str, folder: Path, gguf_name: str, records: list[dict], train=None) -> Checkpoint:
+        """The checkpoint of ``method`` on ``records`` in ``folder`` (content-addressed by the caller): reused when it
+        is finished there, else trained (``train(dataset, output_dir)``; default: SFT for ``sft``, the preference
+        loss otherwise) and exported to ``folder/gguf_name``."""
 
-def _permute(weights, n_head: int):
-    """llama.cpp's row order for q/k (transformers undoes it on GGUF load; we redo it)."""
-    return weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
+        def fit():
+            from datasets import Dataset
 
+            dataset = Dataset.from_list(records)
+            if train is not None:  # ALMoST's SFT and RL bring their own training step
+                return train(dataset, str(folder))
+            return self.train_sft(dataset, str(folder)) if method == "sft" else self.train_dpo(dataset, str(folder), loss=method)
 
-def load_safetensors(folder: Path) -> dict:
-    """Every tensor of a saved model or adapter folder, as torch tensors in their saved dtype (torch reads bfloat16, a
-    GPU run's weights; safetensors.numpy cannot)."""
-    from safetensors.torch import load_file
+        def export(result) -> dict[str, str]:
+            return {"gguf_path": self.export_gguf(result.merged_dir, str(folder / gguf_name))}
 
-    state = {}
-    for shard in sorted(Path(folder).glob("*.safetensors")):
-        state.update(load_file(str(shard)))
-    return state
+        return train_or_reuse(folder, fit, export)
 
+    def exported_base(self, path: Path) -> Path:
+        """The untrained student passed through the checkpoints' export path (dequantized, fine-tuned weights written
+        in F16) at ``path``, written once: the base every checkpoint is compared with, so export precision is not
+        mistaken for training."""
+        if not path.exists():
+            self.export_gguf(str(self.base_dir()), str(path))  # atomic: written to .partial, then renamed
+        return path
 
-def gguf_replacements(state: dict, config: dict, target_modules: list[str], layers=None) -> dict:
-    """The fine-tuned weights of a merged state as llama.cpp tensors: GGUF name -> F16 array, q/k rows in llama.cpp's
-    order. ``layers``: which layers (default every one)."""
-    import numpy as np
-
-    replaced: dict[str, np.ndarray] = {}
-    for layer in range(config["num_hidden_layers"]) if layers is None else layers:
-        for hf_name, gguf_name in GGUF_NAMES.items():
-            if hf_name.split(".")[-1] not in target_modules:
-                continue
-            weight = state[f"model.layers.{layer}.{hf_name}.weight"].float().numpy()
-            if gguf_name == "attn_q":
-                weight = _permute(weight, config["num_attention_heads"])
-            elif gguf_name == "attn_k":
-                weight = _permute(weight, config["num_key_value_heads"])
-            replaced[f"blk.{layer}.{gguf_name}.weight"] = weight.astype(np.float16)
-    return replaced
-
-
-def export_merged_gguf(base_gguf: Path, merged_dir: Path, out_path: Path, target_modules: list[str]) -> None:
-    import gguf
-
-    reader = gguf.GGUFReader(str(base_gguf))
-    config = json.loads((merged_dir / "config.json").read_text())
-    replaced = gguf_replacements(load_safetensors(merged_dir), config, target_modules)
-    architecture = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
-    partial = out_path.with_name(out_path.name + ".partial")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(str(partial), architecture)
-    for item in reader.fields.values():
-        if item.name == gguf.Keys.General.ARCHITECTURE or item.name.startswith("GGUF."):
-            continue
-        value_type = item.types[0]
-        sub_type = item.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(item.name, item.contents(), value_type, sub_type=sub_type)
-    for tensor in reader.tensors:
-        if tensor.name in replaced:
-            data = replaced[tensor.name]
-            writer.add_tensor_info(tensor.name, data.shape, data.dtype, data.nbytes, gguf.GGMLQuantizationType.F16)
-        else:
-            writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes, tensor.tensor_type)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for tensor in reader.tensors:
-        writer.write_tensor_data(replaced.get(tensor.name, tensor.data), tensor_endianess=reader.endianess)
-    writer.close()
-    os.replace(partial, out_path)
-
-
-class RewardModelScorer:
-    """Scores (prompt messages, answer) with a reward model folder written by ``train_reward_model`` (merged)."""
-
-    def __init__(self, model_dir: str, batch_size: int = 8):
-        _quiet_progress()
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.tokenizer.padding_side = "right"
-        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
-        self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.batch_size = batch_size
-
-    def score(self, prompts: list[list[dict]], answers: list[str]) -> list[float]:
-        """The scalar reward of each answer after its prompt, formatted as in training (the chat template)."""
-        import torch
-        from trl.data_utils import _tokenize
-
-        ids = [_tokenize(self.tokenizer, list(p) + [{"role": "assistant", "content": a}])["input_ids"]
-               for p, a in zip(prompts, answers)]
-        scores: list[float] = []
-        with torch.no_grad():
-            for start in range(0, len(ids), self.batch_size):
-                batch = self.tokenizer.pad({"input_ids": ids[start:start + self.batch_size]}, return_tensors="pt")
-                scores += self.model(**batch).logits.squeeze(-1).float().tolist()
-        return scores

@@ -1,0 +1,1 @@
+"""`dsc`: one module per command; main.py parses the command line."""

@@ -1,0 +1,133 @@
+"""What every `dsc` command shares: the environment (profile, DAGSTER_HOME, the instance's run queue), task and
+asset names from the command line, the preflight and the llama.cpp self-check, and how failures are printed."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+class UsageError(Exception):
+    """A command line that names something that does not exist: exit 2, nothing ran."""
+
+
+INSTANCE_MARKER = "# Written by dsc"
+
+
+def prepare_environment(profile: str | None) -> None:
+    """Profile and DAGSTER_HOME for this process, and the instance's dagster.yaml that `make ui` (dagster dev) and
+    every dsc command share: runs from the UI, backfills and the sensor go through one queue, one run at a time.
+    (Each run already uses every core; two at once only share them, and load a model each.) A dagster.yaml without
+    dsc's first line is the user's own and is left alone."""
+    if profile:
+        os.environ["DSC_PROFILE"] = profile
+    from dsc_assets.lib.profiles import dsc_home
+
+    # Runs land in a persistent instance, so `dagster dev` (same DAGSTER_HOME) shows their history.
+    dagster_home = os.environ.setdefault("DAGSTER_HOME", str(dsc_home() / "dagster"))
+    os.makedirs(dagster_home, exist_ok=True)
+    config = os.path.join(dagster_home, "dagster.yaml")
+    wanted = (
+        f"{INSTANCE_MARKER} (dsc_assets/cli/common.py); delete this first line to keep your own edits.\n"
+        "telemetry:\n  enabled: false\n"  # an offline tool
+        "concurrency:\n"
+        "  runs:\n"
+        "    max_concurrent_runs: 1\n"  # the queue: UI launches and backfill runs wait their turn
+        "    tag_concurrency_limits:\n"
+        "      - key: dsc/trigger\n"  # the refresh sensor's runs, one at a time whatever the limit above
+        "        value: refresh_sensor\n"
+        "        limit: 1\n"
+    )
+    current = open(config).read() if os.path.exists(config) else None
+    old_default = current is not None and current.strip() == "telemetry:\n  enabled: false"
+    if current is None or old_default or (current.startswith(INSTANCE_MARKER) and current != wanted):
+        with open(config, "w") as handle:
+            handle.write(wanted)
+
+
+def task_list(value: str | None, default: list[str]) -> list[str]:
+    from dsc_assets.lib.tasks import task_names
+
+    tasks = [t.strip() for t in value.split(",") if t.strip()] if value else default or task_names()
+    unknown = sorted(set(tasks) - set(task_names()))
+    if unknown:
+        raise UsageError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(task_names())}")
+    return tasks
+
+
+def healthy(profile, force: bool = False, verbose: bool = False) -> bool:
+    """The llama.cpp self-check before the first model call: a crash in a child beats a dead interpreter."""
+    from dsc_assets.build.doctor import DoctorError, check_models, profile_models
+    from dsc_assets.lib.profiles import dsc_home
+    from resources.models import ModelError
+
+    try:
+        results = check_models(profile_models(profile, dsc_home()), dsc_home(), force=force)
+    except (DoctorError, ModelError) as error:
+        print(str(error), file=sys.stderr)
+        return False
+    for result in results:
+        if verbose or not result.cached:
+            speed = f"{result.tokens / result.seconds:.1f} tok/s" if result.seconds else "-"
+            note = " (remembered pass)" if result.cached else ""
+            print(f"dsc doctor: {result.model}: generated {result.tokens} tokens, {speed}{note}", flush=True)
+    return True
+
+
+def print_failures(result, command: str, task: str, verbose: bool = False) -> None:
+    """The root cause of each failed step first (type, message, asset, task), then failed checks; the trace only
+    with --verbose (it is always in the run's log in the Dagster UI)."""
+    from dsc_assets.build.failures import step_failures
+
+    failures = step_failures(result)
+    for step, kind, message, _info in failures:
+        print(f"{command}: {task}: {step} failed: {kind}: {message}", file=sys.stderr)
+    for evaluation in result.get_asset_check_evaluations():
+        if not evaluation.passed:
+            print(f"{command}: {task}: check {evaluation.check_name} FAILED: {evaluation.description or ''}",
+                  file=sys.stderr)
+    if verbose:
+        for step, _kind, _message, info in failures:
+            print(f"\n--- {step}: full trace\n{info.to_string()}", file=sys.stderr)
+    elif failures:
+        print(f"{command}: the full trace: add --verbose, or open the run in the Dagster UI", file=sys.stderr)
+
+
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {}}}}  # a job's own logger runs only when configured
+
+
+def quiet(job, args: argparse.Namespace):
+    """The job with a console logger that leaves error traces to --verbose (and to the Dagster UI)."""
+    from dsc_assets.build.failures import quiet_console_logger
+
+    return job.with_logger_defs({"console": quiet_console_logger(getattr(args, "verbose", False))})
+
+
+def run_preflight(profile, tasks: list[str], locks: bool = True) -> None:
+    """Everything that can be known before the first model call (preflight.py); raises PreflightError."""
+    from dsc_assets.build.preflight import preflight
+    from dsc_assets.lib.profiles import dsc_home, profile_file
+
+    preflight(profile, tasks, dsc_home(), profile_file(), profile.max_tokens_cap, locks=locks)
+
+
+def load(args: argparse.Namespace):
+    prepare_environment(args.profile)
+    import dagster as dg
+
+    from dsc_assets.definitions import defs, profile
+
+    return dg, defs, profile
+
+
+def selection(args: argparse.Namespace, defs) -> set[str] | None:
+    if not getattr(args, "select", None):
+        return None
+    from dsc_assets.build.staleness import asset_order
+
+    known = set(asset_order(defs)[0])
+    chosen = {name.strip() for name in args.select.split(",") if name.strip()}
+    if chosen - known:
+        raise UsageError(f"unknown asset(s) {', '.join(sorted(chosen - known))}; known: {', '.join(sorted(known))}")
+    return chosen

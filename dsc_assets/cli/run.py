@@ -1,0 +1,44 @@
+"""`dsc run`: materialize the main job, one partition (task) at a time."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from dsc_assets.cli.common import (
+    QUIET_RUN_CONFIG, healthy, prepare_environment, print_failures, quiet, run_preflight, selection, task_list,
+)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    prepare_environment(args.profile)
+    import dagster as dg
+
+    from dsc_assets.definitions import defs, profile
+
+    tasks = task_list(args.tasks, profile.tasks)
+    run_preflight(profile, tasks)
+    if not healthy(profile):
+        return 1
+    job = quiet(defs.resolve_job_def("dsc_job"), args)
+    selection = [dg.AssetKey(name) for name in sorted(selection(args, defs) or [])] or None
+    instance = dg.DagsterInstance.get()
+    failed = []
+    for task in tasks:
+        started = time.perf_counter()
+        print(f"dsc run: task '{task}' ...", flush=True)
+        result = job.execute_in_process(run_config=QUIET_RUN_CONFIG, partition_key=task, instance=instance, raise_on_error=False,
+                                        asset_selection=selection)
+        seconds = time.perf_counter() - started
+        materialized = [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()]
+        print(f"dsc run: task '{task}' {'succeeded' if result.success else 'FAILED'} in {seconds:.0f}s; "
+              f"materialized: {', '.join(materialized) or 'nothing'}", flush=True)
+        if not result.success:
+            failed.append(task)
+            print_failures(result, "dsc run", task, args.verbose)
+    if failed:
+        print(f"dsc run: failed tasks: {', '.join(failed)} (everything already generated is kept in the cache)",
+              file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,88 @@
+"""The training sets, as DuckDB tables that point at Hugging Face dataset folders (content-addressed): dSC's SFT
+set, the DPO/rDPO pairs and DLMA's pairs, each in the chat format TRL reads."""
+
+import json
+
+import dagster as dg
+import pandas as pd
+
+from dsc_assets.defs.stage import stage
+from dsc_assets.defs.steps import partition_task, table_output
+from dsc_assets.lib.chat import system_message, user_message
+from dsc_assets.lib.tasks import Task
+from resources.datasets import save_dataset
+from resources.settings import DscSettings
+
+
+def _dataset_output(
+    context: dg.AssetExecutionContext, settings: DscSettings, df: pd.DataFrame, name: str, task: Task,
+    records: list[dict], columns: list[str],
+) -> dg.Output:
+    path, digest = save_dataset(settings.artifact_path("datasets", name, task.name), records)
+    return table_output(
+        context, task,
+        df.assign(dataset_path=str(path)),
+        {"path": dg.MetadataValue.path(str(path)), "dataset_hash": dg.MetadataValue.text(digest)},
+        columns,
+    )
+
+
+@stage(group="datasets", reads=("task.system_prompt",), kinds=("duckdb", "huggingface"))
+def sft_dataset(
+    context: dg.AssetExecutionContext, accepted_samples: pd.DataFrame, settings: DscSettings
+) -> dg.Output[pd.DataFrame]:
+    """dSC distillation set: accepted revisions in chat ``messages`` format (system, user, assistant)."""
+    task = partition_task(context)
+    accepted = accepted_samples[accepted_samples["accepted"]]
+    # A revision identical to its draft (an aligned model's refusal, revised into the same refusal) states no
+    # preference: DPO's margin for it is 0 by construction, so it would only dilute the batch.
+    unchanged = accepted["sample"].astype(str).str.strip() == accepted["draft"].astype(str).str.strip()
+    accepted = accepted[~unchanged]
+    records = [
+        {"prompt_id": row.prompt_id, "messages": [system_message(task), user_message(row.prompt), {"role": "assistant", "content": row.sample}]}
+        for row in accepted.itertuples()
+    ]
+    df = pd.DataFrame({"task": task.name, "prompt_id": [r["prompt_id"] for r in records],
+                       "messages": [json.dumps(r["messages"], ensure_ascii=False) for r in records]})
+    return _dataset_output(context, settings, df, "sft_dataset", task, records, ["prompt_id", "messages"])
+
+
+@stage(group="datasets", reads=("task.system_prompt",), kinds=("duckdb", "huggingface"))
+def dpo_dataset(
+    context: dg.AssetExecutionContext, preference_pairs: pd.DataFrame, settings: DscSettings
+) -> dg.Output[pd.DataFrame]:
+    """rDPO / DPO set in TRL's conversational format (prompt = system + user turns; chosen/rejected = one assistant
+    turn), with both reward scores so rDPO can soften each pair's label."""
+    task = partition_task(context)
+    records = [
+        {"prompt_id": row.prompt_id, "prompt": [system_message(task), user_message(row.prompt)],
+         "chosen": [{"role": "assistant", "content": row.chosen}],
+         "rejected": [{"role": "assistant", "content": row.rejected}],
+         "score_chosen": float(row.score_chosen), "score_rejected": float(row.score_rejected)}
+        for row in preference_pairs.itertuples()
+    ]
+    df = preference_pairs[["task", "prompt_id", "prompt", "chosen", "rejected", "score_chosen", "score_rejected"]].copy()
+    return _dataset_output(context, settings, df.reset_index(drop=True), "dpo_dataset", task, records,
+                           ["prompt_id", "score_chosen", "score_rejected", "chosen"])
+
+
+@stage(group="datasets", reads=("task.system_prompt",), kinds=("duckdb", "huggingface"))
+def dlma_pairs(
+    context: dg.AssetExecutionContext, self_reward_scores: pd.DataFrame, settings: DscSettings
+) -> dg.Output[pd.DataFrame]:
+    """DLMA training set: chosen = the positive-affix answer, rejected = the negative one, kept where the
+    self-reward agrees (R > 0) and ranked by R; R is the DPO margin at training time. Conversational format."""
+    task = partition_task(context)
+    kept = self_reward_scores[self_reward_scores["self_reward"] > 0]
+    records = [
+        {"prompt_id": row.prompt_id, "prompt": [system_message(task), user_message(row.prompt)],
+         "chosen": [{"role": "assistant", "content": row.positive}],
+         "rejected": [{"role": "assistant", "content": row.negative}], "self_reward": float(row.self_reward)}
+        for row in kept.itertuples()
+    ]
+    df = pd.DataFrame({
+        "task": task.name, "prompt_id": kept["prompt_id"], "prompt": kept["prompt"],
+        "chosen": kept["positive"], "rejected": kept["negative"], "self_reward": kept["self_reward"],
+    }).reset_index(drop=True)
+    context.log.info(f"{task.name}: kept {len(df)} of {len(self_reward_scores)} contrastive pairs (R > 0)")
+    return _dataset_output(context, settings, df, "dlma_pairs", task, records, ["prompt_id", "self_reward", "chosen"])

@@ -1,0 +1,148 @@
+"""Held-out evaluation: the base student and every trained checkpoint answer the test prompts; the task's reward
+scores them against the base."""
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from dsc_assets.defs.stage import stage, version_metadata
+from dsc_assets.defs.steps import partition_task, sampling_params
+from dsc_assets.lib.chat import system_message, user_message
+from dsc_assets.lib.guards import JOB_GUARDS, guard_values, per_prompt, rates_of
+from dsc_assets.lib.report import markdown_table
+from dsc_assets.lib.samples import data_version
+from dsc_assets.lib.stats import PER_PROMPT, add_guard_differences, evaluation_table, per_prompt_json
+from resources.hashing import content_hash
+from resources.llm import LlamaCppLLM
+from resources.reward_model import cached_scores
+from resources.rewards import RewardModels
+from resources.settings import DscSettings
+from resources.trainer import LoRATrainer
+
+
+@stage(group="evaluation", revision=4, reads=("task.system_prompt", "sampling", "task.scorer", "scorer_model",
+                                                       "task.acceptance.seed", "student", "trainer.export",
+                                                       "eval_samples_per_prompt"))
+def evaluation(
+    context: dg.AssetExecutionContext,
+    raw_prompts: pd.DataFrame,
+    sft_checkpoint: pd.DataFrame,
+    dpo_checkpoint: pd.DataFrame,
+    rdpo_checkpoint: pd.DataFrame,
+    dlma_checkpoint: pd.DataFrame,
+    almost_sft_checkpoint: pd.DataFrame,
+    almost_rl_checkpoint: pd.DataFrame,
+    reward_model: pd.DataFrame,
+    student: LlamaCppLLM,
+    rewards: RewardModels,
+    trainer: LoRATrainer,
+    settings: DscSettings,
+) -> dg.Output[pd.DataFrame]:
+    """Held-out evaluation: the base student and every trained checkpoint answer the test prompts (through the
+    cached LLM resource, seeded), the task's reward scores them; mean reward, win rate against base and a bootstrap
+    95% interval of the difference, as a table, a markdown report file and metadata. ALMoST's RL checkpoint is also
+    compared with its SFT starting point, and every model's mean ALMoST reward-model score stands beside the
+    external reward (a reward-model score that rises while the external reward does not is reward hacking).
+
+    ``base`` is the untrained student served through the same export path as the checkpoints; ``base_original``,
+    the packaged quantized student, is the null control: its difference from ``base`` is what export precision
+    alone does, and an interval around it that excludes zero means the comparison is not to be trusted.
+
+    ``per_prompt`` holds each model's per-prompt reward and job-guard rates (JSON), so a report can recompute the
+    table over a subset of the test prompts (``dsc report --prompts``) without a model call."""
+    task = partition_task(context)
+    test = raw_prompts[raw_prompts["split"] == "test"]
+    checkpoints = (sft_checkpoint, dpo_checkpoint, rdpo_checkpoint, dlma_checkpoint, almost_sft_checkpoint,
+                   almost_rl_checkpoint)
+    variants = _variants(context, task.name, checkpoints, student, trainer, settings)
+    seed, samples = task.spec.acceptance.seed, settings.eval_samples_per_prompt
+    answers = {name: _answers(llm, task, test["prompt"].tolist(), sampling_params(task, settings), samples)
+               for name, llm in variants.items()}
+    table, rewards_by_model = _table(task, test, answers, rewards, samples)
+    model = reward_model.iloc[0] if len(reward_model) else None
+    if model is not None and model["status"] == "trained":
+        chats = [[system_message(task), user_message(p)] for p in test["prompt"]] * samples
+        rm_means = {name: float(np.mean(cached_scores(rewards.cache_path, model["version"], model["model_dir"], chats,
+                                                      texts))) if texts else float("nan")
+                    for name, texts in answers.items()}
+        table["reward_model_score"] = table["model"].map(rm_means)
+    table = _guard_columns(table, task.name, test, answers, rewards_by_model, samples, seed)
+    markdown = markdown_table(table.drop(columns=["task", PER_PROMPT]))
+    report = settings.artifact_path("reports", task.name, "evaluation.md")
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(evaluation_report(task, test, markdown, answers, rewards_by_model))
+    context.log.info(f"{task.name} evaluation:\n{markdown}")
+    return dg.Output(
+        table, data_version=data_version(table),
+        metadata={"evaluation": dg.MetadataValue.md(markdown), "report": dg.MetadataValue.path(str(report)),
+                  "test_prompts": dg.MetadataValue.int(len(test)), **version_metadata(context, task)},
+    )
+
+
+def _variants(context, task: str, checkpoints, student: LlamaCppLLM, trainer: LoRATrainer,
+              settings: DscSettings) -> dict[str, LlamaCppLLM]:
+    """The models to evaluate: the exported base, the packaged student (null control), every trained checkpoint."""
+    version = content_hash("exported_base", trainer.settings_identity("export"), student.model_identity(), length=16)
+    base = trainer.exported_base(settings.artifact_path("checkpoints", "base", version, "base.gguf"))
+    variants = {"base": student.with_model(str(base)), "base_original": student}
+    for checkpoint in checkpoints:
+        if len(checkpoint) and checkpoint["status"].iloc[0] == "trained":
+            variants[checkpoint["method"].iloc[0]] = student.with_model(checkpoint["gguf_path"].iloc[0])
+        elif len(checkpoint):
+            context.log.warning(f"{task}: {checkpoint['method'].iloc[0]} not evaluated ({checkpoint['status'].iloc[0]})")
+    return variants
+
+
+def _answers(llm: LlamaCppLLM, task, prompts: list[str], params, samples: int) -> list[str]:
+    """``samples`` seeded answers per prompt, sample-major: the first len(prompts) are k = 0, the single-sample
+    evaluation's own request; more seeds average out sampling noise per prompt."""
+    requests = [[system_message(task), user_message(prompt)] for prompt in prompts]
+    return [g.text for k in range(samples)
+            for g in llm.chat_many(requests, params.model_copy(update={"seed": params.seed + k}))]
+
+
+def _table(task, test: pd.DataFrame, answers: dict[str, list[str]], rewards: RewardModels, samples: int):
+    """Mean reward per model against base (ALMoST's RL also against its SFT start); the per-prompt rewards."""
+    scorer, prompts, seed = rewards.for_task(task.spec.scorer), test["prompt"].tolist(), task.spec.acceptance.seed
+    rewards_by_model = {}
+    for name, texts in answers.items():
+        per_sample = [texts[k * len(prompts):(k + 1) * len(prompts)] for k in range(samples)]
+        scores = np.asarray([scorer.score(prompts, chunk) for chunk in per_sample], dtype=float).reshape(samples, -1)
+        rewards_by_model[name] = scores.mean(axis=0)  # one value per prompt: the bootstrap resamples prompts
+    table = evaluation_table(rewards_by_model, seed=seed)
+    if {"almost_sft", "almost_rl"} <= set(rewards_by_model):
+        rl_vs_sft = evaluation_table({"base": rewards_by_model["almost_sft"], "almost_rl": rewards_by_model["almost_rl"]},
+                                     seed=seed).iloc[[1]].assign(model="almost_rl vs almost_sft")
+        table = pd.concat([table, rl_vs_sft], ignore_index=True)
+    return table, rewards_by_model
+
+
+def _guard_columns(table: pd.DataFrame, task: str, test: pd.DataFrame, answers: dict[str, list[str]],
+                   rewards_by_model: dict[str, np.ndarray], samples: int, seed: int) -> pd.DataFrame:
+    """Every guard's rate per model, each job guard against base, and the per-prompt results (JSON)."""
+    prompts, guards, job = test["prompt"].tolist(), {}, {}
+    for name, texts in answers.items():
+        values = guard_values(prompts * samples, texts)  # every guard once per answer
+        guards[name] = rates_of(values)
+        job[name] = {guard: per_prompt(values[guard], samples) for guard in JOB_GUARDS}
+    for column in next(iter(guards.values())):
+        table[column] = table["model"].map({name: rates[column] for name, rates in guards.items()})
+    add_guard_differences(table, job, seed)
+    table.insert(2, "samples_per_prompt", samples)
+    table.insert(0, "task", task)
+    ids = test["prompt_id"].tolist()
+    table[PER_PROMPT] = table["model"].map({name: per_prompt_json(ids, rewards_by_model[name], job[name]) for name in job})
+    return table
+
+
+def evaluation_report(task, test: pd.DataFrame, markdown: str, answers: dict[str, list[str]],
+                      rewards_by_model: dict[str, np.ndarray]) -> str:
+    """The evaluation as a markdown page: the table and the first three prompts' answers, model by model."""
+    examples = "".join(
+        f"\n### {test['prompt_id'].iloc[i]}: {test['prompt'].iloc[i]}\n\n"
+        + "".join(f"- **{name}** ({rewards_by_model[name][i]:.3f}): {' '.join(texts[i].split())[:400]}\n"
+                  for name, texts in answers.items())
+        for i in range(min(3, len(test)))
+    )
+    return (f"# Evaluation: {task.name}\n\nScorer: {task.spec.scorer.name}; {len(test)} held-out prompts; "
+            f"differences are against the base student, 95% bootstrap intervals.\n\n{markdown}\n## Examples\n{examples}")

@@ -1,0 +1,74 @@
+"""What every asset body does: find its task, its sampling, ask the model once per row (cache first), and return its
+table as an Output with the metadata every stage records."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import dagster as dg
+import pandas as pd
+
+from dsc_assets.defs.stage import version_metadata
+from dsc_assets.lib.samples import Sample, data_version, generation_metadata, preview  # noqa: F401
+from dsc_assets.lib.tasks import Task, TaskError, load_task
+from resources.llm import GenerationProgress, LLMResource, SamplingParams
+from resources.settings import DscSettings
+
+
+def partition_task(context: dg.AssetExecutionContext) -> Task:
+    try:
+        return load_task(context.partition_key)
+    except TaskError as error:
+        raise dg.Failure(description=str(error)) from None
+
+
+def sampling_params(task: Task, settings: DscSettings) -> SamplingParams:
+    return task.sampling_for(settings.max_tokens_cap)
+
+
+def generate_step(
+    context: dg.AssetExecutionContext,
+    llm: LLMResource,
+    params: SamplingParams,
+    task: Task,
+    rows: pd.DataFrame,
+    kind: str,
+    step: int,
+    messages_for: "Callable[[pd.Series], list[dict]]",
+    source_column: str | None = None,
+    critique_column: str | None = None,
+) -> list[Sample]:
+    """Ask the model once per row (cache first) and wrap each answer in the shared Sample schema. Logs progress
+    (rows done / to generate, tokens/s over the step so far) while the model works."""
+    records = [row for _, row in rows.iterrows()]
+    requests = [messages_for(row) for row in records]
+    to_generate = llm.count_missing(requests, params)
+    label = f"{task.name} {kind} step {step}"
+    context.log.info(f"{label}: {len(records)} rows, {len(records) - to_generate} from the cache, {to_generate} to generate")
+    progress = GenerationProgress(lambda line: context.log.info(f"{label}: {line}"), to_generate)
+    generations = llm.chat_many(requests, params, on_generated=progress)
+    return [
+        Sample.from_generation(
+            row, kind, step,
+            source=row[source_column] if source_column else "",
+            critique=row[critique_column] if critique_column else "",
+            generation=generation,
+        )
+        for row, generation in zip(records, generations)
+    ]
+
+
+def sample_output(context, df: pd.DataFrame, task: Task, settings: DscSettings, llm: LLMResource) -> dg.Output[pd.DataFrame]:
+    metadata = {**generation_metadata(df), **version_metadata(context, task, settings, llm)}
+    return dg.Output(df, data_version=data_version(df), metadata=metadata)
+
+
+def table_output(
+    context: dg.AssetExecutionContext, task: Task, df: pd.DataFrame, metadata: dict, preview_columns: list[str],
+    **run_context,
+) -> dg.Output[pd.DataFrame]:
+    return dg.Output(
+        df, data_version=data_version(df),
+        metadata={"num_rows": dg.MetadataValue.int(len(df)), **metadata, "preview": preview(df, preview_columns),
+                  **version_metadata(context, task, **run_context)},
+    )

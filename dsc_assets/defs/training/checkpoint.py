@@ -1,0 +1,67 @@
+"""One checkpoint as one table row: train (or reuse) its content-addressed folder through the trainer resource and
+describe it with the numbers a person checks (steps, time, loss curve, where the GGUF is)."""
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from dsc_assets.defs.stage import version_metadata
+from dsc_assets.defs.steps import partition_task
+from dsc_assets.lib.plots import line_plot
+from dsc_assets.lib.samples import data_version
+from resources.datasets import load_records
+from resources.hashing import content_hash
+from resources.settings import METHODS, DscSettings
+from resources.trainer import LoRATrainer
+
+CHECKPOINT_COLUMNS = [
+    "task", "method", "status", "train_rows", "steps", "seconds", "first_loss", "last_loss", "data_hash", "adapter_dir",
+    "merged_dir", "gguf_path",
+]
+
+
+def dataset_records(df: pd.DataFrame) -> list[dict]:
+    """The training records, read back from the versioned Hugging Face dataset folder the table points at."""
+    return load_records(df["dataset_path"].iloc[0]) if len(df) else []
+
+
+def checkpoint_output(
+    context: dg.AssetExecutionContext, trainer: LoRATrainer, settings: DscSettings, method: str, records: list[dict],
+    train=None,
+) -> dg.Output[pd.DataFrame]:
+    """Train (or reuse) one checkpoint folder and describe it in one table row."""
+    task = partition_task(context)
+    versions = version_metadata(context, task)
+    trainer = trainer.with_overrides(task.spec.trainer.overrides())  # task.yaml trainer: (preference losses only)
+    data_hash = content_hash(records, length=16)
+    version = content_hash(method, data_hash, trainer.settings_identity(method), length=16)
+    row = {"task": task.name, "method": method, "train_rows": len(records), "data_hash": data_hash}
+    off = method in METHODS and not settings.builds(method)
+    if off or not records:
+        status = "skipped: not in the profile's methods" if off else "skipped: empty dataset"
+        (context.log.info if off else context.log.warning)(f"{task.name}: {method} checkpoint {status}")
+        df = pd.DataFrame([{**row, "status": status, "steps": 0, "seconds": 0.0, "first_loss": np.nan,
+                            "last_loss": np.nan, "adapter_dir": "", "merged_dir": "", "gguf_path": ""}],
+                          columns=CHECKPOINT_COLUMNS)
+        return dg.Output(df, data_version=data_version(df), metadata={"status": status, **versions})
+    folder = settings.artifact_path("checkpoints", method, task.name, version)
+    checkpoint = trainer.checkpoint(method, folder, f"{task.name}-{method}.gguf", records, train=train)
+    if checkpoint.reused:
+        context.log.info(f"{task.name}: reusing {method} checkpoint {folder}")
+    summary = checkpoint.summary
+    losses = summary["losses"]
+    df = pd.DataFrame([{
+        **row, "status": "trained", "steps": summary["steps"], "seconds": summary["seconds"],
+        "first_loss": losses[0] if losses else np.nan, "last_loss": losses[-1] if losses else np.nan,
+        "adapter_dir": summary["adapter_dir"], "merged_dir": summary["merged_dir"], "gguf_path": summary["gguf_path"],
+    }], columns=CHECKPOINT_COLUMNS)
+    metadata = {
+        "path": dg.MetadataValue.path(str(folder)), "gguf": dg.MetadataValue.path(summary["gguf_path"]),
+        "steps": dg.MetadataValue.int(summary["steps"]), "train_seconds": dg.MetadataValue.float(summary["seconds"]),
+        "train_rows": dg.MetadataValue.int(len(records)), "data_hash": dg.MetadataValue.text(data_hash),
+        "trainer": dg.MetadataValue.json(trainer.method_settings(method)), **versions,
+    }
+    if losses:
+        metadata["loss_curve"] = line_plot(losses, f"{task.name} {method}: training loss", "step", "loss")
+        metadata["first_loss"], metadata["last_loss"] = float(losses[0]), float(losses[-1])
+    return dg.Output(df, data_version=dg.DataVersion(version), metadata=metadata)

@@ -1,0 +1,1 @@
+"""Pure domain code: schemas, rules, statistics, messages, tables and plots; no Dagster context."""

@@ -1,0 +1,212 @@
+"""Profiles: which models and how much data, as configuration (``profiles/<name>.yaml``), never as code forks.
+
+``DSC_PROFILE`` picks the profile (default ``default``); ``DSC_HOME`` is where tables, the call cache and
+assembled models live (default ``.dsc`` in the project folder).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import difflib
+from typing import Annotated, Literal
+
+import dagster as dg
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, with_config
+from typing_extensions import TypedDict
+
+from dsc_assets.lib.paths import PROJECT_ROOT
+from dsc_assets.lib.quality import QualityRules
+
+from resources.llm import LlamaCppLLM, LLMResource, OpenAICompatibleLLM
+from resources.rewards import RewardModels
+from resources.trainer import LoRATrainer
+from resources.settings import METHODS, DscSettings  # noqa: F401  (re-exported for definitions)
+
+PROFILE_ENV, HOME_ENV = "DSC_PROFILE", "DSC_HOME"
+
+
+class ProfileError(ValueError):
+    """A profile file is malformed. Like a task file's errors, the message names the file, the field and the fix."""
+
+
+# Context windows below this cannot hold a chat template, a prompt and an answer; above, llama.cpp's own limit.
+N_CTX = {"ge": 256, "le": 131072}
+
+
+class GeneratorProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["llama_cpp", "openai"] = "llama_cpp"
+    model: str = Field("smollm2-135m", min_length=1)
+    n_ctx: int = Field(2048, **N_CTX)
+    n_threads: int = Field(0, ge=0, le=1024, description="0: all cores.")
+    base_url: str | None = None
+    api_key_env: str | None = None
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(3, ge=0, le=20)
+    batch_size: int = Field(8, ge=1, le=64, description="llama_cpp: answers decoded together in one context.")
+    max_concurrency: int = Field(1, ge=1, le=256, description="openai: requests in flight at once.")
+
+
+class LocalModelProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("smollm2-135m", min_length=1)
+    n_ctx: int = Field(2048, **N_CTX)
+    n_threads: int = Field(0, ge=0, le=1024)
+    batch_size: int = Field(8, ge=1, le=64, description="Sequences decoded or scored together in one context.")
+
+
+def _quality_overrides_type():
+    """``quality_overrides`` keys: every QualityRules threshold with its own range, plus the acceptance band.
+    A plain dict when valid (the settings resource takes a dict); a typo or an out-of-range value fails."""
+    fields = {name: Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+              for name, info in QualityRules.model_fields.items()}
+    rate = Annotated[float, Field(ge=0.0, le=1.0)]
+    fields.update(min_acceptance_rate=rate, max_acceptance_rate=rate)
+    return with_config(ConfigDict(extra="forbid"))(TypedDict("QualityOverrides", fields, total=False))
+
+
+QualityOverrides = _quality_overrides_type()
+
+# Ranges of the trainer settings a profile may set (LoRATrainer declares the types; a typo'd key or a zero batch
+# would otherwise pass silently and fail, or train nothing, after the whole data chain ran).
+TRAINER_RANGES = {
+    "lora_r": Field(ge=1), "lora_alpha": Field(ge=1), "lora_dropout": Field(ge=0.0, lt=1.0),
+    "learning_rate": Field(gt=0.0, le=1.0), "epochs": Field(gt=0.0), "max_steps": Field(ge=-1),
+    "per_device_batch_size": Field(ge=1), "grad_accum": Field(ge=1), "max_length": Field(ge=16),
+    "dpo_beta": Field(gt=0.0), "rdpo_tau": Field(gt=0.0), "dlma_gamma": Field(ge=0.0), "logging_steps": Field(ge=1),
+}
+
+
+def _trainer_settings_type():
+    fields = {}
+    for name, info in LoRATrainer.model_fields.items():
+        if name in ("base_model", "model_cache_dir"):  # set from the profile's student and DSC_HOME
+            continue
+        metadata = list(info.metadata) + ([TRAINER_RANGES[name]] if name in TRAINER_RANGES else [])
+        fields[name] = Annotated[(info.annotation, *metadata)] if metadata else info.annotation
+    return with_config(ConfigDict(extra="forbid"))(TypedDict("TrainerSettings", fields, total=False))
+
+
+TrainerSettings = _trainer_settings_type()
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    generator: GeneratorProfile = Field(default_factory=GeneratorProfile)
+    judge: LocalModelProfile = Field(default_factory=LocalModelProfile, description="LLM judge and DLMA self-reward.")
+    student: LocalModelProfile = Field(default_factory=LocalModelProfile, description="The model distilled into.")
+    trainer: TrainerSettings = Field(default_factory=dict, description="LoRATrainer settings (epochs, max_steps, lora_r, ...).")
+    max_prompts_per_task: int | None = Field(None, ge=1)
+    max_eval_prompts_per_task: int | None = Field(None, ge=0)
+    eval_samples_per_prompt: int = Field(1, ge=1, le=16)
+    max_tokens_cap: int | None = Field(None, ge=1)
+    methods: list[Literal[METHODS]] = Field(
+        default_factory=lambda: list(METHODS), min_length=1,
+        description="Methods to build (default: all). dSC's data (drafts, critiques, revisions) is built whenever one "
+                    "of sft, dpo, rdpo is on; dlma and almost are whole branches of teacher calls.")
+    quality_overrides: QualityOverrides = Field(default_factory=dict)
+    tasks: list[str] = Field(default_factory=list)
+
+
+def profile_name() -> str:
+    return os.environ.get(PROFILE_ENV) or "default"
+
+
+def dsc_home() -> Path:
+    return Path(os.environ.get(HOME_ENV) or PROJECT_ROOT / ".dsc").expanduser().resolve()
+
+
+def profile_file(name: str | None = None) -> Path:
+    """The YAML file of a profile name (``test``) or path (``my.yaml``)."""
+    name = name or profile_name()
+    return Path(name) if name.endswith((".yaml", ".yml")) else PROJECT_ROOT / "profiles" / f"{name}.yaml"
+
+
+def load_profile(name: str | None = None) -> Profile:
+    name = name or profile_name()
+    path = profile_file(name)
+    if not path.is_file():
+        known = sorted(p.stem for p in (PROJECT_ROOT / "profiles").glob("*.yaml"))
+        raise ProfileError(f"profile '{name}' not found at {path} (known: {', '.join(known)})")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ProfileError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{path}: expected a mapping of settings (generator, judge, ...), got {type(raw).__name__}")
+    try:
+        return Profile.model_validate(raw)
+    except ValidationError as error:
+        raise ProfileError(_format_profile_errors(path, error)) from None
+
+
+def _known_keys(parent: tuple) -> list[str]:
+    models = {(): Profile, ("generator",): GeneratorProfile, ("judge",): LocalModelProfile,
+              ("student",): LocalModelProfile}
+    if parent == ("quality_overrides",):
+        return list(QualityOverrides.__annotations__)
+    if parent == ("trainer",):
+        return list(TrainerSettings.__annotations__)
+    model = models.get(tuple(str(p) for p in parent))
+    return list(model.model_fields) if model else []
+
+
+def _format_profile_errors(path: Path, error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            known = _known_keys(item["loc"][:-1])
+            close = difflib.get_close_matches(str(item["loc"][-1]), known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(known)}" if known else ""
+            lines.append(f"{path}: field '{location}' is not a profile setting{hint}")
+        elif item["type"] == "missing":
+            lines.append(f"{path}: field '{location}' is missing")
+        else:
+            got = f" (got {item['input']!r})" if "input" in item and not isinstance(item["input"], (dict, list)) else ""
+            lines.append(f"{path}: field '{location}' {item['msg'].removeprefix('Value error, ')}{got}")
+    return "\n".join(lines)
+
+
+def build_generator(profile: Profile, home: Path) -> LLMResource:
+    gen = profile.generator
+    cache = str(home / "cache.duckdb")
+    if gen.backend == "openai":
+        if not gen.base_url:
+            raise ValueError("profile generator.backend is 'openai' but generator.base_url is not set")
+        api_key = dg.EnvVar(gen.api_key_env) if gen.api_key_env and os.environ.get(gen.api_key_env) else ""
+        return OpenAICompatibleLLM(
+            cache_path=cache, base_url=gen.base_url, model=gen.model, api_key=api_key,
+            timeout_s=gen.timeout_s, max_retries=gen.max_retries, max_concurrency=gen.max_concurrency,
+        )
+    return LlamaCppLLM(
+        cache_path=cache, model=gen.model, model_cache_dir=str(home / "models"), n_ctx=gen.n_ctx,
+        n_threads=gen.n_threads, batch_size=gen.batch_size,
+    )
+
+
+def build_rewards(profile: Profile, home: Path) -> RewardModels:
+    judge = profile.judge
+    return RewardModels(cache_path=str(home / "cache.duckdb"), judge_model=judge.model,
+                        model_cache_dir=str(home / "models"), n_ctx=judge.n_ctx, n_threads=judge.n_threads,
+                        batch_size=judge.batch_size)
+
+
+def build_student(profile: Profile, home: Path) -> LlamaCppLLM:
+    student = profile.student
+    return LlamaCppLLM(cache_path=str(home / "cache.duckdb"), model=student.model, model_cache_dir=str(home / "models"),
+                       n_ctx=student.n_ctx, n_threads=student.n_threads, batch_size=student.batch_size)
+
+
+def build_trainer(profile: Profile, home: Path) -> LoRATrainer:
+    try:
+        return LoRATrainer(base_model=profile.student.model, model_cache_dir=str(home / "models"), **profile.trainer)
+    except Exception as error:  # pydantic names the bad key; say where it came from
+        raise ValueError(f"profile 'trainer' settings are invalid: {error}") from None

@@ -1,0 +1,264 @@
+"""Study reports: one markdown file and one effects plot per task, written from a finished run's warehouse tables so
+a result can be committed beside the code and the profile that produced it (``dsc report``).
+
+The warehouse holds one set of tables per task whatever profile wrote them last, so the report also checks that
+its tables agree with each other and with the profile: a run of another profile, or one stopped halfway, leaves
+tables from two runs side by side, and a report over them would mix two experiments.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from pathlib import Path
+from typing import Callable
+
+import duckdb
+import pandas as pd
+
+from dsc_assets.lib.commit import git_commit
+from dsc_assets.lib.paths import PROJECT_ROOT
+from dsc_assets.lib.profiles import load_profile
+from dsc_assets.lib.stats import PER_PROMPT, subset_table
+from dsc_assets.lib.tasks import load_task
+
+CHECKPOINT_TABLES = ["sft_checkpoint", "dpo_checkpoint", "rdpo_checkpoint", "dlma_checkpoint", "almost_sft_checkpoint",
+                     "almost_rl_checkpoint"]
+CHECKPOINT_COLUMNS = ["method", "status", "train_rows", "steps", "first_loss", "last_loss", "seconds"]
+EVALUATION_COLUMNS = ["model", "prompts", "samples_per_prompt", "mean_reward", "difference_vs_base", "ci95_low",
+                      "ci95_high", "win_rate_vs_base"]
+
+
+class ReportError(Exception):
+    """A table the report needs is missing for the task: nothing is written for it."""
+
+
+def _table(con: duckdb.DuckDBPyConnection, name: str, task: str) -> pd.DataFrame | None:
+    """The task's rows of ``dsc.<name>``; None when the table does not exist (the asset never ran)."""
+    try:
+        return con.execute(f"SELECT * FROM dsc.{name} WHERE task = ?", [task]).df()
+    except duckdb.CatalogException:
+        return None
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return "—" if math.isnan(value) else f"{value:.3f}".replace("-0.000", "0.000")
+    return str(value)
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    header = "| " + " | ".join(df.columns) + " |\n|" + "---|" * len(df.columns) + "\n"
+    return header + "".join("| " + " | ".join(_cell(v) for v in row) + " |\n" for row in df.itertuples(index=False))
+
+
+def previous_evaluation(report: Path) -> tuple[pd.DataFrame, str] | None:
+    """The evaluation table and the commit line of a report this module wrote before (the committed one, when a
+    fresh clone reruns the study); None when there is none or it has no evaluation table."""
+    try:
+        text = report.read_text()
+    except OSError:
+        return None
+    section = text.split("\n## Evaluation", 1)[1].split("\n## ", 1)[0] if "\n## Evaluation" in text else ""
+    rows = [line.strip().strip("|").split("|") for line in section.splitlines() if line.startswith("|")]
+    if len(rows) < 3:
+        return None
+    header = [cell.strip() for cell in rows[0]]
+    table = pd.DataFrame([[cell.strip() for cell in row] for row in rows[2:]], columns=header)
+    needed = ["model", "difference_vs_base", "ci95_low", "ci95_high"]
+    if not set(needed) <= set(table.columns):
+        return None
+    table = table[needed].copy()
+    for column in needed[1:]:
+        table[column] = pd.to_numeric(table[column].str.replace("—", "nan"), errors="coerce")
+    lines = text.splitlines()
+    return table, lines[2] if len(lines) > 2 else ""
+
+
+def reproduction_table(previous: pd.DataFrame, evaluation: pd.DataFrame) -> pd.DataFrame:
+    """Each model in both: the previous difference and interval beside this run's difference, and whether this
+    run's difference lies inside the previous interval (what "reproduces within its interval" means here)."""
+    now = evaluation.set_index("model")["difference_vs_base"]
+    rows = []
+    for row in previous.itertuples():
+        if row.model == "base" or row.model not in now.index:
+            continue
+        inside = bool(row.ci95_low <= now[row.model] <= row.ci95_high)
+        rows.append({"model": row.model, "previous difference": row.difference_vs_base,
+                     "previous 95% CI": f"[{row.ci95_low:.3f}, {row.ci95_high:.3f}]",
+                     "this run": float(now[row.model]), "inside the previous interval": "yes" if inside else "NO"})
+    return pd.DataFrame(rows)
+
+
+def interval_verdict(low: float, high: float) -> str:
+    """A closed interval: one that ends at 0 still contains it."""
+    if math.isnan(low) or math.isnan(high):
+        return "no interval"
+    return "excludes 0" if low > 0 or high < 0 else "contains 0"
+
+
+def _data_sizes(con: duckdb.DuckDBPyConnection, task: str, prompts: pd.DataFrame) -> list[tuple[str, str]]:
+    rows = [("train prompts used", str(int((prompts["split"] == "train").sum()))),
+            ("test prompts", str(int((prompts["split"] == "test").sum())))]
+    accepted = _table(con, "accepted_samples", task)
+    if accepted is not None and "accepted" in accepted.columns:
+        rows.append(("accepted samples", f"{int(accepted['accepted'].sum())} of {len(accepted)}"))
+    pairs = _table(con, "dpo_dataset", task)
+    if pairs is not None:
+        rows.append(("DPO pairs", str(len(pairs))))
+    scores = _table(con, "reward_scores", task)
+    if scores is not None and {"kind", "step", "reward"} <= set(scores.columns):
+        for (kind, step), reward in scores.groupby(["kind", "step"])["reward"].mean().items():
+            rows.append((f"mean {kind} reward (step {step})", _cell(float(reward))))
+    return rows
+
+
+def consistency_problems(con: duckdb.DuckDBPyConnection, task: str, profile_path: Path) -> list[str]:
+    """Signs that the task's tables come from different runs, or from another profile than ``profile_path``."""
+    prompts, evaluation = _table(con, "raw_prompts", task), _table(con, "evaluation", task)
+    if prompts is None or evaluation is None:
+        return []
+    profile = load_profile(str(profile_path))
+    train, test = int((prompts["split"] == "train").sum()), int((prompts["split"] == "test").sum())
+    problems = []
+    evaluated = evaluation.loc[evaluation["model"] == "base", "prompts"]
+    if len(evaluated) and int(evaluated.iloc[0]) != test:
+        problems.append(f"the evaluation used {int(evaluated.iloc[0])} test prompts, raw_prompts holds {test}")
+    accepted = _table(con, "accepted_samples", task)
+    if accepted is not None and len(accepted) and len(accepted) != train:
+        problems.append(f"accepted_samples has {len(accepted)} chains for {train} train prompts")
+    if profile.max_prompts_per_task is not None and train > profile.max_prompts_per_task:
+        problems.append(f"{train} train prompts, the profile allows {profile.max_prompts_per_task}")
+    if profile.max_eval_prompts_per_task is not None and test > profile.max_eval_prompts_per_task:
+        problems.append(f"{test} test prompts, the profile allows {profile.max_eval_prompts_per_task}")
+    if "samples_per_prompt" in evaluation.columns:
+        samples = sorted(set(evaluation["samples_per_prompt"].astype(int)))
+        if samples != [profile.eval_samples_per_prompt]:
+            problems.append(f"evaluated with {samples} samples per prompt, the profile asks for "
+                            f"{profile.eval_samples_per_prompt}")
+    return problems
+
+
+def effects_plot(evaluation: pd.DataFrame, path: Path, title: str) -> None:
+    """Each model's difference from ``base`` with its 95% interval: what the evaluation claims, at a glance."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = evaluation[evaluation["model"] != "base"].iloc[::-1]  # the table's first row on top
+    figure = Figure(figsize=(6, 0.5 * len(rows) + 1.2))
+    FigureCanvasAgg(figure)
+    axis = figure.add_subplot()
+    difference = rows["difference_vs_base"].to_numpy()
+    errors = [difference - rows["ci95_low"].to_numpy(), rows["ci95_high"].to_numpy() - difference]
+    axis.errorbar(difference, range(len(rows)), xerr=errors, fmt="o", capsize=4)
+    axis.axvline(0, color="grey", linestyle="--", linewidth=1)
+    axis.set_yticks(range(len(rows)), rows["model"].tolist())
+    axis.set_xlabel("mean reward difference vs base (95% bootstrap CI)")
+    axis.set_title(title)
+    figure.savefig(path, format="png", dpi=100, bbox_inches="tight")
+
+
+def prompt_selection(spec: str) -> Callable[[str], bool]:
+    """``--prompts``: comma-separated prompt ids and inclusive ranges ``first..last`` (ids compare as strings, so
+    ``privacy-121..privacy-216`` is the zero-padded run between them). ValueError on an empty spec or range end."""
+    singles, ranges = set(), []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        if ".." in part:
+            first, _, last = (x.strip() for x in part.partition(".."))
+            if not first or not last:
+                raise ValueError(f"--prompts: range {part!r} needs both ends (first..last)")
+            ranges.append((first, last))
+        else:
+            singles.add(part)
+    if not singles and not ranges:
+        raise ValueError("--prompts: no prompt id given")
+    return lambda prompt_id: prompt_id in singles or any(a <= prompt_id <= b for a, b in ranges)
+
+
+def subset_section(task: str, evaluation: pd.DataFrame, spec: str) -> list[str]:
+    """The report's section for ``--prompts``: the evaluation recomputed over those test prompts only."""
+    try:
+        table = subset_table(evaluation, prompt_selection(spec), seed=load_task(task).spec.acceptance.seed)
+    except ValueError as error:
+        raise ReportError(f"task '{task}': --prompts {spec}: {error}") from error
+    heading = ["## Test prompts " + spec, ""]
+    if table.empty:
+        return heading + [f"No test prompt of this task matches `{spec}`.", ""]
+    verdicts = [f"{row.model}: {interval_verdict(row.ci95_low, row.ci95_high)}"
+                for row in table.itertuples() if row.model != "base"]
+    return heading + [f"The evaluation above recomputed over the {int(table['prompts'].iloc[0])} test prompts "
+                      f"`{spec}` alone (same answers and scores; differences against `base`, paired over these "
+                      "prompts, 95% bootstrap intervals).", "", markdown_table(table),
+                      f"95% interval of the difference: {'; '.join(verdicts)}.", ""]
+
+
+def write_report(task: str, con: duckdb.DuckDBPyConnection, profile_path: Path, out: Path,
+                 problems: list[str] | None = None, runs: list[dict] | None = None, prompt_subset: str | None = None) -> Path:
+    """Write ``<out>/<task>.md`` and ``<out>/<task>_effects.png`` from the warehouse; ReportError (and nothing
+    written) when the task has no prompts or no evaluation. ``problems``: consistency_problems, if the caller has them;
+    ``runs``: the task's provenance rows (None: no Dagster instance to ask); ``prompt_subset``: a ``--prompts`` selection
+    whose own table follows the evaluation's."""
+    evaluation = _table(con, "evaluation", task)
+    if evaluation is None:
+        raise ReportError(f"task '{task}': the warehouse has no evaluation table (materialize `evaluation` first)")
+    if evaluation.empty:
+        raise ReportError(f"task '{task}': the evaluation table has no rows for this task")
+    prompts = _table(con, "raw_prompts", task)
+    if prompts is None or prompts.empty:
+        raise ReportError(f"task '{task}': raw_prompts has no rows for this task")
+    problems = consistency_problems(con, task, profile_path) if problems is None else problems
+    shown = profile_path.relative_to(PROJECT_ROOT) if profile_path.is_relative_to(PROJECT_ROOT) else profile_path
+    lines = [f"# Study report: {task} (profile `{profile_path.stem}`)", "",
+             f"Written {datetime.date.today().isoformat()} at commit `{git_commit()}`; the commits that made the "
+             f"tables are under Provenance.", ""]
+    if problems:
+        lines += ["**Warning: these tables may not come from one run of this profile:**", ""]
+        lines += [f"- {problem}" for problem in problems] + [""]
+    lines += ["## Profile", "", f"`{shown}`:", "", "```yaml", profile_path.read_text().rstrip("\n"), "```", "",
+              "## Data", "", "| | |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in _data_sizes(con, task, prompts)] + [""]
+    checkpoints = [df[[c for c in CHECKPOINT_COLUMNS if c in df.columns]]
+                   for df in (_table(con, name, task) for name in CHECKPOINT_TABLES) if df is not None and len(df)]
+    if checkpoints:
+        lines += ["## Checkpoints", "", markdown_table(pd.concat(checkpoints, ignore_index=True))]
+    columns = [c for c in EVALUATION_COLUMNS if c in evaluation.columns]
+    columns += [c for c in evaluation.columns if c not in columns and c not in ("task", PER_PROMPT)]  # guards, RM score
+    verdicts = [f"{row.model}: {interval_verdict(row.ci95_low, row.ci95_high)}"
+                for row in evaluation.itertuples() if row.model != "base"]
+    models = set(evaluation["model"])
+    rl_row = "almost_rl vs almost_sft"  # the evaluation's one row whose difference is not against base
+    against = f"; the row `{rl_row}` is against `almost_sft`" if rl_row in models else ""
+    lines += ["## Evaluation", "", f"Differences are against `base`, paired over prompts, with 95% bootstrap "
+              f"intervals{against}.", "", markdown_table(evaluation[columns]),
+              f"95% interval of the difference: {'; '.join(verdicts)}.", ""]
+    if prompt_subset:
+        lines += subset_section(task, evaluation, prompt_subset)
+    if "base_original" in models:
+        lines += ["`base_original` is the null control (the packaged student against its exported copy): its interval "
+                  "should contain 0; if it excludes 0, export precision alone moves the reward and no other row is "
+                  "to be trusted.", ""]
+    else:
+        lines += ["No `base_original` row (the null control; evaluations before it was added lack it): a difference "
+                  "here may be export precision rather than training.", ""]
+    previous = previous_evaluation(out / f"{task}.md")
+    if previous is not None:
+        compared = reproduction_table(previous[0], evaluation)
+        if len(compared):
+            outside = compared.loc[compared["inside the previous interval"] == "NO", "model"].tolist()
+            lines += ["## Against the previous report", "",
+                      f"The report this one replaces ({previous[1].rstrip('.') or 'no commit line'}), model by model: "
+                      f"{'every difference lies inside its previous interval' if not outside else 'outside: ' + ', '.join(outside)}.",
+                      "", markdown_table(compared)]
+    lines += [f"![effects]({task}_effects.png)", "", "## Provenance", ""]
+    if runs:
+        lines += ["The latest materialization of each step, with the commit of the code that ran it.", "",
+                  markdown_table(pd.DataFrame(runs))]
+    else:
+        lines += ["No Dagster run history was available to this report (the tables' runs are not named).", ""]
+    out.mkdir(parents=True, exist_ok=True)
+    effects_plot(evaluation, out / f"{task}_effects.png", f"{task}: effect of each method")
+    report = out / f"{task}.md"
+    report.write_text("\n".join(lines))
+    return report

@@ -1,0 +1,35 @@
+"""Checkpoints as content-addressed folders: trained once per (data, settings), exported, then reused.
+
+A folder is finished when its ``summary.json`` exists; it is written last, so a killed run leaves no "finished"
+marker and the next run trains again."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+
+@dataclass
+class Checkpoint:
+    folder: Path
+    summary: dict[str, Any]  # steps, seconds, losses, and the folders/files training wrote
+    reused: bool
+
+
+def train_or_reuse(folder: Path, train: Callable[[], Any], export: Callable[[Any], dict[str, str]] | None = None) -> Checkpoint:
+    """The finished checkpoint in ``folder``, or train one there: ``train()`` returns a TrainResult; ``export(result)``
+    writes what the checkpoint serves (a GGUF) and returns the paths to record."""
+    summary_file = folder / "summary.json"
+    if summary_file.exists():  # same data, same settings: this checkpoint exists already
+        return Checkpoint(folder, json.loads(summary_file.read_text()), True)
+    started = time.perf_counter()
+    result = train()
+    exported = export(result) if export is not None else {}
+    summary = {"steps": result.steps, "seconds": round(time.perf_counter() - started, 2), "losses": result.losses,
+               "adapter_dir": str(result.adapter_dir), "merged_dir": str(result.merged_dir), **exported}
+    folder.mkdir(parents=True, exist_ok=True)
+    summary_file.write_text(json.dumps(summary))  # written last: a killed run leaves no "finished" marker
+    return Checkpoint(folder, summary, False)
