@@ -136,33 +136,3 @@ def dagster_dev(env: dict[str, str]) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
-
-
-# The fast layer (`make test-fast`, `pytest -m fast`): modules whose every test takes seconds, and single fast tests
-# of slower modules. A test belongs here when it runs in seconds on 2 busy cores; the real-model layer (the rest)
-# is what CI adds.
-FAST_MODULES = {"test_acceptance", "test_batching", "test_checks", "test_fast_graph", "test_guards", "test_llama_build",
-                "test_llm", "test_losses", "test_openai_backend", "test_preflight", "test_report", "test_rewards",
-                "test_staleness_table", "test_tasks"}
-FAST_TESTS = {
-    "test_rules_give_exactly_the_expected_pairs", "test_filter_drops_empty_identical_truncated_and_short_winners",
-    "test_heldout_fold_is_prompt_disjoint_and_stable", "test_prompted_configurations_carry_affix_and_demonstrations",
-    "test_definitions_validate", "test_first_error_line_names_a_task_error",
-    "test_first_error_line_names_a_locked_database", "test_cache_waits_while_another_process_holds_it",
-    "test_a_cache_held_too_long_fails_with_what_to_do",
-    "test_a_process_exiting_as_the_cache_closes_exits_cleanly", "test_instance_config_queues_runs_and_leaves_a_users_own_alone",
-    "test_a_failed_upstream_blocks_and_a_moved_upstream_makes_stale",
-    "test_data_asset_suites_check_schema_split_and_dataset_folder",
-    "test_gate_exit_codes_for_missing_tables_and_usage_errors", "test_profile_names_an_unknown_method",
-    "test_switching_a_method_off_moves_only_its_own_versions", "test_checks_of_an_off_branch_want_no_rows",
-    "test_an_empty_first_partition_leaves_a_table_and_the_next_rows_their_types",
-    "test_a_partition_with_a_new_column_joins_a_table_written_before_it",
-    "test_sensor_requests_nothing_below_a_failed_blocking_check",
-}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1]
-        if module in FAST_MODULES or item.originalname in FAST_TESTS:
-            item.add_marker(pytest.mark.fast)

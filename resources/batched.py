@@ -233,27 +233,7 @@ class BatchEngine:
                         seq_id = min(set(range(self.n_seq)) - set(slots))
                         slots[seq_id] = _Slot(request, seq_id, self._sampler(top_k, top_p, temperature, repeat_penalty, seed),
                                               time.perf_counter())
-                    # One step: every decoding sequence's last token, then prompt chunks in the room left.
-                    self._batch.n_tokens = 0
-                    sample_at: list[tuple[_Slot, int]] = []
-                    for slot in sorted(slots.values(), key=lambda s: s.seq_id):
-                        if slot.pending is not None:
-                            pos = len(slot.request.prompt) + len(slot.completion) - 1
-                            sample_at.append((slot, self._add(slot.pending, pos, slot.seq_id, True)))
-                            slot.pending = None
-                    room = self.n_batch - self._batch.n_tokens
-                    for slot in sorted(slots.values(), key=lambda s: s.seq_id):
-                        prompt = slot.request.prompt
-                        if slot.fed >= len(prompt) or room <= 0:
-                            continue
-                        chunk = prompt[slot.fed: slot.fed + room]
-                        for offset, token in enumerate(chunk):
-                            last = slot.fed + offset == len(prompt) - 1
-                            index = self._add(token, slot.fed + offset, slot.seq_id, last)
-                            if last:
-                                sample_at.append((slot, index))
-                        slot.fed += len(chunk)
-                        room -= len(chunk)
+                    sample_at = self._fill_batch(slots)
                     self._decode()
                     for slot, batch_index in sample_at:
                         token = llama_cpp.llama_sampler_sample(slot.sampler.sampler, self.ctx, batch_index)
@@ -267,6 +247,31 @@ class BatchEngine:
                 for slot in slots.values():
                     slot.sampler.close()
                 self._clear()
+
+    def _fill_batch(self, slots: dict[int, "_Slot"]) -> list[tuple["_Slot", int]]:
+        """One step's batch: every decoding sequence's last token, then prompt chunks in the room left; returns
+        (slot, batch index) of each logit row to sample from."""
+        self._batch.n_tokens = 0
+        sample_at: list[tuple[_Slot, int]] = []
+        for slot in sorted(slots.values(), key=lambda s: s.seq_id):
+            if slot.pending is not None:
+                pos = len(slot.request.prompt) + len(slot.completion) - 1
+                sample_at.append((slot, self._add(slot.pending, pos, slot.seq_id, True)))
+                slot.pending = None
+        room = self.n_batch - self._batch.n_tokens
+        for slot in sorted(slots.values(), key=lambda s: s.seq_id):
+            prompt = slot.request.prompt
+            if slot.fed >= len(prompt) or room <= 0:
+                continue
+            chunk = prompt[slot.fed: slot.fed + room]
+            for offset, token in enumerate(chunk):
+                last = slot.fed + offset == len(prompt) - 1
+                index = self._add(token, slot.fed + offset, slot.seq_id, last)
+                if last:
+                    sample_at.append((slot, index))
+            slot.fed += len(chunk)
+            room -= len(chunk)
+        return sample_at
 
     def _advance(self, slot: _Slot, token: int) -> Completion | None:
         """Take one sampled token; the finished answer, or None to go on (the rules of Llama._create_completion)."""

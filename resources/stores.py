@@ -24,7 +24,6 @@ from typing import Any, Iterator
 import duckdb
 import pandas as pd
 import dagster as dg
-from dagster._core.definitions.metadata import TableMetadataSet  # what dagster-duckdb reports, too
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
 # Within one process the operations take turns: DuckDB refuses a read-only and a read-write connection to the same
@@ -229,8 +228,8 @@ class _PandasTables(DuckDBPandasTypeHandler):
             connection.unregister("dsc_output")
         rows = len(obj)  # the metadata dagster-duckdb writes: row count, storage kind, columns
         context.add_output_metadata({
-            **(TableMetadataSet(partition_row_count=rows, storage_kind="duckdb") if context.has_partition_key
-               else TableMetadataSet(row_count=rows, storage_kind="duckdb")),
+            "dagster/partition_row_count" if context.has_partition_key else "dagster/row_count": rows,
+            "dagster/storage_kind": "duckdb",
             "dataframe_columns": dg.MetadataValue.table_schema(dg.TableSchema(
                 columns=[dg.TableColumn(name=str(column), type=str(dtype)) for column, dtype in obj.dtypes.items()])),
         })

@@ -50,7 +50,7 @@ def quiet_console_logger(verbose: bool) -> dg.LoggerDefinition:
     shows, the CLI prints each failure's root cause itself, and the full trace stays in the run's log in the UI."""
     import logging
 
-    from dagster._loggers import colored_console_logger
+    from dsc_assets.lib.dagster_private import colored_console_logger
 
     @dg.logger(colored_console_logger.config_schema, description="Console logger; errors only with --verbose.")
     def console(init_context):

@@ -16,16 +16,12 @@ Each problem is one line that names the file (and line, prompt id or field) and 
 
 from __future__ import annotations
 
-import atexit
 import os
 import re
-import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from dsc_assets.lib.context_window import Window, context_problems, token_counter
-from dsc_assets.lib.tasks import TaskError, load_task
+from dsc_assets.lib.tasks import Task, TaskError, load_task
 from resources.models import ModelError, resolve_model
 
 

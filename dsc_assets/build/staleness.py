@@ -17,6 +17,7 @@ import dagster as dg
 from dsc_assets.defs.inputs import Environment
 from dsc_assets.defs.stage import STAGES, current_versions, observe_inputs
 from dsc_assets.lib.chat import ChainMessages
+from dsc_assets.lib.dagster_private import FAILED, PLANNED, check_history
 from dsc_assets.lib.tasks import Task, TaskError
 from resources.hashing import call_key
 from resources.llm import LLMResource
@@ -101,24 +102,20 @@ def asset_order(defs) -> tuple[list[str], dict[str, list[str]]]:
 def failed_check(instance: dg.DagsterInstance, graph, asset: str, task: str, latest) -> str | None:
     """The name of a blocking check that failed on this partition's latest materialization, if any (an evaluation
     of an older materialization says nothing about the current one)."""
-    from dagster._core.event_api import PartitionKeyFilter  # Dagster has no public filter for check history yet
-    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
-
     node = graph.get(dg.AssetKey(asset))
     for check_key in sorted(node.check_keys, key=lambda k: k.name):
         get_spec = getattr(graph, "get_check_spec", None)
         if get_spec is not None and not get_spec(check_key).blocking:
             continue
-        history = instance.event_log_storage.get_asset_check_execution_history(
-            check_key, limit=5, partition_filter=PartitionKeyFilter(key=task))
+        history = check_history(instance, check_key, task)
         for record in history:
-            if record.status == AssetCheckExecutionRecordStatus.PLANNED or record.event is None:
+            if record.status == PLANNED or record.event is None:
                 continue
             evaluation = record.event.dagster_event.event_specific_data
             target = getattr(evaluation, "target_materialization_data", None)
             if target is not None and target.storage_id != latest.storage_id:
                 break
-            if record.status == AssetCheckExecutionRecordStatus.FAILED:
+            if record.status == FAILED:
                 return check_key.name
             break
     return None

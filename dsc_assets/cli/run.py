@@ -22,14 +22,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not healthy(profile):
         return 1
     job = quiet(defs.resolve_job_def("dsc_job"), args)
-    selection = [dg.AssetKey(name) for name in sorted(selection(args, defs) or [])] or None
+    chosen = [dg.AssetKey(name) for name in sorted(selection(args, defs) or [])] or None
     instance = dg.DagsterInstance.get()
     failed = []
     for task in tasks:
         started = time.perf_counter()
         print(f"dsc run: task '{task}' ...", flush=True)
         result = job.execute_in_process(run_config=QUIET_RUN_CONFIG, partition_key=task, instance=instance, raise_on_error=False,
-                                        asset_selection=selection)
+                                        asset_selection=chosen)
         seconds = time.perf_counter() - started
         materialized = [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()]
         print(f"dsc run: task '{task}' {'succeeded' if result.success else 'FAILED'} in {seconds:.0f}s; "

@@ -25,6 +25,7 @@ from dsc_assets.defs.errors import explained
 from dsc_assets.defs.inputs import INPUTS, OMIT, Environment
 from dsc_assets.defs.partitions import task_partitions
 from dsc_assets.lib.commit import code_commit
+from dsc_assets.lib.dagster_private import forget_input_version
 from dsc_assets.lib.tasks import Task, TaskError, load_task, task_names
 from resources.hashing import content_hash
 
@@ -151,9 +152,7 @@ def version_metadata(context: dg.AssetExecutionContext, task: Task, *_: Any, **_
     version = declared.version_of(versions)
     if declared.reads:
         observe_inputs(context.instance, {(declared.name, task.name): (version, versions)})
-        step = getattr(context.op_execution_context, "_step_execution_context", None)
-        if step is not None and hasattr(step, "wipe_input_asset_version_info"):
-            step.wipe_input_asset_version_info(INPUTS_KEY)
+        forget_input_version(context, INPUTS_KEY)
     return {"task_version": dg.MetadataValue.text(version), "input_versions": dg.MetadataValue.json(versions),
             "upstream_data_versions": dg.MetadataValue.json(upstream_data_versions(context)),
             "code_commit": dg.MetadataValue.text(code_commit())}

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from dsc_assets.lib.tasks import Task
+from resources.models import ModelError
 
 CHAT_OVERHEAD = 8  # tokens per chat message for the template's role markers (ChatML uses 5)
 MAX_LISTED = 5  # oversized prompts listed per task and model; the rest are counted

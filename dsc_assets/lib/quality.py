@@ -160,6 +160,48 @@ def _batch_definition():
         return _GX["gx"], _GX["batch"]
 
 
+def _add_text_expectations(E, suite, work: pd.DataFrame, column: str, rules: QualityRules, echo_of: tuple[str, ...],
+                           copy_of: tuple[str, ...], template_lines: list[str] | None) -> None:
+    """One text column's derived metrics (length, repetition, echo, template echo) and their expectations."""
+    texts = work[column].fillna("").astype(str)
+    work[f"{column}_chars"] = texts.str.strip().str.len()
+    work[f"{column}_repetition"] = texts.map(repetition_ratio)
+    suite.add_expectation(E.ExpectColumnValuesToNotBeNull(column=column))
+    suite.add_expectation(E.ExpectColumnValuesToBeBetween(
+        column=f"{column}_chars", min_value=rules.min_chars, max_value=rules.max_chars, mostly=rules.mostly))
+    suite.add_expectation(E.ExpectColumnValuesToBeBetween(
+        column=f"{column}_repetition", max_value=rules.max_repetition, mostly=rules.mostly))
+    suite.add_expectation(E.ExpectColumnProportionOfUniqueValuesToBeBetween(
+        column=column, min_value=1.0 - rules.max_duplicate_rate))
+    references = [(r, rules.max_echo, rules.mostly) for r in echo_of]
+    if rules.max_unchanged_rate < 1.0:  # 1.0: any share may be unchanged, nothing to expect
+        references += [(r, rules.max_source_echo, 1.0 - rules.max_unchanged_rate) for r in copy_of]
+    for reference, limit, mostly in references:
+        metric = f"{column}_echo_of_{reference}"
+        work[metric] = [echo_similarity(t, r) for t, r in zip(texts, work[reference].fillna("").astype(str))]
+        suite.add_expectation(E.ExpectColumnValuesToBeBetween(column=metric, max_value=limit, mostly=mostly))
+    if template_lines:
+        metric = f"{column}_template_echo"
+        work[metric] = texts.map(lambda t: template_echo(t, template_lines))
+        suite.add_expectation(E.ExpectColumnValuesToBeBetween(
+            column=metric, max_value=rules.max_template_echo, mostly=rules.mostly))
+
+
+def _outcome(item, df: pd.DataFrame, work: pd.DataFrame, text_columns: tuple[str, ...]) -> Outcome:
+    """One expectation's result, with up to three example rows (their prompt ids and the text that failed)."""
+    config, details = item.expectation_config, item.result or {}
+    column = config.kwargs.get("column")
+    bad = (details.get("unexpected_index_list") or [])[:3]
+    source = column if column in df.columns else next((c for c in text_columns if column and column.startswith(c)), None)
+    examples = [{"prompt_id": work.at[i, "prompt_id"] if "prompt_id" in work else i,
+                 "value": work.at[i, source] if source else work.at[i, column]} for i in bad]
+    observed = details.get("observed_value")
+    if observed is None and details.get("unexpected_count"):
+        observed = f"{details['unexpected_count']} of {len(work)} rows"
+    return Outcome(config.type, column, bool(item.success), observed, int(details.get("unexpected_count") or 0),
+                   examples)
+
+
 def validate_table(
     df: pd.DataFrame,
     rules: QualityRules,
@@ -184,28 +226,8 @@ def validate_table(
     work = df.reset_index(drop=True).copy()
     suite = gx.ExpectationSuite(name=name)
     for column in text_columns:
-        texts = work[column].fillna("").astype(str)
-        work[f"{column}_chars"] = texts.str.strip().str.len()
-        work[f"{column}_repetition"] = texts.map(repetition_ratio)
-        suite.add_expectation(E.ExpectColumnValuesToNotBeNull(column=column))
-        suite.add_expectation(E.ExpectColumnValuesToBeBetween(
-            column=f"{column}_chars", min_value=rules.min_chars, max_value=rules.max_chars, mostly=rules.mostly))
-        suite.add_expectation(E.ExpectColumnValuesToBeBetween(
-            column=f"{column}_repetition", max_value=rules.max_repetition, mostly=rules.mostly))
-        suite.add_expectation(E.ExpectColumnProportionOfUniqueValuesToBeBetween(
-            column=column, min_value=1.0 - rules.max_duplicate_rate))
-        references = [(r, rules.max_echo, rules.mostly) for r in (echo_of or {}).get(column, ())]
-        if rules.max_unchanged_rate < 1.0:  # 1.0: any share may be unchanged, nothing to expect
-            references += [(r, rules.max_source_echo, 1.0 - rules.max_unchanged_rate) for r in (copy_of or {}).get(column, ())]
-        for reference, limit, mostly in references:
-            metric = f"{column}_echo_of_{reference}"
-            work[metric] = [echo_similarity(t, r) for t, r in zip(texts, work[reference].fillna("").astype(str))]
-            suite.add_expectation(E.ExpectColumnValuesToBeBetween(column=metric, max_value=limit, mostly=mostly))
-        if template_lines:
-            metric = f"{column}_template_echo"
-            work[metric] = texts.map(lambda t: template_echo(t, template_lines))
-            suite.add_expectation(E.ExpectColumnValuesToBeBetween(
-                column=metric, max_value=rules.max_template_echo, mostly=rules.mostly))
+        _add_text_expectations(E, suite, work, column, rules, (echo_of or {}).get(column, ()),
+                               (copy_of or {}).get(column, ()), template_lines)
     for column, (low, high) in (ranges or {}).items():
         suite.add_expectation(E.ExpectColumnValuesToNotBeNull(column=column))
         if math.isinf(low) and math.isinf(high):
@@ -218,18 +240,7 @@ def validate_table(
         suite.add_expectation(E.ExpectColumnValuesToBeInSet(column=column, value_set=sorted(allowed)))
     result = batch_definition.get_batch(batch_parameters={"dataframe": work}).validate(
         suite, result_format={"result_format": "COMPLETE"})
-    for item in result.results:
-        config, details = item.expectation_config, item.result or {}
-        column = config.kwargs.get("column")
-        bad = (details.get("unexpected_index_list") or [])[:3]
-        source = column if column in df.columns else next((c for c in text_columns if column and column.startswith(c)), None)
-        examples = [{"prompt_id": work.at[i, "prompt_id"] if "prompt_id" in work else i,
-                     "value": work.at[i, source] if source else work.at[i, column]} for i in bad]
-        observed = details.get("observed_value")
-        if observed is None and details.get("unexpected_count"):
-            observed = f"{details['unexpected_count']} of {len(work)} rows"
-        outcomes.append(Outcome(config.type, column, bool(item.success), observed,
-                                int(details.get("unexpected_count") or 0), examples))
+    outcomes += [_outcome(item, df, work, text_columns) for item in result.results]
     return QualityReport(name, outcomes)
 
 

@@ -194,6 +194,20 @@ def subset_section(task: str, evaluation: pd.DataFrame, spec: str) -> list[str]:
                       f"95% interval of the difference: {'; '.join(verdicts)}.", ""]
 
 
+def _evaluation_section(evaluation: pd.DataFrame) -> list[str]:
+    """The evaluation table with each model's interval verdict (against `base`, or `almost_sft` for ALMoST's RL)."""
+    columns = [c for c in EVALUATION_COLUMNS if c in evaluation.columns]
+    columns += [c for c in evaluation.columns if c not in columns and c not in ("task", PER_PROMPT)]  # guards, RM score
+    verdicts = [f"{row.model}: {interval_verdict(row.ci95_low, row.ci95_high)}"
+                for row in evaluation.itertuples() if row.model != "base"]
+    models = set(evaluation["model"])
+    rl_row = "almost_rl vs almost_sft"  # the evaluation's one row whose difference is not against base
+    against = f"; the row `{rl_row}` is against `almost_sft`" if rl_row in models else ""
+    return ["## Evaluation", "", f"Differences are against `base`, paired over prompts, with 95% bootstrap "
+              f"intervals{against}.", "", markdown_table(evaluation[columns]),
+              f"95% interval of the difference: {'; '.join(verdicts)}.", ""]
+
+
 def write_report(task: str, con: duckdb.DuckDBPyConnection, profile_path: Path, out: Path,
                  problems: list[str] | None = None, runs: list[dict] | None = None, prompt_subset: str | None = None) -> Path:
     """Write ``<out>/<task>.md`` and ``<out>/<task>_effects.png`` from the warehouse; ReportError (and nothing
@@ -223,19 +237,10 @@ def write_report(task: str, con: duckdb.DuckDBPyConnection, profile_path: Path, 
                    for df in (_table(con, name, task) for name in CHECKPOINT_TABLES) if df is not None and len(df)]
     if checkpoints:
         lines += ["## Checkpoints", "", markdown_table(pd.concat(checkpoints, ignore_index=True))]
-    columns = [c for c in EVALUATION_COLUMNS if c in evaluation.columns]
-    columns += [c for c in evaluation.columns if c not in columns and c not in ("task", PER_PROMPT)]  # guards, RM score
-    verdicts = [f"{row.model}: {interval_verdict(row.ci95_low, row.ci95_high)}"
-                for row in evaluation.itertuples() if row.model != "base"]
-    models = set(evaluation["model"])
-    rl_row = "almost_rl vs almost_sft"  # the evaluation's one row whose difference is not against base
-    against = f"; the row `{rl_row}` is against `almost_sft`" if rl_row in models else ""
-    lines += ["## Evaluation", "", f"Differences are against `base`, paired over prompts, with 95% bootstrap "
-              f"intervals{against}.", "", markdown_table(evaluation[columns]),
-              f"95% interval of the difference: {'; '.join(verdicts)}.", ""]
+    lines += _evaluation_section(evaluation)
     if prompt_subset:
         lines += subset_section(task, evaluation, prompt_subset)
-    if "base_original" in models:
+    if "base_original" in set(evaluation["model"]):
         lines += ["`base_original` is the null control (the packaged student against its exported copy): its interval "
                   "should contain 0; if it excludes 0, export precision alone moves the reward and no other row is "
                   "to be trusted.", ""]

@@ -13,7 +13,7 @@ from dsc_assets.build.doctor import DoctorError, check_models, child_command, ru
 from resources import llama_build
 from resources.models import resolve_model
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # /proc/cpuinfo flag lines of two real CPUs: a Sapphire Rapids VM (AMX) and an older AVX-only Xeon.
 SAPPHIRE_RAPIDS = ("flags : fpu sse4_2 avx f16c fma avx2 bmi2 avx512f avx512cd avx512vl avx512dq avx512bw avx512vbmi "

@@ -7,7 +7,6 @@ import re
 import dagster as dg
 import duckdb
 import pandas as pd
-import pytest
 import yaml
 
 from dsc_assets.defs.generation import assets, checks

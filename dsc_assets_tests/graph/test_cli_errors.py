@@ -1,0 +1,54 @@
+"""The command line as a user runs it: Dagster's own CLI, `dsc run`, and a run killed with SIGKILL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+from dsc_assets_tests.conftest import run_cli
+
+
+def _env(tmp_path: Path, **extra) -> dict[str, str]:
+    (tmp_path / "dagster_home").mkdir(exist_ok=True)
+    return {"DSC_PROFILE": "test", "DSC_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+            **extra}
+
+
+def test_definitions_validate(tmp_path):
+    result = run_cli(["dagster", "definitions", "validate", "-m", "dsc_assets.definitions"], _env(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Validation successful" in result.stdout + result.stderr
+
+
+def _first_error_line(stderr: str) -> str:
+    """The first line of stderr that is not Dagster's log of the run (those start with a timestamp)."""
+    return next(line for line in stderr.splitlines() if line.strip() and not line[:4].isdigit())
+
+
+def test_first_error_line_names_a_task_error(tmp_path, prompts_copy):
+    task_yaml = prompts_copy / "sentiment" / "task.yaml"
+    task_yaml.write_text(task_yaml.read_text().replace("name: vader", "name: bleurt"))
+    result = run_cli(["dsc", "run", "--tasks", "sentiment"], _env(tmp_path, DSC_PROMPTS_DIR=str(prompts_copy)))
+    assert result.returncode == 2
+    first = _first_error_line(result.stderr)
+    assert first.startswith(f"dsc run: {task_yaml}: field 'scorer.name'") and "unknown scorer 'bleurt'" in first, first
+    assert "Traceback" not in result.stderr
+
+
+def test_first_error_line_names_a_locked_database(tmp_path):
+    (tmp_path / "home").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+                               "print('ready', flush=True); time.sleep(120)", str(tmp_path / "home" / "warehouse.duckdb")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        result = run_cli(["dsc", "run", "--tasks", "sentiment", "--select", "raw_prompts"],
+                         _env(tmp_path, DSC_LOCK_GRACE_S="2"))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2
+    first = _first_error_line(result.stderr)
+    assert "warehouse.duckdb: locked by another process" in first and f"PID {holder.pid}" in first, first
