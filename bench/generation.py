@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import resources.threads  # noqa: E402,F401  (OMP_WAIT_POLICY before llama_cpp loads)
 from dsc_assets.lib.tasks import load_task  # noqa: E402
-from resources.llm import LlamaCppLLM, OpenAICompatibleLLM, SamplingParams  # noqa: E402
+from resources.llm import LlamaCppLLM, SamplingParams  # noqa: E402
+from resources.openai_llm import OpenAICompatibleLLM
 from resources.threads import llama_threads  # noqa: E402
 
 DEFAULT_PROMPTS = {"smollm2-135m": 24, "qwen2.5-coder-1.5b": 8}
@@ -61,22 +62,44 @@ def bare_chat_many(llama, requests: list[list[dict]], params: SamplingParams) ->
         llama.reset()
         llama.set_seed(params.seed)
         answer = llama.create_chat_completion(
-            messages=messages, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
-            max_tokens=params.max_tokens, repeat_penalty=params.repeat_penalty, seed=params.seed,
+            messages=messages,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            max_tokens=params.max_tokens,
+            repeat_penalty=params.repeat_penalty,
+            seed=params.seed,
             stop=list(params.stop) or None,
         )
         out.append(((answer["choices"][0]["message"]["content"] or "").strip(), answer["usage"]["completion_tokens"]))
     return out
 
 
-def bench_model(model: str, requests: list[list[dict]], params: SamplingParams, batch_sizes: list[int], rounds: int,
-                n_ctx: int, workdir: Path, bare: bool = False) -> dict:
+def bench_model(
+    model: str,
+    requests: list[list[dict]],
+    params: SamplingParams,
+    batch_sizes: list[int],
+    rounds: int,
+    n_ctx: int,
+    workdir: Path,
+    bare: bool = False,
+) -> dict:
     sides: list = [1, *batch_sizes] + (["bare"] if bare else [])
     import resources.batched
 
     resources.batched.MAX_ENGINES = len(sides) + 1  # keep every side's context: none is rebuilt in a timed round
-    llms = {b: LlamaCppLLM(cache_path=str(workdir / f"{model}-warm-{b}.duckdb"), model=model,
-                           model_cache_dir=".dsc/models", n_ctx=n_ctx, batch_size=b) for b in sides if b != "bare"}
+    llms = {
+        b: LlamaCppLLM(
+            cache_path=str(workdir / f"{model}-warm-{b}.duckdb"),
+            model=model,
+            model_cache_dir=".dsc/models",
+            n_ctx=n_ctx,
+            batch_size=b,
+        )
+        for b in sides
+        if b != "bare"
+    }
     for llm in llms.values():  # load and warm every context outside the timed rounds (page faults, allocations)
         llm.chat_many(requests[: llm.batch_size], params.model_copy(update={"max_tokens": 4, "seed": 999_999}))
     llama = llms[1].llama()
@@ -89,7 +112,7 @@ def bench_model(model: str, requests: list[list[dict]], params: SamplingParams, 
     tokens = {b: 0 for b in sides}
     prefill: list[tuple[float, float]] = []
     for round_index in range(rounds):
-        order = sides[round_index % len(sides):] + sides[: round_index % len(sides)]
+        order = sides[round_index % len(sides) :] + sides[: round_index % len(sides)]
         round_params = params.model_copy(update={"seed": params.seed + round_index})  # no cache hit across rounds
         texts = {}
         for b in order:
@@ -97,7 +120,9 @@ def bench_model(model: str, requests: list[list[dict]], params: SamplingParams, 
             if b == "bare":
                 answers = bare_chat_many(llama, requests, round_params)
             else:
-                llm = LlamaCppLLM(**{**llms[b].model_dump(), "cache_path": str(workdir / f"{model}-{round_index}-{b}.duckdb")})
+                llm = LlamaCppLLM(
+                    **{**llms[b].model_dump(), "cache_path": str(workdir / f"{model}-{round_index}-{b}.duckdb")}
+                )
                 generations = llm.chat_many(requests, round_params)
                 answers = [(g.text, g.completion_tokens) for g in generations]
                 assert llm.calls_made == len(requests), "every row must really be generated in a timed round"
@@ -116,15 +141,26 @@ def bench_model(model: str, requests: list[list[dict]], params: SamplingParams, 
     # On a shared machine the wall clock also counts time this process waited for a core; tokens per CPU second of
     # this process measure the work per token (the batching effect) without that wait.
     return {
-        "model": model, "requests": len(requests), "max_tokens": params.max_tokens, "rounds": rounds,
-        "threads": llama_threads(), "prefill_tokens_per_s": round(ceiling, 1),
+        "model": model,
+        "requests": len(requests),
+        "max_tokens": params.max_tokens,
+        "rounds": rounds,
+        "threads": llama_threads(),
+        "prefill_tokens_per_s": round(ceiling, 1),
         "prefill_tokens_per_cpu_s": round(cpu_ceiling, 1),
-        "sides": {("bare_create_chat_completion" if b == "bare" else f"batch_{b}"): {
-            "tokens_per_s": round(speed[b], 2), "completion_tokens": tokens[b], "seconds": round(seconds[b], 2),
-            "ratio_to_batch_1": round(speed[b] / speed[1], 3), "fraction_of_prefill": round(speed[b] / ceiling, 3),
-            "tokens_per_cpu_s": round(cpu_speed[b], 2), "cpu_ratio_to_batch_1": round(cpu_speed[b] / cpu_speed[1], 3),
-            "cpu_fraction_of_prefill": round(cpu_speed[b] / cpu_ceiling, 3),
-        } for b in sides},
+        "sides": {
+            ("bare_create_chat_completion" if b == "bare" else f"batch_{b}"): {
+                "tokens_per_s": round(speed[b], 2),
+                "completion_tokens": tokens[b],
+                "seconds": round(seconds[b], 2),
+                "ratio_to_batch_1": round(speed[b] / speed[1], 3),
+                "fraction_of_prefill": round(speed[b] / ceiling, 3),
+                "tokens_per_cpu_s": round(cpu_speed[b], 2),
+                "cpu_ratio_to_batch_1": round(cpu_speed[b] / cpu_speed[1], 3),
+                "cpu_fraction_of_prefill": round(cpu_speed[b] / cpu_ceiling, 3),
+            }
+            for b in sides
+        },
     }
 
 
@@ -162,15 +198,20 @@ def step_costs(model: str, sizes: list[int], steps: int = 10, context: int = 400
                     wall += time.perf_counter() - started
                     cpu += time.process_time() - started_cpu
             engine.close()
-            costs.setdefault(layout, {})[f"n_{n}"] = {"tokens_per_s": round(steps * n / wall, 1),
-                                                       "cpu_ms_per_token": round(cpu / steps / n * 1000, 2)}
+            costs.setdefault(layout, {})[f"n_{n}"] = {
+                "tokens_per_s": round(steps * n / wall, 1),
+                "cpu_ms_per_token": round(cpu / steps / n * 1000, 2),
+            }
             print(f"  {model} {layout}: {n} sequences per step: {costs[layout][f'n_{n}']}", flush=True)
     return costs
 
 
 def bench_server(requests: list[list[dict]], params: SamplingParams, rounds: int, workdir: Path) -> dict:
-    missing = [m for m in ("fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings")
-               if importlib.util.find_spec(m) is None]
+    missing = [
+        m
+        for m in ("fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings")
+        if importlib.util.find_spec(m) is None
+    ]
     if missing:
         return {"skipped": f"llama-cpp-python's server extra is not installed (missing: {', '.join(missing)})"}
     from resources.models import resolve_model
@@ -180,9 +221,27 @@ def bench_server(requests: list[list[dict]], params: SamplingParams, rounds: int
         port = probe.getsockname()[1]
     model = resolve_model("smollm2-135m", ".dsc/models")
     threads = str(llama_threads())
-    process = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model.path), "--host", "127.0.0.1",
-                                "--port", str(port), "--n_ctx", "2048", "--n_threads", threads, "--n_threads_batch", threads],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model.path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "2048",
+            "--n_threads",
+            threads,
+            "--n_threads_batch",
+            threads,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
         import httpx
@@ -198,17 +257,23 @@ def bench_server(requests: list[list[dict]], params: SamplingParams, rounds: int
                 time.sleep(0.5)
         seconds, tokens = {1: 0.0, 4: 0.0}, {1: 0, 4: 0}
         for round_index in range(rounds):
-            for concurrency in ([1, 4] if round_index % 2 == 0 else [4, 1]):
-                client = OpenAICompatibleLLM(cache_path=str(workdir / f"server-{round_index}-{concurrency}.duckdb"),
-                                             base_url=base_url, model="smollm2", max_concurrency=concurrency)
+            for concurrency in [1, 4] if round_index % 2 == 0 else [4, 1]:
+                client = OpenAICompatibleLLM(
+                    cache_path=str(workdir / f"server-{round_index}-{concurrency}.duckdb"),
+                    base_url=base_url,
+                    model="smollm2",
+                    max_concurrency=concurrency,
+                )
                 started = time.perf_counter()
                 out = client.chat_many(requests, params.model_copy(update={"seed": params.seed + round_index}))
                 seconds[concurrency] += time.perf_counter() - started
                 tokens[concurrency] += sum(g.completion_tokens for g in out)
         speed = {c: tokens[c] / seconds[c] for c in seconds}
-        return {"server": "python -m llama_cpp.server (one model instance, requests served one at a time)",
-                "tokens_per_s": {f"max_concurrency_{c}": round(v, 2) for c, v in speed.items()},
-                "ratio_4_over_1": round(speed[4] / speed[1], 3)}
+        return {
+            "server": "python -m llama_cpp.server (one model instance, requests served one at a time)",
+            "tokens_per_s": {f"max_concurrency_{c}": round(v, 2) for c, v in speed.items()},
+            "ratio_4_over_1": round(speed[4] / speed[1], 3),
+        }
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -218,16 +283,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="smollm2-135m,qwen2.5-coder-1.5b")
     parser.add_argument("--task", default="sentiment")
-    parser.add_argument("--prompts", type=int, help="requests per round (default: 24 for the 135M model, 8 for the teacher)")
+    parser.add_argument(
+        "--prompts", type=int, help="requests per round (default: 24 for the 135M model, 8 for the teacher)"
+    )
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--batch-sizes", default="4,8")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--n-ctx", type=int, default=1024)
-    parser.add_argument("--step-costs", help="also measure tokens/s and CPU ms per token of one decode step (400 tokens of "
-                        "context per sequence, both KV layouts) at these numbers of "
-                                             "sequences, e.g. 1,8,32 (no sampling, no cache)")
+    parser.add_argument(
+        "--step-costs",
+        help="also measure tokens/s and CPU ms per token of one decode step (400 tokens of "
+        "context per sequence, both KV layouts) at these numbers of "
+        "sequences, e.g. 1,8,32 (no sampling, no cache)",
+    )
     parser.add_argument("--bare", action="store_true", help="also time bare create_chat_completion (the old path)")
-    parser.add_argument("--server", action="store_true", help="also measure max_concurrency 1 vs 4 against llama_cpp.server")
+    parser.add_argument(
+        "--server", action="store_true", help="also measure max_concurrency 1 vs 4 against llama_cpp.server"
+    )
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
 
@@ -237,8 +309,11 @@ def main() -> None:
 
     system_info = llama_cpp.llama_print_system_info().decode().strip()
     marker = installed_marker()
-    print(f"llama.cpp build: {system_info}\ninstalled build: {json.dumps(marker)}\nthreads: {llama_threads()} "
-          f"(of {len(os.sched_getaffinity(0))} usable cores), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}", flush=True)
+    print(
+        f"llama.cpp build: {system_info}\ninstalled build: {json.dumps(marker)}\nthreads: {llama_threads()} "
+        f"(of {len(os.sched_getaffinity(0))} usable cores), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}",
+        flush=True,
+    )
     workdir = Path(tempfile.mkdtemp(prefix="dsc-bench-"))
     task = load_task(args.task)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
@@ -248,11 +323,13 @@ def main() -> None:
         params = task.spec.sampling.model_copy(update={"max_tokens": args.max_tokens})
         if args.step_costs:
             results.setdefault("step_costs", {})[model] = step_costs(
-                model, [int(n) for n in args.step_costs.split(",")])
+                model, [int(n) for n in args.step_costs.split(",")]
+            )
         if args.rounds == 0:  # --rounds 0: only the step costs
             continue
-        results["models"].append(bench_model(model, requests, params, batch_sizes, args.rounds, args.n_ctx, workdir,
-                                              args.bare))
+        results["models"].append(
+            bench_model(model, requests, params, batch_sizes, args.rounds, args.n_ctx, workdir, args.bare)
+        )
     if args.server:
         params = task.spec.sampling.model_copy(update={"max_tokens": args.max_tokens})
         results["server"] = bench_server(chat_requests(args.task, 8), params, args.rounds, workdir)
@@ -262,11 +339,16 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     print()
     for model in results["models"]:
-        line = "; ".join(f"{k.replace('_', ' ')}: {v['tokens_per_s']} tok/s (x{v['ratio_to_batch_1']}, "
-                         f"{v['fraction_of_prefill']:.0%} of prefill), {v['tokens_per_cpu_s']} tok/CPU-s "
-                         f"(x{v['cpu_ratio_to_batch_1']}, {v['cpu_fraction_of_prefill']:.0%})" for k, v in model["sides"].items())
-        print(f"{model['model']}: prefill {model['prefill_tokens_per_s']} tok/s, {model['prefill_tokens_per_cpu_s']} "
-              f"tok/CPU-s; {line}")
+        line = "; ".join(
+            f"{k.replace('_', ' ')}: {v['tokens_per_s']} tok/s (x{v['ratio_to_batch_1']}, "
+            f"{v['fraction_of_prefill']:.0%} of prefill), {v['tokens_per_cpu_s']} tok/CPU-s "
+            f"(x{v['cpu_ratio_to_batch_1']}, {v['cpu_fraction_of_prefill']:.0%})"
+            for k, v in model["sides"].items()
+        )
+        print(
+            f"{model['model']}: prefill {model['prefill_tokens_per_s']} tok/s, {model['prefill_tokens_per_cpu_s']} "
+            f"tok/CPU-s; {line}"
+        )
     if "server" in results:
         print(f"server: {json.dumps(results['server'])}")
 

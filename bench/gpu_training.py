@@ -49,8 +49,12 @@ ALL_METHODS = ("sft", "dpo", "rdpo", "dlma", "reward_model", "rl")
 SYSTEM = {"role": "system", "content": "You write short, specific film reviews."}
 ADJECTIVES = ("Silent", "Red", "Last", "Golden", "Broken", "Hidden", "Distant", "Electric")
 NOUNS = ("Harbor", "Summer", "Train", "Garden")
-GOOD = ("warm, funny and beautifully acted", "tense, clever and gorgeously shot", "moving, with a score that lingers",
-        "sharp, generous and full of life")
+GOOD = (
+    "warm, funny and beautifully acted",
+    "tense, clever and gorgeously shot",
+    "moving, with a score that lingers",
+    "sharp, generous and full of life",
+)
 BAD = ("dull, slow and badly acted", "a mess of clichés", "loud and empty", "tedious from start to finish")
 
 
@@ -68,13 +72,22 @@ def make_datasets(rows: int) -> dict:
     user = [{"role": "user", "content": f"Review {t}."} for t in titles]
     chosen = [f"{t} is {GOOD[i % len(GOOD)]}." for i, t in enumerate(titles)]
     rejected = [f"{t} is {BAD[i % len(BAD)]}." for i, t in enumerate(titles)]
-    sft = Dataset.from_list([{"messages": [SYSTEM, u, {"role": "assistant", "content": c}]} for u, c in zip(user, chosen)])
-    pairs = Dataset.from_list([
-        {"prompt": [SYSTEM, u], "chosen": [{"role": "assistant", "content": c}],
-         "rejected": [{"role": "assistant", "content": r}],
-         "score_chosen": 0.9 - 0.05 * (i % 5), "score_rejected": -0.7 + 0.1 * (i % 4),  # rDPO's soft labels
-         "self_reward": float((i % 7) - 3)}  # DLMA's self-reward margin
-        for i, (u, c, r) in enumerate(zip(user, chosen, rejected))])
+    sft = Dataset.from_list(
+        [{"messages": [SYSTEM, u, {"role": "assistant", "content": c}]} for u, c in zip(user, chosen)]
+    )
+    pairs = Dataset.from_list(
+        [
+            {
+                "prompt": [SYSTEM, u],
+                "chosen": [{"role": "assistant", "content": c}],
+                "rejected": [{"role": "assistant", "content": r}],
+                "score_chosen": 0.9 - 0.05 * (i % 5),
+                "score_rejected": -0.7 + 0.1 * (i % 4),  # rDPO's soft labels
+                "self_reward": float((i % 7) - 3),
+            }  # DLMA's self-reward margin
+            for i, (u, c, r) in enumerate(zip(user, chosen, rejected))
+        ]
+    )
     prompts = Dataset.from_list([{"prompt": [SYSTEM, u]} for u in user])
     return {"sft": sft, "pairs": pairs, "prompts": prompts}
 
@@ -177,8 +190,13 @@ def adapter_state(adapter_dir: str) -> dict:
     lora_b = [v.float() for k, v in state.items() if "lora_B" in k]
     finite = all(bool(torch.isfinite(v.float()).all()) for v in state.values())
     max_b = max((float(v.abs().max()) for v in lora_b), default=0.0)
-    return {"adapter_changed": bool(lora_b) and max_b > 0, "adapter_finite": finite, "lora_B_tensors": len(lora_b),
-            "lora_B_max_abs": max_b, "adapter_dtypes": sorted({str(v.dtype).replace("torch.", "") for v in state.values()})}
+    return {
+        "adapter_changed": bool(lora_b) and max_b > 0,
+        "adapter_finite": finite,
+        "lora_B_tensors": len(lora_b),
+        "lora_B_max_abs": max_b,
+        "adapter_dtypes": sorted({str(v.dtype).replace("torch.", "") for v in state.values()}),
+    }
 
 
 def run_one(method: str, device: str, dtype: str, steps: int, base: Path, data: dict, opts, work: Path) -> dict:
@@ -189,10 +207,21 @@ def run_one(method: str, device: str, dtype: str, steps: int, base: Path, data: 
     row = {"method": method, "device": device, "dtype": dtype, "steps_asked": steps, "ok": False}
     out = work / f"{method}-{device}-{dtype}"
     shutil.rmtree(out, ignore_errors=True)
-    settings = dict(base_model="smollm2-135m", model_cache_dir=str(work / "models"), device=device, dtype=dtype,
-                    max_steps=steps, per_device_batch_size=opts.batch, grad_accum=opts.grad_accum,
-                    max_length=opts.max_length, learning_rate=opts.lr, seed=opts.seed, logging_steps=1,
-                    rl_num_generations=opts.rl_generations, rl_max_completion_length=opts.rl_completion)
+    settings = dict(
+        base_model="smollm2-135m",
+        model_cache_dir=str(work / "models"),
+        device=device,
+        dtype=dtype,
+        max_steps=steps,
+        per_device_batch_size=opts.batch,
+        grad_accum=opts.grad_accum,
+        max_length=opts.max_length,
+        learning_rate=opts.lr,
+        seed=opts.seed,
+        logging_steps=1,
+        rl_num_generations=opts.rl_generations,
+        rl_max_completion_length=opts.rl_completion,
+    )
     trainer = LoRATrainer(**settings)
     trainer._base = base  # the random-init student; nothing reads the GGUF
     CAPTURED.clear()
@@ -212,8 +241,11 @@ def run_one(method: str, device: str, dtype: str, steps: int, base: Path, data: 
         else:
             raise ValueError(f"unknown method {method}")
     except Exception as exc:  # noqa: BLE001 - report every method, keep going
-        row.update(seconds=round(time.perf_counter() - started, 2), error=f"{type(exc).__name__}: {exc}",
-                   traceback=traceback.format_exc(limit=-15))
+        row.update(
+            seconds=round(time.perf_counter() - started, 2),
+            error=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(limit=-15),
+        )
         return row
     finally:
         if device == "cuda":
@@ -267,8 +299,12 @@ def export_check(merged_dir: str, work: Path, target_modules: list[str], tag: st
         import gguf
         import numpy as np
     except ImportError as exc:
-        row.update(skipped=True, ok=True, note=f"skipped: gguf package not importable ({exc}); export_gguf itself "
-                                              "needs the student's GGUF, which does not travel")
+        row.update(
+            skipped=True,
+            ok=True,
+            note=f"skipped: gguf package not importable ({exc}); export_gguf itself "
+            "needs the student's GGUF, which does not travel",
+        )
         return row
     try:
         from resources.export import export_merged_gguf, gguf_replacements, load_safetensors
@@ -294,9 +330,14 @@ def export_check(merged_dir: str, work: Path, target_modules: list[str], tag: st
         export_merged_gguf(base, merged, out, list(target_modules))
         reader = gguf.GGUFReader(str(out))
         tensors = {t.name: np.asarray(t.data) for t in reader.tensors}
-        wrong = [name for name, want in expected.items()
-                 if name not in tensors or not np.array_equal(tensors[name].reshape(want.shape), want)]
-        if "output_norm.weight" not in tensors or not np.array_equal(tensors["output_norm.weight"].reshape(-1), untouched):
+        wrong = [
+            name
+            for name, want in expected.items()
+            if name not in tensors or not np.array_equal(tensors[name].reshape(want.shape), want)
+        ]
+        if "output_norm.weight" not in tensors or not np.array_equal(
+            tensors["output_norm.weight"].reshape(-1), untouched
+        ):
             wrong.append("output_norm.weight (untouched)")
         row.update(checked_tensors=len(expected) + 1, seconds=round(time.perf_counter() - started, 2))
         if wrong:
@@ -304,8 +345,11 @@ def export_check(merged_dir: str, work: Path, target_modules: list[str], tag: st
         else:
             row["ok"] = True
     except Exception as exc:  # noqa: BLE001
-        row.update(seconds=round(time.perf_counter() - started, 2), error=f"{type(exc).__name__}: {exc}",
-                   traceback=traceback.format_exc(limit=-10))
+        row.update(
+            seconds=round(time.perf_counter() - started, 2),
+            error=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(limit=-10),
+        )
     return row
 
 
@@ -319,17 +363,25 @@ def fmt(value, spec: str = "") -> str:
 
 
 def print_table(rows: list[dict]) -> None:
-    header = (f"{'method':<18} {'device':<6} {'dtype':<9} {'steps':>5} {'wall s':>7} {'train s':>8} {'s/step':>8} "
-              f"{'first loss':>10} {'last loss':>10} {'finite':>6} {'adapter':>7} {'peak GiB':>8}  status")
+    header = (
+        f"{'method':<18} {'device':<6} {'dtype':<9} {'steps':>5} {'wall s':>7} {'train s':>8} {'s/step':>8} "
+        f"{'first loss':>10} {'last loss':>10} {'finite':>6} {'adapter':>7} {'peak GiB':>8}  status"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:
-        status = "skipped: " + r.get("note", "") if r.get("skipped") else ("ok" if r["ok"] else "FAIL: " + r.get("error", "?"))
-        print(f"{r['method']:<18} {r['device']:<6} {r['dtype']:<9} {fmt(r.get('steps')):>5} {fmt(r.get('seconds'), '.1f'):>7} "
-              f"{fmt(r.get('train_s'), '.2f'):>8} {fmt(r.get('s_per_step'), '.3f'):>8} "
-              f"{fmt(r.get('first_loss'), '.4f'):>10} {fmt(r.get('last_loss'), '.4f'):>10} "
-              f"{fmt(r.get('loss_finite')):>6} {fmt(r.get('adapter_changed')):>7} {fmt(r.get('cuda_peak_gib'), '.2f'):>8}  "
-              f"{status[:160]}")
+        status = (
+            "skipped: " + r.get("note", "")
+            if r.get("skipped")
+            else ("ok" if r["ok"] else "FAIL: " + r.get("error", "?"))
+        )
+        print(
+            f"{r['method']:<18} {r['device']:<6} {r['dtype']:<9} {fmt(r.get('steps')):>5} {fmt(r.get('seconds'), '.1f'):>7} "
+            f"{fmt(r.get('train_s'), '.2f'):>8} {fmt(r.get('s_per_step'), '.3f'):>8} "
+            f"{fmt(r.get('first_loss'), '.4f'):>10} {fmt(r.get('last_loss'), '.4f'):>10} "
+            f"{fmt(r.get('loss_finite')):>6} {fmt(r.get('adapter_changed')):>7} {fmt(r.get('cuda_peak_gib'), '.2f'):>8}  "
+            f"{status[:160]}"
+        )
 
 
 def comparisons(rows: list[dict], devices: list[str]) -> dict:
@@ -346,7 +398,9 @@ def comparisons(rows: list[dict], devices: list[str]) -> dict:
             entry["cpu_over_cuda"] = round(cpu["s_per_step"] / gpu["s_per_step"], 2)
         if method != "rl" and gpu.get("first_loss") is not None and cpu.get("first_loss") is not None:
             entry["first_loss_cuda"], entry["first_loss_cpu"] = gpu["first_loss"], cpu["first_loss"]
-            entry["first_loss_rel_diff"] = round(abs(gpu["first_loss"] - cpu["first_loss"]) / max(abs(cpu["first_loss"]), 1e-9), 4)
+            entry["first_loss_rel_diff"] = round(
+                abs(gpu["first_loss"] - cpu["first_loss"]) / max(abs(cpu["first_loss"]), 1e-9), 4
+            )
         out[method] = entry
     return out
 
@@ -356,14 +410,32 @@ def environment() -> dict:
 
     import torch
 
-    env = {"python": platform.python_version(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-           "cuda_available": torch.cuda.is_available()}
+    env = {
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda_available": torch.cuda.is_available(),
+    }
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)
         env["cuda"] = torch.version.cuda
         env["bf16_supported"] = torch.cuda.is_bf16_supported()
-    for name in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "dagster", "pydantic", "numpy",
-                 "pyarrow", "tokenizers", "safetensors", "huggingface_hub", "gguf"):
+    for name in (
+        "torch",
+        "transformers",
+        "trl",
+        "peft",
+        "accelerate",
+        "datasets",
+        "dagster",
+        "pydantic",
+        "numpy",
+        "pyarrow",
+        "tokenizers",
+        "safetensors",
+        "huggingface_hub",
+        "gguf",
+    ):
         try:
             env[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -397,11 +469,16 @@ def main() -> int:
     parser.add_argument("--rl-generations", type=int, default=4, help="RLOO samples per prompt (k)")
     parser.add_argument("--rl-completion", type=int, default=32, help="RLOO tokens per sampled answer")
     parser.add_argument("--cpu-threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--deadline-s", type=float, default=0, help="start no new run after this many seconds (0: none)")
+    parser.add_argument(
+        "--deadline-s", type=float, default=0, help="start no new run after this many seconds (0: none)"
+    )
     parser.add_argument("--no-export", action="store_true", help="skip the export_merged_gguf check")
     parser.add_argument("--arch", default=str(REPO / "bench" / "student_arch"), help="config.json + tokenizer folder")
-    parser.add_argument("--write-arch", action="store_true",
-                        help="write --arch from the installed student's GGUF and exit (run it here, then carry the folder)")
+    parser.add_argument(
+        "--write-arch",
+        action="store_true",
+        help="write --arch from the installed student's GGUF and exit (run it here, then carry the folder)",
+    )
     parser.add_argument("--work", help="work folder (default: a new temporary one, removed at the end)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--json", help="write the results to this file (rewritten after every run)")
@@ -424,17 +501,21 @@ def main() -> int:
 
         if opts.cpu_threads:
             torch.set_num_threads(opts.cpu_threads)
-        from resources.trainer import LoRATrainer, _quiet_progress
+        from resources.hf import quiet_progress
+        from resources.trainer import LoRATrainer
 
-        _quiet_progress()
-        from trl import DPOConfig, RewardConfig, RLOOConfig, RLOOTrainer, RewardTrainer, SFTConfig, SFTTrainer  # noqa: F401 - warm imports
+        quiet_progress()
+        from trl import DPOConfig, RewardConfig, RewardTrainer, RLOOConfig, RLOOTrainer, SFTConfig, SFTTrainer  # noqa: F401 - warm imports
 
         install_step_timer()
         payload["env"] = environment()
         print(json.dumps(payload["env"]), flush=True)
         if "cuda" in devices and not torch.cuda.is_available():
-            print("SETUP FAILED: --devices names cuda but torch.cuda.is_available() is False "
-                  "(use --devices cpu on a machine without a GPU)", flush=True)
+            print(
+                "SETUP FAILED: --devices names cuda but torch.cuda.is_available() is False "
+                "(use --devices cpu on a machine without a GPU)",
+                flush=True,
+            )
             write_json(opts.json, payload)
             return 2
         work = Path(opts.work) if opts.work else Path(tempfile.mkdtemp(prefix="dsc-gpu-train-"))
@@ -458,8 +539,14 @@ def main() -> int:
             else:
                 steps = opts.steps if device == "cuda" else opts.cpu_steps
             if opts.deadline_s and time.perf_counter() - t0 > opts.deadline_s:
-                row = {"method": method, "device": device, "dtype": dtype, "ok": device != "cuda", "skipped": True,
-                       "note": f"past --deadline-s {opts.deadline_s:.0f}"}
+                row = {
+                    "method": method,
+                    "device": device,
+                    "dtype": dtype,
+                    "ok": device != "cuda",
+                    "skipped": True,
+                    "note": f"past --deadline-s {opts.deadline_s:.0f}",
+                }
                 if device == "cuda":
                     row["error"] = row["note"]
                 rows.append(row)
@@ -468,19 +555,31 @@ def main() -> int:
             try:
                 row = run_one(method, device, dtype, steps, base, data, opts, work)
             except Exception as exc:  # noqa: BLE001 - a failure after training (reading the adapter) is reported too
-                row = {"method": method, "device": device, "dtype": dtype, "ok": False,
-                       "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=-15)}
+                row = {
+                    "method": method,
+                    "device": device,
+                    "dtype": dtype,
+                    "ok": False,
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "traceback": traceback.format_exc(limit=-15),
+                }
             merged_dir = row.pop("_merged_dir", None)
             status = "ok" if row["ok"] else f"FAIL: {row.get('error')}"
-            print(f"[{time.perf_counter() - t0:6.1f} s]   {status}; s/step {row.get('s_per_step')}; losses "
-                  f"{row.get('first_loss')} -> {row.get('last_loss')}", flush=True)
+            print(
+                f"[{time.perf_counter() - t0:6.1f} s]   {status}; s/step {row.get('s_per_step')}; losses "
+                f"{row.get('first_loss')} -> {row.get('last_loss')}",
+                flush=True,
+            )
             if not row["ok"] and row.get("traceback"):
                 print(row["traceback"], flush=True)
             rows.append(row)
             if method == "sft" and merged_dir and not opts.no_export:
                 export_row = export_check(merged_dir, work, target_modules, f"{device}/{dtype}")
-                print(f"[{time.perf_counter() - t0:6.1f} s]   export_merged_gguf: "
-                      f"{'ok' if export_row['ok'] else 'FAIL: ' + export_row.get('error', '?')}", flush=True)
+                print(
+                    f"[{time.perf_counter() - t0:6.1f} s]   export_merged_gguf: "
+                    f"{'ok' if export_row['ok'] else 'FAIL: ' + export_row.get('error', '?')}",
+                    flush=True,
+                )
                 rows.append(export_row)
             if merged_dir:
                 shutil.rmtree(Path(merged_dir).parent, ignore_errors=True)
@@ -499,17 +598,26 @@ def main() -> int:
     if comps:
         print("\nper-step speed, cpu vs cuda (steady state, median step after the first), and first-loss agreement:")
         for method, c in comps.items():
-            agree = f"; first loss cuda {c['first_loss_cuda']:.4f} vs cpu {c['first_loss_cpu']:.4f} " \
-                    f"(rel diff {c['first_loss_rel_diff']:.2%})" if "first_loss_rel_diff" in c else ""
+            agree = (
+                f"; first loss cuda {c['first_loss_cuda']:.4f} vs cpu {c['first_loss_cpu']:.4f} "
+                f"(rel diff {c['first_loss_rel_diff']:.2%})"
+                if "first_loss_rel_diff" in c
+                else ""
+            )
             ratio = f"{c['cpu_over_cuda']:.1f}x" if "cpu_over_cuda" in c else "-"
-            print(f"  {method:<13} cpu {fmt(c['cpu_s_per_step'], '.3f')} s/step, cuda {fmt(c['cuda_s_per_step'], '.3f')} "
-                  f"s/step: cuda is {ratio} faster{agree}")
+            print(
+                f"  {method:<13} cpu {fmt(c['cpu_s_per_step'], '.3f')} s/step, cuda {fmt(c['cuda_s_per_step'], '.3f')} "
+                f"s/step: cuda is {ratio} faster{agree}"
+            )
     print(f"\ntotal {payload['total_s']} s")
     write_json(opts.json, payload)
     if not opts.keep and not opts.work:
         shutil.rmtree(work, ignore_errors=True)
-    cuda_failed = [f"{r['method']} on {r['device']}/{r['dtype']}: {r.get('error')}" for r in rows
-                   if not r["ok"] and r["device"] == "cuda"]
+    cuda_failed = [
+        f"{r['method']} on {r['device']}/{r['dtype']}: {r.get('error')}"
+        for r in rows
+        if not r["ok"] and r["device"] == "cuda"
+    ]
     if cuda_failed:
         print(f"\nCUDA CHECK FAILED ({len(cuda_failed)} of {sum(r['device'] == 'cuda' for r in rows)} cuda runs):")
         for f in cuda_failed:

@@ -53,7 +53,7 @@ def train_prompts(task_dir: Path, name: str, count: int, offset: int = 0) -> lis
     task = Task(name, task_dir, load_task_spec(name, task_dir.parent), [])
     lines = (ROOT / "prompts" / name / "prompts.jsonl").read_text().splitlines()
     train = [line for line in lines if line.strip() and task.split_of(json.loads(line)["id"]) == "train"]
-    return train[offset: offset + count]
+    return train[offset : offset + count]
 
 
 def calls(home: Path) -> int:
@@ -84,19 +84,37 @@ def dsc(*args: str) -> tuple[float, str]:
 
 
 def rebuilt(output: str) -> list[str]:
-    return [line.removeprefix("dsc refresh: ") for line in output.splitlines()
-            if line.startswith("dsc refresh: ") and "nothing is stale" not in line]
+    return [
+        line.removeprefix("dsc refresh: ")
+        for line in output.splitlines()
+        if line.startswith("dsc refresh: ") and "nothing is stale" not in line
+    ]
 
 
 def kill_and_resume(work: Path, profile: Path, prompts: int) -> dict:
     """A separate DSC_HOME; kill -9 while drafts are being generated, then rerun and count calls."""
     home = work / "kill-home"
-    env = {**os.environ, "DSC_HOME": str(home), "DAGSTER_HOME": str(work / "kill-dagster"),
-           "DSC_PROMPTS_DIR": os.environ["DSC_PROMPTS_DIR"]}
-    command = [sys.executable, "-c", "from dsc_assets.cli.main import main; raise SystemExit(main())",
-               "refresh", "--profile", str(profile), "--tasks", "sentiment", "--select", "raw_prompts,drafts"]
-    process = subprocess.Popen(command, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "DSC_HOME": str(home),
+        "DAGSTER_HOME": str(work / "kill-dagster"),
+        "DSC_PROMPTS_DIR": os.environ["DSC_PROMPTS_DIR"],
+    }
+    command = [
+        sys.executable,
+        "-c",
+        "from dsc_assets.cli.main import main; raise SystemExit(main())",
+        "refresh",
+        "--profile",
+        str(profile),
+        "--tasks",
+        "sentiment",
+        "--select",
+        "raw_prompts,drafts",
+    ]
+    process = subprocess.Popen(
+        command, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     for line in process.stdout:  # progress is logged every 5 rows: kill once drafts are under way
         if f"draft step 0: {5 * max(1, prompts // 10)}/" in line:
             break
@@ -110,8 +128,13 @@ def kill_and_resume(work: Path, profile: Path, prompts: int) -> dict:
         raise SystemExit(f"resume failed:\n{rerun.stderr[-2000:]}")
     rerun_calls = calls_of_another_process(home) - done
     # work lost: finished rows the rerun had to generate again (goal 0; the call in flight is not finished)
-    return {"done_before_kill": done, "rerun_calls": rerun_calls, "rows": prompts,
-            "recomputed_finished_rows": rerun_calls - (prompts - done), "rerun_s": round(seconds, 2)}
+    return {
+        "done_before_kill": done,
+        "rerun_calls": rerun_calls,
+        "rows": prompts,
+        "recomputed_finished_rows": rerun_calls - (prompts - done),
+        "rerun_s": round(seconds, 2),
+    }
 
 
 def main() -> None:
@@ -126,23 +149,43 @@ def main() -> None:
     prompts_dir, home = work / "prompts", work / "home"
     for name in TASKS:
         shutil.copytree(ROOT / "prompts" / name, prompts_dir / name)
-        (prompts_dir / name / "prompts.jsonl").write_text("\n".join(train_prompts(prompts_dir / name, name, args.prompts)) + "\n")
+        (prompts_dir / name / "prompts.jsonl").write_text(
+            "\n".join(train_prompts(prompts_dir / name, name, args.prompts)) + "\n"
+        )
     profile = work / "bench.yaml"
     write_profile(profile, args.prompts + args.added, args.max_tokens)
-    os.environ.update({"DSC_HOME": str(home), "DAGSTER_HOME": str(work / "dagster"), "DSC_PROMPTS_DIR": str(prompts_dir),
-                       "DSC_PROFILE": str(profile)})
+    os.environ.update(
+        {
+            "DSC_HOME": str(home),
+            "DAGSTER_HOME": str(work / "dagster"),
+            "DSC_PROMPTS_DIR": str(prompts_dir),
+            "DSC_PROFILE": str(profile),
+        }
+    )
 
     started = time.perf_counter()
     import dsc_assets.definitions  # noqa: F401  imports: dagster, torch, llama_cpp, the code location
+
     imports = time.perf_counter() - started
     common = ("--tasks", ",".join(TASKS), "--select", SELECT)
     rows = []
 
     def record(name: str, seconds: float, made: int, what: list[str], reference: float, note: str = "") -> None:
-        rows.append({"scenario": name, "seconds": round(seconds, 2), "ratio": round(seconds / reference, 4),
-                     "model_calls": made, "rebuilt": what, "note": note})
-        print(f"{name:<34} {seconds:8.2f} s  {100 * seconds / reference:6.1f}%  {made:4d} model calls   "
-              f"{'; '.join(what) or '-'}", flush=True)
+        rows.append(
+            {
+                "scenario": name,
+                "seconds": round(seconds, 2),
+                "ratio": round(seconds / reference, 4),
+                "model_calls": made,
+                "rebuilt": what,
+                "note": note,
+            }
+        )
+        print(
+            f"{name:<34} {seconds:8.2f} s  {100 * seconds / reference:6.1f}%  {made:4d} model calls   "
+            f"{'; '.join(what) or '-'}",
+            flush=True,
+        )
 
     per_task = {}
     for name in TASKS:  # full run, one task at a time so each task's own cost is known too
@@ -158,12 +201,20 @@ def main() -> None:
     record("no-op refresh", seconds, calls(home) - before, rebuilt(out), full)
 
     task_file = prompts_dir / "sentiment" / "task.yaml"
-    task_file.write_text(task_file.read_text().replace("clearly positive about the movie", "warmly positive about the film"))
+    task_file.write_text(
+        task_file.read_text().replace("clearly positive about the movie", "warmly positive about the film")
+    )
     plan_s, planned = dsc("plan", *common)
     before = calls(home)
     seconds, out = dsc("refresh", *common)
-    record("edit sentiment revision template", seconds, calls(home) - before, rebuilt(out), full,
-           f"plan took {plan_s:.2f} s")
+    record(
+        "edit sentiment revision template",
+        seconds,
+        calls(home) - before,
+        rebuilt(out),
+        full,
+        f"plan took {plan_s:.2f} s",
+    )
 
     prompts_file = prompts_dir / "sentiment" / "prompts.jsonl"
     added = train_prompts(prompts_dir / "sentiment", "sentiment", args.added, offset=args.prompts)
@@ -173,17 +224,25 @@ def main() -> None:
     made = calls(home) - before
     full_s, full_calls = per_task["sentiment"]
     record(f"{args.added} prompts added to {args.prompts}", seconds, made, rebuilt(out), full)
-    print(f"{'':<34} vs sentiment's full run: time {100 * seconds / full_s:.1f}%, calls {100 * made / full_calls:.1f}% "
-          f"(k/n = {100 * args.added / args.prompts:.1f}%)")
+    print(
+        f"{'':<34} vs sentiment's full run: time {100 * seconds / full_s:.1f}%, calls {100 * made / full_calls:.1f}% "
+        f"(k/n = {100 * args.added / args.prompts:.1f}%)"
+    )
 
     killed = kill_and_resume(work, profile, args.prompts + args.added)
-    print(f"\nkill -9 during drafts: {killed['done_before_kill']}/{killed['rows']} drafts done before the kill, "
-          f"rerun made {killed['rerun_calls']} calls (rows not finished: {killed['rows'] - killed['done_before_kill']}); "
-          f"finished rows computed again: {killed['recomputed_finished_rows']}")
-    print(f"\nn = {args.prompts} train prompts per task, max {args.max_tokens} tokens, SmolLM2-135M, "
-          f"{os.cpu_count()} CPU threads; work folder {work}")
+    print(
+        f"\nkill -9 during drafts: {killed['done_before_kill']}/{killed['rows']} drafts done before the kill, "
+        f"rerun made {killed['rerun_calls']} calls (rows not finished: {killed['rows'] - killed['done_before_kill']}); "
+        f"finished rows computed again: {killed['recomputed_finished_rows']}"
+    )
+    print(
+        f"\nn = {args.prompts} train prompts per task, max {args.max_tokens} tokens, SmolLM2-135M, "
+        f"{os.cpu_count()} CPU threads; work folder {work}"
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "kill_and_resume": killed, "imports_s": imports}, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"rows": rows, "kill_and_resume": killed, "imports_s": imports}, indent=2)
+        )
 
 
 if __name__ == "__main__":

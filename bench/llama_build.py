@@ -64,8 +64,13 @@ def measure(site: Path | None, model: Path, threads: int, max_tokens: int) -> di
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
     if site is not None:
         env["PYTHONPATH"] = f"{site}{os.pathsep}{env.get('PYTHONPATH', '')}"
-    done = subprocess.run([sys.executable, "-c", CHILD, str(model), str(threads), str(max_tokens)], env=env,
-                          capture_output=True, text=True, cwd="/")
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(model), str(threads), str(max_tokens)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
     if done.returncode != 0:
         raise SystemExit(f"build at {site or 'venv'} failed (exit {done.returncode}): {done.stderr[-500:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -91,27 +96,46 @@ def main() -> None:
         for side in order:
             result = measure(None if side == "portable" else native, model, args.threads, args.max_tokens)
             runs[side].append(result)
-            print(f"round {round_ + 1} {side:<8} prefill {result['prefill']:7.1f} tok/s  decode {result['decode']:6.1f} tok/s",
-                  flush=True)
+            print(
+                f"round {round_ + 1} {side:<8} prefill {result['prefill']:7.1f} tok/s  decode {result['decode']:6.1f} tok/s",
+                flush=True,
+            )
     assert runs["native"][0]["file"].startswith(str(native)), "the native child imported the venv's build"
-    summary = {side: {"prefill_tok_s": round(statistics.median(r["prefill"] for r in rs), 1),
-                      "decode_tok_s": round(statistics.median(r["decode"] for r in rs), 1),
-                      "system_info": rs[0]["info"]} for side, rs in runs.items()}
+    summary = {
+        side: {
+            "prefill_tok_s": round(statistics.median(r["prefill"] for r in rs), 1),
+            "decode_tok_s": round(statistics.median(r["decode"] for r in rs), 1),
+            "system_info": rs[0]["info"],
+        }
+        for side, rs in runs.items()
+    }
     same_text = runs["portable"][0]["text"] == runs["native"][0]["text"]
     result = {
-        "model": args.model, "threads": args.threads, "rounds": args.rounds, "max_tokens": args.max_tokens,
+        "model": args.model,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "max_tokens": args.max_tokens,
         "cpu_features_used": [f for f, on in llama_build.chosen_features(llama_build.cpu_flags()).items() if on],
-        "portable_key": marker["key"], **summary,
-        "decode_ratio_portable_over_native": round(summary["portable"]["decode_tok_s"] / summary["native"]["decode_tok_s"], 3),
-        "prefill_ratio_portable_over_native": round(summary["portable"]["prefill_tok_s"] / summary["native"]["prefill_tok_s"], 3),
+        "portable_key": marker["key"],
+        **summary,
+        "decode_ratio_portable_over_native": round(
+            summary["portable"]["decode_tok_s"] / summary["native"]["decode_tok_s"], 3
+        ),
+        "prefill_ratio_portable_over_native": round(
+            summary["portable"]["prefill_tok_s"] / summary["native"]["prefill_tok_s"], 3
+        ),
         "same_greedy_text": same_text,
     }
     for side in ("portable", "native"):
         print(f"{side:<8} llama.cpp features: {summary[side]['system_info']}")
-    print(f"\ndecode  portable/native = {result['decode_ratio_portable_over_native']}  "
-          f"({summary['portable']['decode_tok_s']} vs {summary['native']['decode_tok_s']} tok/s)")
-    print(f"prefill portable/native = {result['prefill_ratio_portable_over_native']}  "
-          f"({summary['portable']['prefill_tok_s']} vs {summary['native']['prefill_tok_s']} tok/s)")
+    print(
+        f"\ndecode  portable/native = {result['decode_ratio_portable_over_native']}  "
+        f"({summary['portable']['decode_tok_s']} vs {summary['native']['decode_tok_s']} tok/s)"
+    )
+    print(
+        f"prefill portable/native = {result['prefill_ratio_portable_over_native']}  "
+        f"({summary['portable']['prefill_tok_s']} vs {summary['native']['prefill_tok_s']} tok/s)"
+    )
     print(f"same greedy text: {same_text}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from resources.trainer import LoRATrainer, _quiet_progress  # noqa: E402
+from resources.hf import quiet_progress  # noqa: E402
+from resources.trainer import LoRATrainer  # noqa: E402
 
 
 def datasets_from_prompts(pairs: int):
@@ -36,13 +37,30 @@ def datasets_from_prompts(pairs: int):
     system = task.spec.system_prompt
     chosen = [f"I loved it. {p.split('.')[0]} turned out warm, funny and beautifully acted." for p in prompts]
     rejected = [f"I hated it. {p.split('.')[0]} was dull, slow and badly acted." for p in prompts]
-    sft = Dataset.from_list([{"messages": [{"role": "system", "content": system}, {"role": "user", "content": p},
-                                          {"role": "assistant", "content": c}]} for p, c in zip(prompts, chosen)])
-    dpo = Dataset.from_list([{"prompt": [{"role": "system", "content": system}, {"role": "user", "content": p}],
-                              "chosen": [{"role": "assistant", "content": c}],
-                              "rejected": [{"role": "assistant", "content": r}],
-                              "score_chosen": 0.9, "score_rejected": -0.7}
-                             for p, c, r in zip(prompts, chosen, rejected)])
+    sft = Dataset.from_list(
+        [
+            {
+                "messages": [
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": p},
+                    {"role": "assistant", "content": c},
+                ]
+            }
+            for p, c in zip(prompts, chosen)
+        ]
+    )
+    dpo = Dataset.from_list(
+        [
+            {
+                "prompt": [{"role": "system", "content": system}, {"role": "user", "content": p}],
+                "chosen": [{"role": "assistant", "content": c}],
+                "rejected": [{"role": "assistant", "content": r}],
+                "score_chosen": 0.9,
+                "score_rejected": -0.7,
+            }
+            for p, c, r in zip(prompts, chosen, rejected)
+        ]
+    )
     return sft, dpo
 
 
@@ -59,23 +77,44 @@ def bare(kind: str, dataset, trainer: LoRATrainer, out: Path) -> float:
     tokenizer = AutoTokenizer.from_pretrained(base)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    lora = LoraConfig(r=trainer.lora_r, lora_alpha=trainer.lora_alpha, lora_dropout=trainer.lora_dropout,
-                      target_modules=list(trainer.target_modules), task_type="CAUSAL_LM")
-    common = dict(output_dir=str(out / "trainer"), learning_rate=trainer.learning_rate, max_steps=trainer.max_steps,
-                  per_device_train_batch_size=trainer.per_device_batch_size,
-                  gradient_accumulation_steps=trainer.grad_accum, max_length=trainer.max_length, seed=trainer.seed,
-                  logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True, use_cpu=True,
-                  dataloader_pin_memory=False,
-                  # TRL's configs turn bf16 mixed precision on by default; on a CPU without bf16 units that is ~10x
-                  # slower (measured: 112 s vs 10 s for 2 steps). Same precision as the resource (float32).
-                  bf16=False, fp16=False)
+    lora = LoraConfig(
+        r=trainer.lora_r,
+        lora_alpha=trainer.lora_alpha,
+        lora_dropout=trainer.lora_dropout,
+        target_modules=list(trainer.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    common = dict(
+        output_dir=str(out / "trainer"),
+        learning_rate=trainer.learning_rate,
+        max_steps=trainer.max_steps,
+        per_device_train_batch_size=trainer.per_device_batch_size,
+        gradient_accumulation_steps=trainer.grad_accum,
+        max_length=trainer.max_length,
+        seed=trainer.seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        use_cpu=True,
+        dataloader_pin_memory=False,
+        # TRL's configs turn bf16 mixed precision on by default; on a CPU without bf16 units that is ~10x
+        # slower (measured: 112 s vs 10 s for 2 steps). Same precision as the resource (float32).
+        bf16=False,
+        fp16=False,
+    )
     if kind == "sft":
-        run = SFTTrainer(model=model, args=SFTConfig(**common), train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=lora)
+        run = SFTTrainer(
+            model=model, args=SFTConfig(**common), train_dataset=dataset, processing_class=tokenizer, peft_config=lora
+        )
     else:
-        run = DPOTrainer(model=model, args=DPOConfig(**common, beta=trainer.dpo_beta),
-                         train_dataset=dataset.select_columns(["prompt", "chosen", "rejected"]),
-                         processing_class=tokenizer, peft_config=lora)
+        run = DPOTrainer(
+            model=model,
+            args=DPOConfig(**common, beta=trainer.dpo_beta),
+            train_dataset=dataset.select_columns(["prompt", "chosen", "rejected"]),
+            processing_class=tokenizer,
+            peft_config=lora,
+        )
     run.train()
     _save(run, tokenizer, out)
     return time.perf_counter() - started
@@ -107,15 +146,39 @@ def bare_reward_model(dataset, trainer: LoRATrainer, out: Path) -> float:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=torch.float32)
     model.config.pad_token_id = tokenizer.pad_token_id
-    lora = LoraConfig(r=trainer.lora_r, lora_alpha=trainer.lora_alpha, lora_dropout=trainer.lora_dropout,
-                      target_modules=list(trainer.target_modules), task_type="SEQ_CLS", modules_to_save=["score"])
-    args = RewardConfig(output_dir=str(out / "trainer"), learning_rate=trainer.learning_rate, max_steps=trainer.max_steps,
-                        per_device_train_batch_size=trainer.per_device_batch_size,
-                        gradient_accumulation_steps=trainer.grad_accum, max_length=trainer.max_length, seed=trainer.seed,
-                        logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True, use_cpu=True,
-                        dataloader_pin_memory=False, bf16=False, fp16=False, gradient_checkpointing=False)
-    run = RewardTrainer(model=model, args=args, train_dataset=dataset.select_columns(["prompt", "chosen", "rejected"]),
-                        processing_class=tokenizer, peft_config=lora)
+    lora = LoraConfig(
+        r=trainer.lora_r,
+        lora_alpha=trainer.lora_alpha,
+        lora_dropout=trainer.lora_dropout,
+        target_modules=list(trainer.target_modules),
+        task_type="SEQ_CLS",
+        modules_to_save=["score"],
+    )
+    args = RewardConfig(
+        output_dir=str(out / "trainer"),
+        learning_rate=trainer.learning_rate,
+        max_steps=trainer.max_steps,
+        per_device_train_batch_size=trainer.per_device_batch_size,
+        gradient_accumulation_steps=trainer.grad_accum,
+        max_length=trainer.max_length,
+        seed=trainer.seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        use_cpu=True,
+        dataloader_pin_memory=False,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+    )
+    run = RewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset.select_columns(["prompt", "chosen", "rejected"]),
+        processing_class=tokenizer,
+        peft_config=lora,
+    )
     run.train()
     _save(run, tokenizer, out)
     return time.perf_counter() - started
@@ -135,16 +198,42 @@ def bare_rl(prompts, trainer: LoRATrainer, out: Path) -> float:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    lora = LoraConfig(r=trainer.lora_r, lora_alpha=trainer.lora_alpha, lora_dropout=trainer.lora_dropout,
-                      target_modules=list(trainer.target_modules), task_type="CAUSAL_LM")
-    args = RLOOConfig(output_dir=str(out / "trainer"), learning_rate=trainer.learning_rate, max_steps=trainer.max_steps,
-                      per_device_train_batch_size=trainer.rl_num_generations, gradient_accumulation_steps=1,
-                      num_generations=trainer.rl_num_generations, beta=trainer.rl_beta,
-                      max_completion_length=trainer.rl_max_completion_length, seed=trainer.seed, logging_steps=1,
-                      save_strategy="no", report_to=[], disable_tqdm=True, use_cpu=True, dataloader_pin_memory=False,
-                      bf16=False, fp16=False, gradient_checkpointing=False, temperature=0.7)
-    run = RLOOTrainer(model=model, reward_funcs=length_reward, args=args, train_dataset=prompts,
-                      processing_class=tokenizer, peft_config=lora)
+    lora = LoraConfig(
+        r=trainer.lora_r,
+        lora_alpha=trainer.lora_alpha,
+        lora_dropout=trainer.lora_dropout,
+        target_modules=list(trainer.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    args = RLOOConfig(
+        output_dir=str(out / "trainer"),
+        learning_rate=trainer.learning_rate,
+        max_steps=trainer.max_steps,
+        per_device_train_batch_size=trainer.rl_num_generations,
+        gradient_accumulation_steps=1,
+        num_generations=trainer.rl_num_generations,
+        beta=trainer.rl_beta,
+        max_completion_length=trainer.rl_max_completion_length,
+        seed=trainer.seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        use_cpu=True,
+        dataloader_pin_memory=False,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        temperature=0.7,
+    )
+    run = RLOOTrainer(
+        model=model,
+        reward_funcs=length_reward,
+        args=args,
+        train_dataset=prompts,
+        processing_class=tokenizer,
+        peft_config=lora,
+    )
     run.train()
     _save(run, tokenizer, out)
     return time.perf_counter() - started
@@ -168,16 +257,24 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=32)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2, help="rounds per side and kind, alternating")
-    parser.add_argument("--kinds", default="sft,dpo,rdpo,reward_model,rl",
-                        help="which trainings to time (comma-separated)")
+    parser.add_argument(
+        "--kinds", default="sft,dpo,rdpo,reward_model,rl", help="which trainings to time (comma-separated)"
+    )
     parser.add_argument("--rl-steps", type=int, default=2, help="RLOO steps (each samples k answers per prompt)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
-    _quiet_progress()
+    quiet_progress()
 
-    trainer = LoRATrainer(model_cache_dir=".dsc/models", device="cpu", max_steps=args.steps,
-                          per_device_batch_size=2, grad_accum=2, max_length=256, rl_num_generations=2,
-                          rl_max_completion_length=32)
+    trainer = LoRATrainer(
+        model_cache_dir=".dsc/models",
+        device="cpu",
+        max_steps=args.steps,
+        per_device_batch_size=2,
+        grad_accum=2,
+        max_length=256,
+        rl_num_generations=2,
+        rl_max_completion_length=32,
+    )
     trainer.base_dir()  # dequantize once, outside the timings
     sft, dpo = datasets_from_prompts(args.pairs)
     prompts = dpo.select_columns(["prompt"])
@@ -191,13 +288,19 @@ def main() -> None:
         "sft": (lambda out: bare("sft", sft, trainer, out), lambda out: resource("sft", sft, trainer, out)),
         "dpo": (lambda out: bare("dpo", dpo, trainer, out), lambda out: resource("dpo", dpo, trainer, out, "dpo")),
         "rdpo": (lambda out: bare("dpo", dpo, trainer, out), lambda out: resource("dpo", dpo, trainer, out, "rdpo")),
-        "reward_model": (lambda out: bare_reward_model(dpo, trainer, out),
-                         lambda out: resource("reward_model", dpo, trainer, out)),
+        "reward_model": (
+            lambda out: bare_reward_model(dpo, trainer, out),
+            lambda out: resource("reward_model", dpo, trainer, out),
+        ),
         "rl": (lambda out: bare_rl(prompts, rl_trainer, out), lambda out: resource("rl", prompts, rl_trainer, out)),
     }
-    labels = {"sft": "SFT (SFTTrainer)", "dpo": "DPO (dsc subclass vs stock DPOTrainer)",
-              "rdpo": "rDPO (dsc subclass, soft labels) vs stock DPO",
-              "reward_model": "ALMoST reward model (RewardTrainer, LoRA)", "rl": "ALMoST RL step (RLOOTrainer, LoRA)"}
+    labels = {
+        "sft": "SFT (SFTTrainer)",
+        "dpo": "DPO (dsc subclass vs stock DPOTrainer)",
+        "rdpo": "rDPO (dsc subclass, soft labels) vs stock DPO",
+        "reward_model": "ALMoST reward model (RewardTrainer, LoRA)",
+        "rl": "ALMoST RL step (RLOOTrainer, LoRA)",
+    }
     figures: dict[str, dict] = {}
     for kind in [k.strip() for k in args.kinds.split(",") if k.strip()]:
         times = {"bare": [], "resource": []}
@@ -209,8 +312,10 @@ def main() -> None:
         b, p = statistics.median(times["bare"]), statistics.median(times["resource"])
         figures[kind] = {"bare_s": round(b, 2), "resource_s": round(p, 2), "ratio": round(p / b, 3)}
         print(f"{labels[kind]:<48} bare {b:7.2f} s   resource {p:7.2f} s   ratio {p / b:.3f}", flush=True)
-    print(f"\n{args.steps} optimizer steps of batch {trainer.per_device_batch_size}x{trainer.grad_accum} on "
-          f"{args.pairs} examples, median of {args.rounds} rounds per side; goal: ratio <= 1.1")
+    print(
+        f"\n{args.steps} optimizer steps of batch {trainer.per_device_batch_size}x{trainer.grad_accum} on "
+        f"{args.pairs} examples, median of {args.rounds} rounds per side; goal: ratio <= 1.1"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
 

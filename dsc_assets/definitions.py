@@ -11,7 +11,13 @@ from dsc_assets.defs import almost, datasets, dlma, evaluation, generation, rewa
 from dsc_assets.defs.partitions import task_partitions
 from dsc_assets.defs.stage import inputs_source
 from dsc_assets.lib.profiles import (
-    Profile, build_generator, build_rewards, build_student, build_trainer, dsc_home, load_profile,
+    Profile,
+    build_generator,
+    build_rewards,
+    build_student,
+    build_trainer,
+    dsc_home,
+    load_profile,
 )
 from resources.settings import DscSettings
 from resources.stores import WarehouseIOManager

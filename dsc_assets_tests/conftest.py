@@ -50,7 +50,6 @@ def run_cli(args: list[str], env: dict[str, str], timeout: int = 600) -> subproc
     return subprocess.run(args, cwd=PROJECT_ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
-
 def private_tasks(root: Path, counts: dict[str, int]) -> Path:
     """Copies of shipped tasks under ``root`` (point DSC_PROMPTS_DIR at it), each holding ``count`` short generated
     prompts whose ids the task's split puts in train."""
@@ -67,9 +66,13 @@ def private_tasks(root: Path, counts: dict[str, int]) -> Path:
             if task.split_of(f"{name}-x{n}") == "train":
                 ids.append(f"{name}-x{n}")
             n += 1
-        (root / name / "prompts.jsonl").write_text("".join(
-            json.dumps({"id": i, "prompt": f"Question number {k} for {name}: what do you think of rainy days?"}) + "\n"
-            for k, i in enumerate(ids)))
+        (root / name / "prompts.jsonl").write_text(
+            "".join(
+                json.dumps({"id": i, "prompt": f"Question number {k} for {name}: what do you think of rainy days?"})
+                + "\n"
+                for k, i in enumerate(ids)
+            )
+        )
     return root
 
 
@@ -77,9 +80,12 @@ def graphql(port: int, query: str, variables: dict | None = None) -> dict:
     import json
     import urllib.request
 
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", method="POST",
-                                     data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        method="POST",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
 
@@ -99,14 +105,23 @@ def _wait_for_location(port: int, server: subprocess.Popen, timeout: float = 240
     while time.monotonic() < deadline:
         assert server.poll() is None, "dagster dev exited"
         try:
-            data = graphql(port, "{ workspaceOrError { ... on Workspace { locationEntries { name "
-                                 "locationOrLoadError { __typename } } } } }")
+            data = graphql(
+                port,
+                "{ workspaceOrError { ... on Workspace { locationEntries { name "
+                "locationOrLoadError { __typename } } } } }",
+            )
             entries = data["data"]["workspaceOrError"]["locationEntries"]
-            if entries and entries[0]["locationOrLoadError"] and \
-                    entries[0]["locationOrLoadError"]["__typename"] == "RepositoryLocation":
+            if (
+                entries
+                and entries[0]["locationOrLoadError"]
+                and entries[0]["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+            ):
                 return
-            assert not entries or entries[0]["locationOrLoadError"] is None or \
-                entries[0]["locationOrLoadError"]["__typename"] != "PythonError", data
+            assert (
+                not entries
+                or entries[0]["locationOrLoadError"] is None
+                or entries[0]["locationOrLoadError"]["__typename"] != "PythonError"
+            ), data
         except OSError:
             pass
         time.sleep(1)
@@ -120,12 +135,22 @@ def dagster_dev(env: dict[str, str]) -> Iterator[int]:
     location has loaded."""
     import signal
 
-    subprocess.run([sys.executable, "-c", "from dsc_assets.cli.common import prepare_environment as p; p(None)"],
-                   cwd=PROJECT_ROOT, env=env, check=True)
+    subprocess.run(
+        [sys.executable, "-c", "from dsc_assets.cli.common import prepare_environment as p; p(None)"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        check=True,
+    )
     port = _free_port()
     dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
-    server = subprocess.Popen([dagster, "dev", "-h", "127.0.0.1", "-p", str(port)], cwd=PROJECT_ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        [dagster, "dev", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         _wait_for_location(port, server)
         yield port

@@ -49,7 +49,9 @@ def load_recording(path: str) -> tuple[dict, dict[str, dict]]:
 class RecordedLLM(LLMResource):
     """Answers from a recording of a real model (fast tests only; never part of a profile)."""
 
-    recording: str = Field(default=str(DEFAULT), description="JSONL file written by `python -m dsc_assets_tests.recorded`.")
+    recording: str = Field(
+        default=str(DEFAULT), description="JSONL file written by `python -m dsc_assets_tests.recorded`."
+    )
 
     def model_identity(self) -> str:
         # The recorded model's identity, so the cache keys are the ones the real model's run wrote.
@@ -63,7 +65,8 @@ class RecordedLLM(LLMResource):
             asked = str(messages[-1].get("content", ""))[:80].replace("\n", " ")
             raise GenerationError(
                 f"{self.recording}: no recorded answer for request {key[:12]} ('{asked}...'); the recording was made "
-                f"at commit {header.get('commit', '?')} and covers {', '.join(header.get('assets', []))}: {RERECORD}")
+                f"at commit {header.get('commit', '?')} and covers {', '.join(header.get('assets', []))}: {RERECORD}"
+            )
         return Generation(**response, key=key)
 
 
@@ -82,21 +85,34 @@ def record(out: Path) -> int:
         os.environ["DAGSTER_HOME"] = scratch
         defs = build_definitions(load_profile("test"), home)
         result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            partition_key=RECORDED_TASK, instance=dg.DagsterInstance.ephemeral(),
-            asset_selection=[dg.AssetKey(name) for name in RECORDED_ASSETS])
+            partition_key=RECORDED_TASK,
+            instance=dg.DagsterInstance.ephemeral(),
+            asset_selection=[dg.AssetKey(name) for name in RECORDED_ASSETS],
+        )
         if not result.success:
             raise SystemExit("recording run failed; nothing written")
         identity = defs.resources["llm"].model_identity()
         stores.close_all()
         with duckdb.connect(str(home / "cache.duckdb"), read_only=True) as con:
-            rows = con.execute("SELECT key, response FROM calls WHERE kind = 'chat' AND model = ? ORDER BY key",
-                               [identity]).fetchall()
-    header = {"model_identity": identity, "profile": "test", "task": RECORDED_TASK, "assets": list(RECORDED_ASSETS),
-              "commit": git_commit()}
+            rows = con.execute(
+                "SELECT key, response FROM calls WHERE kind = 'chat' AND model = ? ORDER BY key", [identity]
+            ).fetchall()
+    header = {
+        "model_identity": identity,
+        "profile": "test",
+        "task": RECORDED_TASK,
+        "assets": list(RECORDED_ASSETS),
+        "commit": git_commit(),
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(header) + "\n" + "".join(
-        json.dumps({"key": key, "response": json.loads(response)}, ensure_ascii=False, sort_keys=True) + "\n"
-        for key, response in rows))
+    out.write_text(
+        json.dumps(header)
+        + "\n"
+        + "".join(
+            json.dumps({"key": key, "response": json.loads(response)}, ensure_ascii=False, sort_keys=True) + "\n"
+            for key, response in rows
+        )
+    )
     return len(rows)
 
 

@@ -23,9 +23,9 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-import resources.threads  # noqa: F401  (sets OMP_WAIT_POLICY before llama_cpp loads)
-
 import numpy as np
+
+import resources.threads  # noqa: F401  (sets OMP_WAIT_POLICY before llama_cpp loads)
 
 # One llama.cpp context decodes at a time in this process: two contexts each with all cores would spin against each
 # other (and a server test thread beside the main thread would be exactly that).
@@ -59,8 +59,11 @@ def chat_prompt(llama, messages: Sequence[dict], stop: Sequence[str] = ()) -> tu
     """Prompt tokens and stop strings of a chat request, as ``llama.create_chat_completion`` would make them."""
     from llama_cpp import llama_chat_format
 
-    handler = (llama.chat_handler or llama._chat_handlers.get(llama.chat_format)
-               or llama_chat_format.get_chat_completion_handler(llama.chat_format))
+    handler = (
+        llama.chat_handler
+        or llama._chat_handlers.get(llama.chat_format)
+        or llama_chat_format.get_chat_completion_handler(llama.chat_format)
+    )
     try:
         handler(llama=_PromptCapture(llama), messages=list(messages), stop=list(stop) or None)
     except _Captured as captured:
@@ -94,10 +97,10 @@ class _Slot:
     seq_id: int
     sampler: Any
     started: float
-    fed: int = 0                                   # prompt tokens already in the KV cache
+    fed: int = 0  # prompt tokens already in the KV cache
     completion: list[int] = field(default_factory=list)
     text: bytes = b""
-    pending: int | None = None                     # sampled, not yet decoded
+    pending: int | None = None  # sampled, not yet decoded
     multibyte_fix: int = 0
 
 
@@ -181,8 +184,13 @@ class BatchEngine:
         # The chain Llama._init_sampler builds for create_chat_completion (min_p 0.05, typical 1.0, no frequency or
         # presence penalty), so a sequence decoded here samples as the single-sequence call would.
         sampler = self._internals.LlamaSampler()
-        sampler.add_penalties(n_vocab=self.n_vocab, penalty_last_n=self.llama.last_n_tokens_size,
-                              penalty_repeat=repeat_penalty, penalty_freq=0.0, penalty_present=0.0)
+        sampler.add_penalties(
+            n_vocab=self.n_vocab,
+            penalty_last_n=self.llama.last_n_tokens_size,
+            penalty_repeat=repeat_penalty,
+            penalty_freq=0.0,
+            penalty_present=0.0,
+        )
         if temperature == 0.0:
             sampler.add_greedy()
         else:
@@ -231,8 +239,12 @@ class BatchEngine:
                     while queue and len(slots) < self.n_seq:
                         request = queue.popleft()
                         seq_id = min(set(range(self.n_seq)) - set(slots))
-                        slots[seq_id] = _Slot(request, seq_id, self._sampler(top_k, top_p, temperature, repeat_penalty, seed),
-                                              time.perf_counter())
+                        slots[seq_id] = _Slot(
+                            request,
+                            seq_id,
+                            self._sampler(top_k, top_p, temperature, repeat_penalty, seed),
+                            time.perf_counter(),
+                        )
                     sample_at = self._fill_batch(slots)
                     self._decode()
                     for slot, batch_index in sample_at:
@@ -263,7 +275,7 @@ class BatchEngine:
             prompt = slot.request.prompt
             if slot.fed >= len(prompt) or room <= 0:
                 continue
-            chunk = prompt[slot.fed: slot.fed + room]
+            chunk = prompt[slot.fed : slot.fed + room]
             for offset, token in enumerate(chunk):
                 last = slot.fed + offset == len(prompt) - 1
                 index = self._add(token, slot.fed + offset, slot.seq_id, last)
@@ -302,9 +314,13 @@ class BatchEngine:
         if finish is None:
             slot.pending = token
             return None
-        return Completion(text=text.decode("utf-8", errors="ignore"), finish_reason=finish,
-                          prompt_tokens=len(request.prompt), completion_tokens=len(slot.completion),
-                          seconds=time.perf_counter() - slot.started)
+        return Completion(
+            text=text.decode("utf-8", errors="ignore"),
+            finish_reason=finish,
+            prompt_tokens=len(request.prompt),
+            completion_tokens=len(slot.completion),
+            seconds=time.perf_counter() - slot.started,
+        )
 
     # -- scoring ---------------------------------------------------------------------------------------------
     def score(

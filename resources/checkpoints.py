@@ -19,7 +19,9 @@ class Checkpoint:
     reused: bool
 
 
-def train_or_reuse(folder: Path, train: Callable[[], Any], export: Callable[[Any], dict[str, str]] | None = None) -> Checkpoint:
+def train_or_reuse(
+    folder: Path, train: Callable[[], Any], export: Callable[[Any], dict[str, str]] | None = None
+) -> Checkpoint:
     """The finished checkpoint in ``folder``, or train one there: ``train()`` returns a TrainResult; ``export(result)``
     writes what the checkpoint serves (a GGUF) and returns the paths to record."""
     summary_file = folder / "summary.json"
@@ -28,8 +30,14 @@ def train_or_reuse(folder: Path, train: Callable[[], Any], export: Callable[[Any
     started = time.perf_counter()
     result = train()
     exported = export(result) if export is not None else {}
-    summary = {"steps": result.steps, "seconds": round(time.perf_counter() - started, 2), "losses": result.losses,
-               "adapter_dir": str(result.adapter_dir), "merged_dir": str(result.merged_dir), **exported}
+    summary = {
+        "steps": result.steps,
+        "seconds": round(time.perf_counter() - started, 2),
+        "losses": result.losses,
+        "adapter_dir": str(result.adapter_dir),
+        "merged_dir": str(result.merged_dir),
+        **exported,
+    }
     folder.mkdir(parents=True, exist_ok=True)
     summary_file.write_text(json.dumps(summary))  # written last: a killed run leaves no "finished" marker
     return Checkpoint(folder, summary, False)

@@ -127,14 +127,23 @@ def build_wheel(args: list[str], key: str, version: str = LLAMA_CPP_VERSION) -> 
         _pip("download", "-q", "--no-deps", "--no-binary", ":all:", f"llama-cpp-python=={version}", "-d", str(source))
         sdist = next(source.glob("llama_cpp_python-*"))
         env = dict(os.environ, CMAKE_ARGS=" ".join(args), FORCE_CMAKE="1")
-        env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+        env.setdefault(
+            "CMAKE_BUILD_PARALLEL_LEVEL",
+            str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1),
+        )
         print(f"building llama-cpp-python {version} with CMAKE_ARGS={env['CMAKE_ARGS']} (a few minutes)", flush=True)
         _pip("wheel", "-q", "--no-deps", "--no-cache-dir", str(sdist), "-w", str(out), env=env)
         wheel = find_wheel(out)
         if wheel is None:
             raise SystemExit(f"llama-cpp-python build produced no wheel in {out}")
-        info = {"version": version, "key": key, "cmake_args": args, "wheel": wheel.name,
-                "built_seconds": round(time.time() - started, 1), "machine": platform.machine()}
+        info = {
+            "version": version,
+            "key": key,
+            "cmake_args": args,
+            "wheel": wheel.name,
+            "built_seconds": round(time.time() - started, 1),
+            "machine": platform.machine(),
+        }
         (out / "build.json").write_text(json.dumps(info, indent=2))
         if target.exists():
             shutil.rmtree(target)
@@ -178,8 +187,17 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     if options.show:
         args = cmake_args()
-        print(json.dumps({"key": build_key(args), "cmake_args": args, "installed": installed_marker(),
-                          "wheel": str(find_wheel(build_dir(build_key(args))) or "")}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "key": build_key(args),
+                    "cmake_args": args,
+                    "installed": installed_marker(),
+                    "wheel": str(find_wheel(build_dir(build_key(args))) or ""),
+                },
+                indent=2,
+            )
+        )
         return 0
     ensure_installed(rebuild=options.rebuild)
     return 0

@@ -7,21 +7,18 @@ model. Assets only say *what* to ask; these classes know *how*.
 
 from __future__ import annotations
 
-import resources.threads  # noqa: F401  (first: sets OMP_WAIT_POLICY before llama_cpp is ever imported)
-
 import atexit
 import threading
 import time
 from abc import abstractmethod
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import dagster as dg
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+import resources.threads  # noqa: F401  (first: sets OMP_WAIT_POLICY before llama_cpp is ever imported)
 from resources.hashing import call_key
 from resources.models import ModelError, ModelFile, resolve_model
 from resources.stores import CallCache
@@ -77,7 +74,9 @@ class GenerationProgress:
         now = time.perf_counter()
         if self.done % self.every == 0 or self.done >= self.total or now - self.last_log >= self.interval_s:
             self.last_log = now
-            self.log(f"{self.done}/{self.total} rows generated, {self.tokens / max(now - self.started, 1e-9):.1f} tok/s")
+            self.log(
+                f"{self.done}/{self.total} rows generated, {self.tokens / max(now - self.started, 1e-9):.1f} tok/s"
+            )
 
 
 class GenerationError(RuntimeError):
@@ -157,8 +156,14 @@ class LLMResource(dg.ConfigurableResource):
 
         def commit(index: int, generation: Generation) -> None:
             generation.key = keys[index]
-            self.cache.put(keys[index], "chat", identity, {"messages": list(requests[index]), "params": params.model_dump()},
-                           generation.to_response(), generation.seconds)
+            self.cache.put(
+                keys[index],
+                "chat",
+                identity,
+                {"messages": list(requests[index]), "params": params.model_dump()},
+                generation.to_response(),
+                generation.seconds,
+            )
             self._calls_made += 1
             results[index] = generation
             if on_generated is not None:
@@ -210,8 +215,13 @@ def load_llama(path: Path, n_ctx: int, n_threads: int, n_batch: int, logits_all:
 
             try:
                 llama = Llama(
-                    model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
-                    n_batch=n_batch, logits_all=logits_all, verbose=False,
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=n_threads,
+                    n_threads_batch=n_threads,
+                    n_batch=n_batch,
+                    logits_all=logits_all,
+                    verbose=False,
                 )
             except (ValueError, RuntimeError) as error:
                 raise ModelError(f"llama.cpp could not load {path}: {error}") from error
@@ -230,11 +240,17 @@ class LlamaCppLLM(LLMResource):
     model_sha256: str | None = Field(default=None, description="Expected sha256 of a local .gguf (optional).")
     model_cache_dir: str = Field(default=".dsc/models", description="Where split models are assembled once.")
     n_ctx: int = Field(default=2048, description="Context window in tokens, per answer (prompt + answer).")
-    n_threads: int = Field(default=0, description="CPU threads; 0: the thread rule (DSC_LLAMA_THREADS, else every "
-                                                  "core this process may use).")
+    n_threads: int = Field(
+        default=0,
+        description="CPU threads; 0: the thread rule (DSC_LLAMA_THREADS, else every core this process may use).",
+    )
     n_batch: int = Field(default=512, description="Tokens per llama_decode call (prompt chunks and decode steps).")
-    batch_size: int = Field(default=8, ge=1, le=64, description="Answers decoded together in one context. Part of "
-                                                                "the cache key: see model_identity.")
+    batch_size: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="Answers decoded together in one context. Part of the cache key: see model_identity.",
+    )
 
     _file: ModelFile | None = PrivateAttr(default=None)
 
@@ -261,8 +277,9 @@ class LlamaCppLLM(LLMResource):
         from resources.batched import batch_engine
 
         llama = self.llama()
-        return batch_engine(llama, (str(self.model_file().path),), self.batch_size, self.n_ctx, self.threads(),
-                            self.n_batch)
+        return batch_engine(
+            llama, (str(self.model_file().path),), self.batch_size, self.n_ctx, self.threads(), self.n_batch
+        )
 
     def _chat(self, messages: Sequence[Message], params: SamplingParams) -> Generation:
         out: list[Generation] = []
@@ -281,15 +298,28 @@ class LlamaCppLLM(LLMResource):
             batch.append(CompletionRequest(index=index, prompt=prompt, stops=stops, max_tokens=params.max_tokens))
 
         def done(index: int, completion) -> None:
-            commit(index, Generation(
-                text=completion.text.strip(), finish_reason=completion.finish_reason,
-                prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
-                seconds=completion.seconds, key="",
-            ))
+            commit(
+                index,
+                Generation(
+                    text=completion.text.strip(),
+                    finish_reason=completion.finish_reason,
+                    prompt_tokens=completion.prompt_tokens,
+                    completion_tokens=completion.completion_tokens,
+                    seconds=completion.seconds,
+                    key="",
+                ),
+            )
 
         with DECODE_LOCK:  # one context decodes at a time in this process; no other thread closes this one meanwhile
-            self.engine().generate(batch, top_k=params.top_k, top_p=params.top_p, temperature=params.temperature,
-                                   repeat_penalty=params.repeat_penalty, seed=params.seed, on_done=done)
+            self.engine().generate(
+                batch,
+                top_k=params.top_k,
+                top_p=params.top_p,
+                temperature=params.temperature,
+                repeat_penalty=params.repeat_penalty,
+                seed=params.seed,
+                on_done=done,
+            )
 
 
 def _batch_tag(batch_size: int) -> str:
@@ -297,95 +327,3 @@ def _batch_tag(batch_size: int) -> str:
     # answer depends on the batch it was decoded in: the batch size is part of the key. At batch size 1 the engine
     # reproduces create_chat_completion token for token, and the key is the one earlier versions wrote.
     return "" if batch_size == 1 else f":batch{batch_size}"
-
-
-class OpenAICompatibleLLM(LLMResource):
-    """Any server with an OpenAI-style ``/v1/chat/completions`` (llama.cpp server, Ollama, vLLM)."""
-
-    base_url: str = Field(description="For example http://127.0.0.1:8080/v1 (Ollama: http://127.0.0.1:11434/v1).")
-    model: str = Field(description="Model name the server knows.")
-    model_revision: str = Field(
-        default="", description="Bump when the server's weights change under the same name: it is part of the cache key."
-    )
-    api_key: str = Field(default="", description="Bearer token; set it with dg.EnvVar('OPENAI_API_KEY').")
-    timeout_s: float = Field(default=120.0, description="Seconds to wait for one response.")
-    max_retries: int = Field(default=3, description="Retries after a timeout, connection error, 429 or 5xx.")
-    backoff_s: float = Field(default=1.0, description="First retry delay; doubles each retry.")
-    max_concurrency: int = Field(
-        default=1, ge=1, le=256,
-        description="Requests in flight at once (a server with parallel slots batches them); each answer is cached "
-                    "as it arrives. Not part of the cache key: the server, not this client, decides how it batches.",
-    )
-
-    def model_identity(self) -> str:
-        return f"openai:{self.base_url.rstrip('/')}:{self.model}:{self.model_revision}"
-
-    def _generate(self, indices, requests, params, commit) -> None:
-        if self.max_concurrency <= 1 or len(indices) <= 1:
-            return super()._generate(indices, requests, params, commit)
-        pool = ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(indices)), thread_name_prefix="dsc-llm")
-        pending: dict[Future, int] = {pool.submit(self._chat, requests[i], params): i for i in indices}
-        failure: BaseException | None = None
-        try:
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    index = pending.pop(future)
-                    try:
-                        generation = future.result()
-                    except Exception as error:  # noqa: BLE001  (re-raised below, after the answers in flight land)
-                        if failure is None:
-                            failure = error
-                            for queued in pending:
-                                queued.cancel()  # not started yet: never sent
-                        continue
-                    commit(index, generation)  # cached in the calling thread, as each answer arrives
-                pending = {f: i for f, i in pending.items() if not f.cancelled()}
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
-        if failure is not None:
-            raise failure
-
-    def _chat(self, messages: Sequence[Message], params: SamplingParams) -> Generation:
-        body = {
-            "model": self.model, "messages": list(messages), "temperature": params.temperature,
-            "top_p": params.top_p, "max_tokens": params.max_tokens, "seed": params.seed,
-        }
-        if params.stop:
-            body["stop"] = list(params.stop)
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        url = self.base_url.rstrip("/") + "/chat/completions"
-        last_error: Exception | None = None
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
-            started = time.perf_counter()
-            try:
-                response = httpx.post(url, json=body, headers=headers, timeout=self.timeout_s)
-            except (httpx.TimeoutException, httpx.TransportError) as error:
-                last_error = error
-                continue
-            if response.status_code == 429 or response.status_code >= 500:
-                last_error = GenerationError(f"HTTP {response.status_code}: {response.text[:200]}")
-                continue
-            if response.status_code >= 400:
-                raise GenerationError(f"{url} refused the request: HTTP {response.status_code}: {response.text[:300]}")
-            try:
-                out = response.json()
-                choice = out["choices"][0]
-                usage = out.get("usage") or {}
-                return Generation(
-                    text=(choice["message"].get("content") or "").strip(),
-                    finish_reason=choice.get("finish_reason") or "stop",
-                    prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                    completion_tokens=int(usage.get("completion_tokens", 0)),
-                    seconds=time.perf_counter() - started,
-                    key="",
-                )
-            except (ValueError, KeyError, IndexError, TypeError) as error:
-                raise GenerationError(f"{url} answered something that is not a chat completion: {response.text[:300]}") from error
-        raise GenerationError(
-            f"{url} failed {self.max_retries + 1} times (timeout {self.timeout_s}s); last error: {last_error!r}"
-        )

@@ -7,15 +7,15 @@ import functools
 import time
 
 from resources.hashing import call_key
+from resources.hf import quiet_progress
 from resources.stores import CallCache
-from resources.trainer import _quiet_progress
 
 
 class RewardModelScorer:
     """Scores (prompt messages, answer) with a reward model folder written by ``train_reward_model`` (merged)."""
 
     def __init__(self, model_dir: str, batch_size: int = 8):
-        _quiet_progress()
+        quiet_progress()
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -32,12 +32,14 @@ class RewardModelScorer:
         import torch
         from trl.data_utils import _tokenize
 
-        ids = [_tokenize(self.tokenizer, list(p) + [{"role": "assistant", "content": a}])["input_ids"]
-               for p, a in zip(prompts, answers)]
+        ids = [
+            _tokenize(self.tokenizer, list(p) + [{"role": "assistant", "content": a}])["input_ids"]
+            for p, a in zip(prompts, answers)
+        ]
         scores: list[float] = []
         with torch.no_grad():
             for start in range(0, len(ids), self.batch_size):
-                batch = self.tokenizer.pad({"input_ids": ids[start:start + self.batch_size]}, return_tensors="pt")
+                batch = self.tokenizer.pad({"input_ids": ids[start : start + self.batch_size]}, return_tensors="pt")
                 scores += self.model(**batch).logits.squeeze(-1).float().tolist()
         return scores
 
@@ -49,7 +51,9 @@ def reward_scorer(model_dir: str) -> RewardModelScorer:
     return RewardModelScorer(model_dir)
 
 
-def cached_scores(cache_path: str, version: str, model_dir: str, prompts: list[list[dict]], answers: list[str]) -> list[float]:
+def cached_scores(
+    cache_path: str, version: str, model_dir: str, prompts: list[list[dict]], answers: list[str]
+) -> list[float]:
     """Reward-model scores of (prompt messages, answer), from the call cache where they were computed before."""
     cache = CallCache(cache_path)
     identity = f"reward_model:{version}"
@@ -62,5 +66,7 @@ def cached_scores(cache_path: str, version: str, model_dir: str, prompts: list[l
         seconds = (time.perf_counter() - started) / len(missing)
         for i, value in zip(missing, values):
             found[keys[i]] = {"score": value}
-            cache.put(keys[i], "score", identity, {"messages": prompts[i], "answer": answers[i]}, {"score": value}, seconds)
+            cache.put(
+                keys[i], "score", identity, {"messages": prompts[i], "answer": answers[i]}, {"score": value}, seconds
+            )
     return [float(found[key]["score"]) for key in keys]

@@ -7,7 +7,6 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-
 # Every method the graph can build; a profile's `methods` picks some (the study leaves the costly branches out).
 METHODS = ("sft", "dpo", "rdpo", "dlma", "almost")
 
@@ -28,7 +27,7 @@ class DscSettings(dg.ConfigurableResource):
     methods: list[str] = Field(
         default_factory=lambda: list(METHODS),
         description="Methods this profile builds (sft, dpo, rdpo, dlma, almost); the others' assets write no rows "
-                    "and their checkpoints are skipped.",
+        "and their checkpoints are skipped.",
     )
     quality_overrides: dict[str, float] = Field(
         default_factory=dict,

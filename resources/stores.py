@@ -21,9 +21,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import dagster as dg
 import duckdb
 import pandas as pd
-import dagster as dg
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
 # Within one process the operations take turns: DuckDB refuses a read-only and a read-write connection to the same
@@ -140,8 +140,15 @@ class CallCache:
         with self._connection() as con:
             con.execute(
                 "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [key, kind, model, json.dumps(request, sort_keys=True, ensure_ascii=False),
-                 json.dumps(response, ensure_ascii=False), seconds, time.time()],
+                [
+                    key,
+                    kind,
+                    model,
+                    json.dumps(request, sort_keys=True, ensure_ascii=False),
+                    json.dumps(response, ensure_ascii=False),
+                    seconds,
+                    time.time(),
+                ],
             )
 
     def count(self, kind: str | None = None) -> int:
@@ -206,8 +213,10 @@ class _PandasTables(DuckDBPandasTypeHandler):
             return connection.execute(query, params or []).fetchall()  # DuckDB wants each result read in full
 
         name = f"{table_slice.schema}.{table_slice.table}"
-        exists = sql("select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-                     [table_slice.schema, table_slice.table])[0][0]
+        exists = sql(
+            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+            [table_slice.schema, table_slice.table],
+        )[0][0]
         connection.register("dsc_output", obj)
         try:
             if obj.empty:
@@ -227,12 +236,19 @@ class _PandasTables(DuckDBPandasTypeHandler):
         finally:
             connection.unregister("dsc_output")
         rows = len(obj)  # the metadata dagster-duckdb writes: row count, storage kind, columns
-        context.add_output_metadata({
-            "dagster/partition_row_count" if context.has_partition_key else "dagster/row_count": rows,
-            "dagster/storage_kind": "duckdb",
-            "dataframe_columns": dg.MetadataValue.table_schema(dg.TableSchema(
-                columns=[dg.TableColumn(name=str(column), type=str(dtype)) for column, dtype in obj.dtypes.items()])),
-        })
+        context.add_output_metadata(
+            {
+                "dagster/partition_row_count" if context.has_partition_key else "dagster/row_count": rows,
+                "dagster/storage_kind": "duckdb",
+                "dataframe_columns": dg.MetadataValue.table_schema(
+                    dg.TableSchema(
+                        columns=[
+                            dg.TableColumn(name=str(column), type=str(dtype)) for column, dtype in obj.dtypes.items()
+                        ]
+                    )
+                ),
+            }
+        )
 
 
 class WarehouseIOManager(DuckDBPandasIOManager):
@@ -241,3 +257,14 @@ class WarehouseIOManager(DuckDBPandasIOManager):
     @staticmethod
     def type_handlers():
         return [_PandasTables()]
+
+
+def read_table(con: duckdb.DuckDBPyConnection | None, name: str, task: str) -> pd.DataFrame | None:
+    """One task's rows of the warehouse table ``dsc.<name>``; None when there is no warehouse or no such table yet
+    (the asset never ran). The one reader of the warehouse's tables outside the IO manager."""
+    if con is None:
+        return None
+    try:
+        return con.execute(f"SELECT * FROM dsc.{name} WHERE task = ?", [task]).df()
+    except duckdb.CatalogException:
+        return None

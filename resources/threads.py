@@ -35,7 +35,9 @@ def llama_threads(requested: int = 0) -> int:
             try:
                 requested = int(from_env)
             except ValueError:
-                raise ValueError(f"{THREADS_ENV}={from_env!r}: expected a whole number of threads (0: all cores)") from None
+                raise ValueError(
+                    f"{THREADS_ENV}={from_env!r}: expected a whole number of threads (0: all cores)"
+                ) from None
     if requested <= 0:
         return cores
     return min(requested, cores)

@@ -9,7 +9,6 @@ since TRL 1.16's DPOTrainer has no loss hook.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -20,10 +19,14 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from resources.checkpoints import Checkpoint, train_or_reuse
+from resources.dpo import dpo_trainer_class
 from resources.export import export_merged_gguf
+from resources.hf import hf_student, quiet_progress
 from resources.models import resolve_model
 
 LossName = Literal["dpo", "rdpo", "dlma"]
+
+
 @dataclass
 class TrainResult:
     output_dir: str
@@ -35,110 +38,16 @@ class TrainResult:
     samples_per_s: float = 0.0
 
 
-def _quiet_progress() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    try:
-        from datasets.utils.logging import disable_progress_bar
-
-        disable_progress_bar()
-    except ImportError:
-        pass
-
-
-def hf_student(gguf_path: Path, sha256: str, cache_dir: Path) -> Path:
-    """A Hugging Face copy of a GGUF model, made once (atomic) under ``cache_dir/hf/<sha>``."""
-    target = cache_dir / "hf" / sha256[:16]
-    if (target / "config.json").exists():
-        return target
-    _quiet_progress()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    # transformers marks a GGUF-loaded model as quantized; it is dequantized already, so save it as plain weights.
-    model.hf_quantizer = None
-    model.is_quantized = False
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    partial = target.with_name(target.name + f".partial-{os.getpid()}")
-    model.save_pretrained(str(partial))
-    tokenizer.save_pretrained(str(partial))
-    os.replace(partial, target)
-    return target
-
-
-def _dpo_trainer_class():
-    import torch
-    from trl import DPOTrainer
-    from trl.trainer.dpo_trainer import DataCollatorForPreference
-
-    from resources.losses import chosen_nll, dlma_loss, dpo_loss, rdpo_loss
-
-    extra_columns = ("soft_label", "self_reward")
-
-    class PairCollator(DataCollatorForPreference):
-        """TRL's preference collator, carrying the per-pair soft label / self-reward along."""
-
-        def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-            batch = super().torch_call(examples)
-            for column in extra_columns:
-                if column in examples[0]:
-                    batch[column] = torch.tensor([float(e[column]) for e in examples])
-            return batch
-
-    class RefinedDPOTrainer(DPOTrainer):
-        """DPOTrainer with the loss chosen by ``dsc_loss``: dpo, rdpo (soft labels) or dlma (self-reward margin)."""
-
-        def __init__(self, *args, dsc_loss: str = "dpo", dlma_gamma: float = 0.2, sft_weight: float = 0.0, **kwargs):
-            self.dsc_loss, self.dlma_gamma, self.sft_weight = dsc_loss, dlma_gamma, sft_weight
-            super().__init__(*args, **kwargs)
-
-        def _set_signature_columns_if_needed(self):
-            super()._set_signature_columns_if_needed()
-            self._signature_columns = list(self._signature_columns) + list(extra_columns)
-
-        @staticmethod
-        def _sequence_logps(model, inputs) -> torch.Tensor:
-            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False).logits
-            targets = inputs["input_ids"][:, 1:]
-            mask = inputs["completion_mask"][:, 1:].to(logits.dtype)
-            logps = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            return (logps * mask).sum(dim=1), mask.sum(dim=1)
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            logps, tokens = self._sequence_logps(model, inputs)
-            (policy_chosen, policy_rejected), chosen_tokens = logps.chunk(2), tokens.chunk(2)[0]
-            with torch.no_grad(), self.accelerator.unwrap_model(self.model).disable_adapter():
-                ref_chosen, ref_rejected = self._sequence_logps(model, inputs)[0].chunk(2)
-            h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
-            if self.dsc_loss == "rdpo":
-                loss = rdpo_loss(h, inputs["soft_label"].to(h), self.beta)
-            elif self.dsc_loss == "dlma":
-                loss = dlma_loss(h, inputs["self_reward"].to(h), self.beta, self.dlma_gamma)
-            else:
-                loss = dpo_loss(h, self.beta)
-            mode = "train" if model.training else "eval"
-            if self.sft_weight > 0:
-                nll = chosen_nll(policy_chosen, chosen_tokens)
-                loss = loss + self.sft_weight * nll
-                self._metrics[mode]["nll_chosen"].append(nll.item())
-            self._metrics[mode]["rewards/margins"].append((self.beta * h).mean().item())
-            self._metrics[mode]["rewards/accuracies"].append((h > 0).float().mean().item())
-            return (loss, {}) if return_outputs else loss
-
-    return RefinedDPOTrainer, PairCollator
-
-
 # The settings only some trainings read; every other setting (LoRA, optimizer, lengths, device) is read by all.
 # A checkpoint's identity (its folder, its staleness) is the common settings and its own.
 METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
-    "sft": ("sft_completion_only",), "almost_sft": ("sft_completion_only",),
+    "sft": ("sft_completion_only",),
+    "almost_sft": ("sft_completion_only",),
     "dpo": ("dpo_beta", "dpo_sft_weight", "dpo_learning_rate"),
     "rdpo": ("dpo_beta", "rdpo_tau", "dpo_sft_weight", "dpo_learning_rate"),
     "dlma": ("dpo_beta", "dlma_gamma", "dpo_sft_weight", "dpo_learning_rate"),
-    "reward_model": (), "almost_rl": ("rl_beta", "rl_num_generations", "rl_max_completion_length"),
+    "reward_model": (),
+    "almost_rl": ("rl_beta", "rl_num_generations", "rl_max_completion_length"),
 }
 # The untrained base through the export path (the evaluation's `base`) reads only which tensors are written in F16.
 EXPORT_SETTINGS = ("base_model", "target_modules")
@@ -166,12 +75,22 @@ class LoRATrainer(dg.ConfigurableResource):
     max_length: int = 512
     seed: int = 0
     dpo_beta: float = 0.1
-    dpo_learning_rate: float | None = Field(default=None, gt=0, description=(
-        "DPO, rDPO and DLMA: their learning rate (None: learning_rate). Preference losses usually want a smaller one "
-        "than SFT: the privacy study's DPO at SFT's 2e-4 traded the story's facts for its reward."))
-    dpo_sft_weight: float = Field(default=0.0, ge=0.0, description=(
-        "DPO, rDPO and DLMA: weight of an added SFT loss on the chosen answer (mean NLL per token; RPO, Pang et al. "
-        "2024). Keeps the chosen answers likely, so the preference term cannot win by making every answer short."))
+    dpo_learning_rate: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "DPO, rDPO and DLMA: their learning rate (None: learning_rate). Preference losses usually want a smaller one "
+            "than SFT: the privacy study's DPO at SFT's 2e-4 traded the story's facts for its reward."
+        ),
+    )
+    dpo_sft_weight: float = Field(
+        default=0.0,
+        ge=0.0,
+        description=(
+            "DPO, rDPO and DLMA: weight of an added SFT loss on the chosen answer (mean NLL per token; RPO, Pang et al. "
+            "2024). Keeps the chosen answers likely, so the preference term cannot win by making every answer short."
+        ),
+    )
     rdpo_tau: float = Field(default=1.0, description="Temperature of rDPO's soft label σ((s_c − s_r)/τ).")
     dlma_gamma: float = 0.2
     logging_steps: int = 1
@@ -224,18 +143,32 @@ class LoRATrainer(dg.ConfigurableResource):
     def _lora(self):
         from peft import LoraConfig
 
-        return LoraConfig(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
-                          target_modules=list(self.target_modules), task_type="CAUSAL_LM")
+        return LoraConfig(
+            r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=list(self.target_modules),
+            task_type="CAUSAL_LM",
+        )
 
     def _common_args(self, output_dir: str) -> dict:
         import torch
 
         return dict(
-            output_dir=str(Path(output_dir) / "trainer"), learning_rate=self.learning_rate,
-            num_train_epochs=self.epochs, max_steps=self.max_steps, per_device_train_batch_size=self.per_device_batch_size,
-            gradient_accumulation_steps=self.grad_accum, max_length=self.max_length, seed=self.seed,
-            logging_steps=self.logging_steps, save_strategy="no", report_to=[], disable_tqdm=True,
-            bf16=self.dtype == "bfloat16", fp16=self.dtype == "float16",
+            output_dir=str(Path(output_dir) / "trainer"),
+            learning_rate=self.learning_rate,
+            num_train_epochs=self.epochs,
+            max_steps=self.max_steps,
+            per_device_train_batch_size=self.per_device_batch_size,
+            gradient_accumulation_steps=self.grad_accum,
+            max_length=self.max_length,
+            seed=self.seed,
+            logging_steps=self.logging_steps,
+            save_strategy="no",
+            report_to=[],
+            disable_tqdm=True,
+            bf16=self.dtype == "bfloat16",
+            fp16=self.dtype == "float16",
             use_cpu=self.device == "cpu" or (self.device == "auto" and not torch.cuda.is_available()),
             dataloader_pin_memory=False,
         )
@@ -253,50 +186,72 @@ class LoRATrainer(dg.ConfigurableResource):
         shutil.rmtree(out / "trainer", ignore_errors=True)
         losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
         seconds = time.perf_counter() - started
-        return TrainResult(str(out), str(adapter_dir), str(merged_dir), losses, trainer.state.global_step,
-                           round(seconds, 2), round(rows * max(self.epochs, 1) / seconds, 3) if seconds else 0.0)
+        return TrainResult(
+            str(out),
+            str(adapter_dir),
+            str(merged_dir),
+            losses,
+            trainer.state.global_step,
+            round(seconds, 2),
+            round(rows * max(self.epochs, 1) / seconds, 3) if seconds else 0.0,
+        )
 
     def train_sft(self, dataset, output_dir: str) -> TrainResult:
         """Supervised fine-tuning on a ``messages`` dataset (chat template from the student's tokenizer). The loss
         covers the assistant's answer only: the system and user turns are split off as TRL's ``prompt`` (with
         ``completion_only_loss``), since fitting the fixed prompt text teaches nothing and dilutes the gradient."""
-        _quiet_progress()
+        quiet_progress()
         from trl import SFTConfig, SFTTrainer
 
         model, tokenizer = self._load()
         started = time.perf_counter()
         dataset = dataset.select_columns(["messages"])
         if self.sft_completion_only:
-            dataset = dataset.map(lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]},
-                                  remove_columns=["messages"])
-        trainer = SFTTrainer(model=model, args=SFTConfig(**self._common_args(output_dir)), train_dataset=dataset,
-                             processing_class=tokenizer, peft_config=self._lora())
+            dataset = dataset.map(
+                lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]},
+                remove_columns=["messages"],
+            )
+        trainer = SFTTrainer(
+            model=model,
+            args=SFTConfig(**self._common_args(output_dir)),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=self._lora(),
+        )
         trainer.train()
         return self._finish(trainer, tokenizer, output_dir, started, len(dataset))
 
     def train_dpo(self, dataset, output_dir: str, loss: LossName = "dpo") -> TrainResult:
         """DPO on prompt/chosen/rejected; rdpo needs score_chosen and score_rejected, dlma needs self_reward."""
-        _quiet_progress()
+        quiet_progress()
         import math
 
         from trl import DPOConfig
 
         if loss == "rdpo":
             tau = self.rdpo_tau
-            dataset = dataset.map(lambda row: {"soft_label": 1 / (1 + math.exp(-(row["score_chosen"] - row["score_rejected"]) / tau))})
+            dataset = dataset.map(
+                lambda row: {"soft_label": 1 / (1 + math.exp(-(row["score_chosen"] - row["score_rejected"]) / tau))}
+            )
         elif loss == "dlma" and "self_reward" not in dataset.column_names:
             raise ValueError("DLMA training needs a 'self_reward' column")
-        keep = ["prompt", "chosen", "rejected"] + [c for c in ("soft_label", "self_reward") if c in dataset.column_names]
+        keep = ["prompt", "chosen", "rejected"] + [
+            c for c in ("soft_label", "self_reward") if c in dataset.column_names
+        ]
         dataset = dataset.select_columns(keep)
-        trainer_class, collator_class = _dpo_trainer_class()
+        trainer_class, collator_class = dpo_trainer_class()
         model, tokenizer = self._load()
         started = time.perf_counter()
         trainer = trainer_class(
-            model=model, args=DPOConfig(**{**self._common_args(output_dir), **self._dpo_rate()}, beta=self.dpo_beta),
+            model=model,
+            args=DPOConfig(**{**self._common_args(output_dir), **self._dpo_rate()}, beta=self.dpo_beta),
             train_dataset=dataset,
-            processing_class=tokenizer, peft_config=self._lora(), data_collator=collator_class(
-                pad_token_id=tokenizer.pad_token_id, max_length=self.max_length),
-            dsc_loss=loss, dlma_gamma=self.dlma_gamma, sft_weight=self.dpo_sft_weight,
+            processing_class=tokenizer,
+            peft_config=self._lora(),
+            data_collator=collator_class(pad_token_id=tokenizer.pad_token_id, max_length=self.max_length),
+            dsc_loss=loss,
+            dlma_gamma=self.dlma_gamma,
+            sft_weight=self.dpo_sft_weight,
         )
         trainer.train()
         return self._finish(trainer, tokenizer, output_dir, started, len(dataset))
@@ -304,7 +259,7 @@ class LoRATrainer(dg.ConfigurableResource):
     def train_reward_model(self, dataset, output_dir: str) -> TrainResult:
         """ALMoST's reward model: the student with a scalar head, LoRA, TRL's RewardTrainer (pairwise
         −log σ(r_chosen − r_rejected)) on conversational ``prompt``/``chosen``/``rejected`` rows."""
-        _quiet_progress()
+        quiet_progress()
         import torch
         from peft import LoraConfig
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -314,23 +269,35 @@ class LoRATrainer(dg.ConfigurableResource):
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         torch.manual_seed(self.seed)  # the scalar head starts random
-        model = AutoModelForSequenceClassification.from_pretrained(str(self.base_dir()), num_labels=1,
-                                                                   dtype=getattr(torch, self.dtype))
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(self.base_dir()), num_labels=1, dtype=getattr(torch, self.dtype)
+        )
         model.config.pad_token_id = tokenizer.pad_token_id
-        lora = LoraConfig(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
-                          target_modules=list(self.target_modules), task_type="SEQ_CLS", modules_to_save=["score"])
+        lora = LoraConfig(
+            r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=list(self.target_modules),
+            task_type="SEQ_CLS",
+            modules_to_save=["score"],
+        )
         started = time.perf_counter()
         # TRL's configs default to gradient checkpointing (and bf16 where not set): both slow a CPU down.
         args = RewardConfig(**self._common_args(output_dir), gradient_checkpointing=False)
-        trainer = RewardTrainer(model=model, args=args, train_dataset=dataset.select_columns(["prompt", "chosen", "rejected"]),
-                                processing_class=tokenizer, peft_config=lora)
+        trainer = RewardTrainer(
+            model=model,
+            args=args,
+            train_dataset=dataset.select_columns(["prompt", "chosen", "rejected"]),
+            processing_class=tokenizer,
+            peft_config=lora,
+        )
         trainer.train()
         return self._finish(trainer, tokenizer, output_dir, started, len(dataset))
 
     def train_rl(self, prompts, policy_dir: str, reward_function, output_dir: str) -> TrainResult:
         """ALMoST's RL from synthetic feedback: RLOO (TRL 1.16 has no PPO) from the SFT policy in ``policy_dir``,
         LoRA on top of it, so the KL reference (adapter off) is the SFT policy; the reward is ``reward_function``."""
-        _quiet_progress()
+        quiet_progress()
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from trl import RLOOConfig, RLOOTrainer
@@ -344,21 +311,36 @@ class LoRATrainer(dg.ConfigurableResource):
         common.pop("max_length")
         # One optimizer step = one group of k samples for each of batch prompts; k must divide the batch.
         common.update(per_device_train_batch_size=self.rl_num_generations, gradient_accumulation_steps=1)
-        args = RLOOConfig(**common, num_generations=self.rl_num_generations, beta=self.rl_beta,
-                          max_completion_length=self.rl_max_completion_length, gradient_checkpointing=False,
-                          temperature=0.7, log_completions=False)
+        args = RLOOConfig(
+            **common,
+            num_generations=self.rl_num_generations,
+            beta=self.rl_beta,
+            max_completion_length=self.rl_max_completion_length,
+            gradient_checkpointing=False,
+            temperature=0.7,
+            log_completions=False,
+        )
         started = time.perf_counter()
-        trainer = RLOOTrainer(model=model, reward_funcs=reward_function, args=args,
-                              train_dataset=prompts.select_columns(["prompt"]), processing_class=tokenizer,
-                              peft_config=self._lora())
+        trainer = RLOOTrainer(
+            model=model,
+            reward_funcs=reward_function,
+            args=args,
+            train_dataset=prompts.select_columns(["prompt"]),
+            processing_class=tokenizer,
+            peft_config=self._lora(),
+        )
         trainer.train()
         return self._finish(trainer, tokenizer, output_dir, started, len(prompts))
 
     def export_gguf(self, merged_dir: str, out_path: str) -> str:
         """Write the merged model as GGUF: the student's GGUF with every fine-tuned weight replaced (in F16) and all
         else (tokenizer, chat template, untouched quantized tensors) copied as it was."""
-        export_merged_gguf(resolve_model(self.base_model, self.model_cache_dir).path, Path(merged_dir), Path(out_path),
-                           [m for m in self.target_modules])
+        export_merged_gguf(
+            resolve_model(self.base_model, self.model_cache_dir).path,
+            Path(merged_dir),
+            Path(out_path),
+            [m for m in self.target_modules],
+        )
         return out_path
 
     def checkpoint(self, method: str, folder: Path, gguf_name: str, records: list[dict], train=None) -> Checkpoint:
@@ -372,7 +354,11 @@ class LoRATrainer(dg.ConfigurableResource):
             dataset = Dataset.from_list(records)
             if train is not None:  # ALMoST's SFT and RL bring their own training step
                 return train(dataset, str(folder))
-            return self.train_sft(dataset, str(folder)) if method == "sft" else self.train_dpo(dataset, str(folder), loss=method)
+            return (
+                self.train_sft(dataset, str(folder))
+                if method == "sft"
+                else self.train_dpo(dataset, str(folder), loss=method)
+            )
 
         def export(result) -> dict[str, str]:
             return {"gguf_path": self.export_gguf(result.merged_dir, str(folder / gguf_name))}
@@ -386,4 +372,3 @@ class LoRATrainer(dg.ConfigurableResource):
         if not path.exists():
             self.export_gguf(str(self.base_dir()), str(path))  # atomic: written to .partial, then renamed
         return path
-

@@ -88,8 +88,9 @@ def run_probe(model: str, command: list[str], timeout_s: float = 300) -> ProbeRe
         data = json.loads(done.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         raise DoctorError(f"dsc doctor: the probe with {model} printed no result: {done.stdout[-300:]!r}") from None
-    return ProbeResult(model=model, ok=True, tokens=data["tokens"], seconds=data["seconds"],
-                       system_info=data["system_info"])
+    return ProbeResult(
+        model=model, ok=True, tokens=data["tokens"], seconds=data["seconds"], system_info=data["system_info"]
+    )
 
 
 def _build_summary() -> str:
@@ -139,8 +140,16 @@ def _child(model_path: str, n_threads: int) -> None:
     out = llama.create_completion("The capital of France is", max_tokens=PROBE_TOKENS, temperature=0.0)
     seconds = time.perf_counter() - started
     info = llama_print_system_info()
-    print(json.dumps({"tokens": int(out["usage"]["completion_tokens"]), "seconds": round(seconds, 3),
-                      "system_info": info.decode() if isinstance(info, bytes) else str(info)}), flush=True)
+    print(
+        json.dumps(
+            {
+                "tokens": int(out["usage"]["completion_tokens"]),
+                "seconds": round(seconds, 3),
+                "system_info": info.decode() if isinstance(info, bytes) else str(info),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

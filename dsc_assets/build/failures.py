@@ -32,7 +32,7 @@ def step_failures(result) -> list[tuple[str, str, str, Any]]:
         if not event.is_step_failure:
             continue
         data = event.step_failure_data
-        if (data.error and data.error.cls_name == "DagsterAssetCheckFailedError"):
+        if data.error and data.error.cls_name == "DagsterAssetCheckFailedError":
             continue  # a failed blocking check, reported with its expectations, not as a crash
         description = getattr(data.user_failure_data, "description", None)
         if description:  # a dg.Failure: its description is the message (explained() puts the type in front)

@@ -13,7 +13,6 @@ from dsc_assets.lib.suites import CHECKED_ASSETS, report_for
 from dsc_assets.lib.tasks import Task
 from resources.rewards import RewardModels
 
-
 OK, FAILED, BLOCKED, STALE, MISSING = "OK", "FAILED", "BLOCKED", "STALE", "MISSING"
 
 
@@ -88,7 +87,9 @@ def gate_verdicts(
             if not verdict.report.success:
                 verdict.status = FAILED
                 verdict.failed_checks.append(f"{asset}_quality")
-                verdict.reasons.append(f"{len(verdict.report.failed())} of {len(verdict.report.outcomes)} expectations failed")
+                verdict.reasons.append(
+                    f"{len(verdict.report.failed())} of {len(verdict.report.outcomes)} expectations failed"
+                )
         failed_upstream = sorted({check for p in parents for check in verdicts[p].failed_checks})
         if failed_upstream:
             verdict.failed_checks += [c for c in failed_upstream if c not in verdict.failed_checks]

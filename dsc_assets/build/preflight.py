@@ -21,9 +21,9 @@ import re
 from pathlib import Path
 
 from dsc_assets.lib.context_window import Window, context_problems, token_counter
-from dsc_assets.lib.tasks import Task, TaskError, load_task
+from dsc_assets.lib.task_spec import TaskError
+from dsc_assets.lib.tasks import Task, load_task
 from resources.models import ModelError, resolve_model
-
 
 
 class PreflightError(RuntimeError):
@@ -85,14 +85,17 @@ def lock_problems(home: Path, grace_s: float | None = None) -> list[str]:
         error = _lock_held_through(path, grace_s) if path.exists() else None
         if error is not None:
             holder = re.search(r"\(PID \d+\)", str(error))
-            problems.append(f"{path}: locked by another process{' ' + holder.group(0) if holder else ''} "
-                            f"({str(error).splitlines()[0]}). Fix: stop that dsc or dagster run (or `dagster dev`), "
-                            f"or point DSC_HOME elsewhere")
+            problems.append(
+                f"{path}: locked by another process{' ' + holder.group(0) if holder else ''} "
+                f"({str(error).splitlines()[0]}). Fix: stop that dsc or dagster run (or `dagster dev`), "
+                f"or point DSC_HOME elsewhere"
+            )
     return problems
 
 
-def preflight(profile, tasks: list[str], home: Path, profile_file: str, max_tokens_cap: int | None = None,
-              locks: bool = True) -> list[Task]:
+def preflight(
+    profile, tasks: list[str], home: Path, profile_file: str, max_tokens_cap: int | None = None, locks: bool = True
+) -> list[Task]:
     """Load every task and check models, context windows and locks; raise PreflightError listing every problem."""
     problems, loaded = [], []
     for name in tasks:

@@ -18,13 +18,19 @@ def provenance(instance, task: str) -> list[dict]:
     rows = []
     for asset in PROVENANCE_ASSETS:
         records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[task]), limit=1).records
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[task]), limit=1
+        ).records
         if not records:
             continue
         record = records[0]
         commit = record.asset_materialization.metadata.get("code_commit")
         when = datetime.datetime.fromtimestamp(record.timestamp, datetime.timezone.utc)
-        rows.append({"asset": asset, "materialized (UTC)": when.strftime("%Y-%m-%d %H:%M"),
-                     "commit": commit.value if commit is not None else "not recorded (before dsc recorded commits)",
-                     "run": record.run_id[:8]})
+        rows.append(
+            {
+                "asset": asset,
+                "materialized (UTC)": when.strftime("%Y-%m-%d %H:%M"),
+                "commit": commit.value if commit is not None else "not recorded (before dsc recorded commits)",
+                "run": record.run_id[:8],
+            }
+        )
     return rows

@@ -18,7 +18,8 @@ from dsc_assets.defs.inputs import Environment
 from dsc_assets.defs.stage import STAGES, current_versions, observe_inputs
 from dsc_assets.lib.chat import ChainMessages
 from dsc_assets.lib.dagster_private import FAILED, PLANNED, check_history
-from dsc_assets.lib.tasks import Task, TaskError
+from dsc_assets.lib.task_spec import TaskError
+from dsc_assets.lib.tasks import Task
 from resources.hashing import call_key
 from resources.llm import LLMResource
 from resources.settings import DscSettings
@@ -82,8 +83,10 @@ def asset_order(defs) -> tuple[list[str], dict[str, list[str]]]:
     """Asset names in dependency order, and each asset's upstream names (from Definitions or an asset graph)."""
     graph = _graph(defs)
     materializable = set(graph.materializable_asset_keys)
-    upstream = {key.path[-1]: sorted(p.path[-1] for p in graph.get(key).parent_keys if p in materializable)
-                for key in materializable}
+    upstream = {
+        key.path[-1]: sorted(p.path[-1] for p in graph.get(key).parent_keys if p in materializable)
+        for key in materializable
+    }
     ordered, seen = [], set()
 
     def visit(name: str) -> None:
@@ -122,8 +125,15 @@ def failed_check(instance: dg.DagsterInstance, graph, asset: str, task: str, lat
 
 
 def plan(
-    defs, instance: dg.DagsterInstance, tasks: list[str], settings: DscSettings | None = None,
-    llm: LLMResource | None = None, only: set[str] | None = None, *, resources=None, observe: bool = True,
+    defs,
+    instance: dg.DagsterInstance,
+    tasks: list[str],
+    settings: DscSettings | None = None,
+    llm: LLMResource | None = None,
+    only: set[str] | None = None,
+    *,
+    resources=None,
+    observe: bool = True,
 ) -> list[StaleEntry]:
     """Every stale (asset, task) with its reasons, in dependency order (``only``: restrict to these assets).
     ``resources``: the graph's resources (default: the Definitions'); ``observe``: also record the current inputs
@@ -184,8 +194,9 @@ def _own_reasons(asset: str, materialization, current) -> list[str]:
     recorded = materialization.metadata.get("input_versions")
     recorded_inputs = recorded.value if recorded is not None else None
     if isinstance(recorded_inputs, dict):
-        changed = sorted(name for name in set(inputs) | set(recorded_inputs)
-                         if inputs.get(name) != recorded_inputs.get(name))
+        changed = sorted(
+            name for name in set(inputs) | set(recorded_inputs) if inputs.get(name) != recorded_inputs.get(name)
+        )
         if changed:
             reasons.append(f"inputs changed: {', '.join(changed)}")
     else:

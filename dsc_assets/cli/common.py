@@ -85,8 +85,10 @@ def print_failures(result, command: str, task: str, verbose: bool = False) -> No
         print(f"{command}: {task}: {step} failed: {kind}: {message}", file=sys.stderr)
     for evaluation in result.get_asset_check_evaluations():
         if not evaluation.passed:
-            print(f"{command}: {task}: check {evaluation.check_name} FAILED: {evaluation.description or ''}",
-                  file=sys.stderr)
+            print(
+                f"{command}: {task}: check {evaluation.check_name} FAILED: {evaluation.description or ''}",
+                file=sys.stderr,
+            )
     if verbose:
         for step, _kind, _message, info in failures:
             print(f"\n--- {step}: full trace\n{info.to_string()}", file=sys.stderr)

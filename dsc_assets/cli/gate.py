@@ -6,7 +6,6 @@ import argparse
 
 from dsc_assets.cli.common import QUIET_RUN_CONFIG, UsageError, load, print_failures, quiet, run_preflight, task_list
 
-
 GATE_HELP = """Exit codes: 0 every printed asset is OK; 1 one is FAILED (its own suite), BLOCKED (an upstream suite
 failed), STALE (built from older upstream data or older task files) or MISSING (no table or no rows for the task);
 2 usage or configuration error. --assets narrows what is printed, never what must hold: an asset is OK only if
@@ -40,8 +39,13 @@ def cmd_gate(args: argparse.Namespace) -> int:
         data_assets = [dg.AssetKey(name) for name in sorted(needed)]
         for task in tasks:
             print(f"dsc gate: materializing the data assets of '{task}' ...", flush=True)
-            result = job.execute_in_process(run_config=QUIET_RUN_CONFIG, partition_key=task, instance=instance, asset_selection=data_assets,
-                                            raise_on_error=False)
+            result = job.execute_in_process(
+                run_config=QUIET_RUN_CONFIG,
+                partition_key=task,
+                instance=instance,
+                asset_selection=data_assets,
+                raise_on_error=False,
+            )
             if not result.success:
                 print_failures(result, "dsc gate", task, args.verbose)
     problems = []
@@ -60,9 +64,10 @@ def _gate_task(defs, instance, task_name: str, selected: list[str], needed: set[
     import duckdb
 
     from dsc_assets.build.gate import OK, gate_verdicts
-    from dsc_assets.lib.profiles import dsc_home
     from dsc_assets.build.staleness import asset_order, plan
+    from dsc_assets.lib.profiles import dsc_home
     from dsc_assets.lib.tasks import load_task
+    from resources.stores import read_table
 
     task = load_task(task_name)
     resources = defs.resources
@@ -72,30 +77,46 @@ def _gate_task(defs, instance, task_name: str, selected: list[str], needed: set[
     con = duckdb.connect(str(database), read_only=True) if database.exists() else None
 
     def table_of(asset: str):
-        if con is None:
-            return None
-        try:
-            return con.execute(f"SELECT * FROM dsc.{asset} WHERE task = ?", [task_name]).df()
-        except duckdb.CatalogException:  # the table does not exist yet
-            return None
+        return read_table(con, asset, task_name)
 
     def materialized(asset: str) -> bool:
-        return bool(instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[task_name]), limit=1).records)
+        return bool(
+            instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[task_name]), limit=1
+            ).records
+        )
 
     try:
-        verdicts = gate_verdicts(task, table_of, materialized, stale, upstream, resources["rewards"],
-                                 resources["settings"].quality_overrides, only=needed,
-                                 methods=resources["settings"].methods)
+        verdicts = gate_verdicts(
+            task,
+            table_of,
+            materialized,
+            stale,
+            upstream,
+            resources["rewards"],
+            resources["settings"].quality_overrides,
+            only=needed,
+            methods=resources["settings"].methods,
+        )
     finally:
         if con is not None:
             con.close()
+    _print_verdicts(task_name, verdicts, selected)
+    return [f"{task_name}: {asset} {verdicts[asset].status}" for asset in selected if verdicts[asset].status != OK]
+
+
+def _print_verdicts(task_name: str, verdicts: dict, selected: list[str]) -> None:
+    """Each selected asset's verdict with its failed expectations, and why an unprinted upstream failed (once)."""
     print(f"\n== {task_name}")
     shown_upstream: set[str] = set()
     for asset in selected:
         verdict = verdicts[asset]
-        met = (f"{len(verdict.report.outcomes) - len(verdict.report.failed())}/{len(verdict.report.outcomes)} "
-               "expectations met; " if verdict.report else "")
+        met = (
+            f"{len(verdict.report.outcomes) - len(verdict.report.failed())}/{len(verdict.report.outcomes)} "
+            "expectations met; "
+            if verdict.report
+            else ""
+        )
         print(f"  {asset:<18} {verdict.status:<8} {met}{'; '.join(verdict.reasons) or 'upstream OK, up to date'}")
         if verdict.report:
             _print_outcomes(verdict.report.failed(), "      ", examples=True)
@@ -105,7 +126,6 @@ def _gate_task(defs, instance, task_name: str, selected: list[str], needed: set[
                 shown_upstream.add(parent)
                 print(f"      upstream {parent} FAILED:")
                 _print_outcomes(verdicts[parent].report.failed(), "        ", examples=False)
-    return [f"{task_name}: {asset} {verdicts[asset].status}" for asset in selected if verdicts[asset].status != OK]
 
 
 def _print_outcomes(outcomes, indent: str, examples: bool) -> None:

@@ -28,52 +28,95 @@ from dsc_assets.cli.report import cmd_report
 from dsc_assets.cli.run import cmd_run
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dsc", description="Align a language model with synthetic data.",
-                                     epilog="Exit codes: 0 ok, 1 failed, 2 usage or configuration error.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand per job, each with ``--verbose``."""
+    top = argparse.ArgumentParser(
+        prog="dsc",
+        description="Align a language model with synthetic data.",
+        epilog="Exit codes: 0 ok, 1 failed, 2 usage or configuration error.",
+    )
+    sub = top.add_subparsers(dest="command", required=True)
     verbose = argparse.ArgumentParser(add_help=False)
     verbose.add_argument("--verbose", "-v", action="store_true", help="print the full trace of an error")
+    for add in (_add_run, _add_plan_and_refresh, _add_gate, _add_doctor, _add_report):
+        add(sub, verbose)
+    return top
 
+
+def _add_run(sub, verbose) -> None:
+    """`dsc run`."""
     run = sub.add_parser("run", help="materialize the main job for each task (partition)", parents=[verbose])
     run.add_argument("--tasks", help="comma-separated task names (default: the profile's list)")
-    run.add_argument("--profile", help="profile name under profiles/ or a YAML path (default: $DSC_PROFILE or 'default')")
+    run.add_argument(
+        "--profile", help="profile name under profiles/ or a YAML path (default: $DSC_PROFILE or 'default')"
+    )
     run.add_argument("--select", help="comma-separated asset names (default: the whole graph)")
     run.set_defaults(func=cmd_run)
 
-    for name, func, text in (("plan", cmd_plan, "what is stale per asset and task, why, and what a refresh costs"),
-                             ("refresh", cmd_refresh, "materialize only stale asset partitions until nothing is stale")):
+
+def _add_plan_and_refresh(sub, verbose) -> None:
+    """`dsc plan` and `dsc refresh`."""
+    for name, func, text in (
+        ("plan", cmd_plan, "what is stale per asset and task, why, and what a refresh costs"),
+        ("refresh", cmd_refresh, "materialize only stale asset partitions until nothing is stale"),
+    ):
         command = sub.add_parser(name, help=text, parents=[verbose])
         command.add_argument("--tasks", help="comma-separated task names (default: the profile's list)")
         command.add_argument("--profile", help="profile name or YAML path")
         command.add_argument("--select", help="comma-separated asset names to consider (default: all)")
         command.set_defaults(func=func)
 
-    gate = sub.add_parser("gate", help="quality gate for CI: exit 1 unless every asset and its upstream is OK",
-                          parents=[verbose], epilog=GATE_HELP)
-    gate.add_argument("--tasks", "--partition", dest="tasks", help="comma-separated task names (default: the profile's)")
+
+def _add_gate(sub, verbose) -> None:
+    """`dsc gate`."""
+    gate = sub.add_parser(
+        "gate",
+        help="quality gate for CI: exit 1 unless every asset and its upstream is OK",
+        parents=[verbose],
+        epilog=GATE_HELP,
+    )
+    gate.add_argument(
+        "--tasks", "--partition", dest="tasks", help="comma-separated task names (default: the profile's)"
+    )
     gate.add_argument("--profile", help="profile name or YAML path")
     gate.add_argument("--check-only", action="store_true", help="only judge the stored tables (materialize nothing)")
-    gate.add_argument("--assets", help="comma-separated assets to print (default: every checked asset); their "
-                      "upstream must hold all the same")
+    gate.add_argument(
+        "--assets",
+        help="comma-separated assets to print (default: every checked asset); their upstream must hold all the same",
+    )
     gate.set_defaults(func=cmd_gate)
 
-    doctor = sub.add_parser("doctor", help="check that llama.cpp generates on this CPU with the profile's models",
-                            parents=[verbose])
+
+def _add_doctor(sub, verbose) -> None:
+    """`dsc doctor`."""
+    doctor = sub.add_parser(
+        "doctor", help="check that llama.cpp generates on this CPU with the profile's models", parents=[verbose]
+    )
     doctor.add_argument("--profile", help="profile name or YAML path")
     doctor.add_argument("--force", action="store_true", help="probe again even if this build passed before")
     doctor.set_defaults(func=cmd_doctor)
 
-    report = sub.add_parser("report", help="write each task's study report (markdown + effects plot) from the "
-                            "finished run's tables", parents=[verbose])
+
+def _add_report(sub, verbose) -> None:
+    """`dsc report`."""
+    report = sub.add_parser(
+        "report",
+        help="write each task's study report (markdown + effects plot) from the finished run's tables",
+        parents=[verbose],
+    )
     report.add_argument("--tasks", help="comma-separated task names (default: the profile's list)")
     report.add_argument("--profile", help="profile name or YAML path")
     report.add_argument("--out", help="output folder (default: reports/<profile name>)")
-    report.add_argument("--prompts", help="also recompute the evaluation over these test prompts alone: comma-separated "
-                                          "ids and inclusive ranges first..last (e.g. privacy-121..privacy-216)")
+    report.add_argument(
+        "--prompts",
+        help="also recompute the evaluation over these test prompts alone: comma-separated "
+        "ids and inclusive ranges first..last (e.g. privacy-121..privacy-216)",
+    )
     report.set_defaults(func=cmd_report)
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     if not args.verbose:  # Dagster's beta/preview notices are not the user's business; errors come first
         import warnings
 
@@ -90,7 +133,7 @@ def _guarded(args: argparse.Namespace) -> int:
     """Run a command; any error becomes its root cause on the first line (the trace only with --verbose)."""
     from dsc_assets.build.preflight import PreflightError
     from dsc_assets.lib.profiles import ProfileError
-    from dsc_assets.lib.tasks import TaskError
+    from dsc_assets.lib.task_spec import TaskError
     from resources.models import ModelError
 
     command = f"dsc {args.command}"
@@ -102,8 +145,9 @@ def _guarded(args: argparse.Namespace) -> int:
     except PreflightError as error:
         for problem in error.problems:
             print(f"{command}: {problem}", file=sys.stderr)
-        print(f"{command}: {len(error.problems)} problem(s) found before any model call; nothing was run",
-              file=sys.stderr)
+        print(
+            f"{command}: {len(error.problems)} problem(s) found before any model call; nothing was run", file=sys.stderr
+        )
         return 2
     except (ProfileError, TaskError, ModelError) as error:
         print(f"{command}: {type(error).__name__}: {error}", file=sys.stderr)

@@ -19,15 +19,18 @@ def _print_plan(entries, costs) -> None:
         calls = f"{cost.calls} (+{cost.cached} cached)" if cost else "-"
         print(f"{entry.asset:<{width}}  {entry.task:<12} {calls:>11}  {'; '.join(entry.reasons)}")
     total = [c for key, c in costs.items() if any((e.asset, e.task) == key for e in entries)]
-    print(f"\nrefresh would make {sum(c.calls for c in total)} model calls "
-          f"(~{sum(c.prompt_tokens for c in total)} prompt tokens, at most {sum(c.max_completion_tokens for c in total)} "
-          f"completion tokens); {sum(c.cached for c in total)} calls come from the cache")
+    print(
+        f"\nrefresh would make {sum(c.calls for c in total)} model calls "
+        f"(~{sum(c.prompt_tokens for c in total)} prompt tokens, at most {sum(c.max_completion_tokens for c in total)} "
+        f"completion tokens); {sum(c.cached for c in total)} calls come from the cache"
+    )
 
 
 def _plan(args: argparse.Namespace):
     dg, defs, profile = load(args)
     from dsc_assets.build.staleness import generation_cost, plan
-    from dsc_assets.lib.tasks import TaskError, load_task
+    from dsc_assets.lib.task_spec import TaskError
+    from dsc_assets.lib.tasks import load_task
 
     tasks = task_list(args.tasks, profile.tasks)
     only = selection(args, defs)
@@ -61,9 +64,11 @@ def _nothing_to_rebuild(entries) -> int:
     if not blocked:
         print("dsc refresh: nothing is stale")
         return 0
-    print(f"dsc refresh: {len(blocked)} stale asset partition(s) wait below a failed blocking check; fix the data or "
-          "the check's thresholds upstream, then refresh again (`dsc gate` prints the failed expectations):",
-          file=sys.stderr)
+    print(
+        f"dsc refresh: {len(blocked)} stale asset partition(s) wait below a failed blocking check; fix the data or "
+        "the check's thresholds upstream, then refresh again (`dsc gate` prints the failed expectations):",
+        file=sys.stderr,
+    )
     for entry in blocked:
         reason = next(r for r in entry.reasons if r.startswith(BLOCKED))
         print(f"  {entry.task}: {entry.asset}: {reason}", file=sys.stderr)
@@ -81,15 +86,23 @@ def cmd_refresh(args: argparse.Namespace) -> int:
             return _nothing_to_rebuild(entries)
         if {(e.asset, e.task) for e in roots} == previous:  # rebuilt and still stale: report instead of looping
             for entry in roots:
-                print(f"dsc refresh: {entry.task}: {entry.asset} is still stale after a rebuild: "
-                      f"{'; '.join(entry.reasons)}", file=sys.stderr)
+                print(
+                    f"dsc refresh: {entry.task}: {entry.asset} is still stale after a rebuild: "
+                    f"{'; '.join(entry.reasons)}",
+                    file=sys.stderr,
+                )
             return 1
         previous = {(e.asset, e.task) for e in roots}
         for task in sorted({e.task for e in roots}):
             selection = [dg.AssetKey(e.asset) for e in roots if e.task == task]
             print(f"dsc refresh: {task}: {', '.join(k.path[-1] for k in selection)}", flush=True)
-            result = job.execute_in_process(run_config=QUIET_RUN_CONFIG, partition_key=task, instance=instance, asset_selection=selection,
-                                            raise_on_error=False)
+            result = job.execute_in_process(
+                run_config=QUIET_RUN_CONFIG,
+                partition_key=task,
+                instance=instance,
+                asset_selection=selection,
+                raise_on_error=False,
+            )
             if not result.success:
                 print_failures(result, "dsc refresh", task, args.verbose)
                 return 1

@@ -37,8 +37,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         con = duckdb.connect(str(database), read_only=True)
     except duckdb.IOException as error:
-        print(f"dsc report: cannot open {database} read-only (a running job may be writing it; retry when it "
-              f"ends): {' '.join(str(error).split())}", file=sys.stderr)
+        print(
+            f"dsc report: cannot open {database} read-only (a running job may be writing it; retry when it "
+            f"ends): {' '.join(str(error).split())}",
+            file=sys.stderr,
+        )
         return 1
     failed = []
     try:

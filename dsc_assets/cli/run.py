@@ -7,7 +7,14 @@ import sys
 import time
 
 from dsc_assets.cli.common import (
-    QUIET_RUN_CONFIG, healthy, prepare_environment, print_failures, quiet, run_preflight, selection, task_list,
+    QUIET_RUN_CONFIG,
+    healthy,
+    prepare_environment,
+    print_failures,
+    quiet,
+    run_preflight,
+    selection,
+    task_list,
 )
 
 
@@ -28,17 +35,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     for task in tasks:
         started = time.perf_counter()
         print(f"dsc run: task '{task}' ...", flush=True)
-        result = job.execute_in_process(run_config=QUIET_RUN_CONFIG, partition_key=task, instance=instance, raise_on_error=False,
-                                        asset_selection=chosen)
+        result = job.execute_in_process(
+            run_config=QUIET_RUN_CONFIG,
+            partition_key=task,
+            instance=instance,
+            raise_on_error=False,
+            asset_selection=chosen,
+        )
         seconds = time.perf_counter() - started
         materialized = [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()]
-        print(f"dsc run: task '{task}' {'succeeded' if result.success else 'FAILED'} in {seconds:.0f}s; "
-              f"materialized: {', '.join(materialized) or 'nothing'}", flush=True)
+        print(
+            f"dsc run: task '{task}' {'succeeded' if result.success else 'FAILED'} in {seconds:.0f}s; "
+            f"materialized: {', '.join(materialized) or 'nothing'}",
+            flush=True,
+        )
         if not result.success:
             failed.append(task)
             print_failures(result, "dsc run", task, args.verbose)
     if failed:
-        print(f"dsc run: failed tasks: {', '.join(failed)} (everything already generated is kept in the cache)",
-              file=sys.stderr)
+        print(
+            f"dsc run: failed tasks: {', '.join(failed)} (everything already generated is kept in the cache)",
+            file=sys.stderr,
+        )
         return 1
     return 0

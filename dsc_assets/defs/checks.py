@@ -22,12 +22,21 @@ def quality_check(asset_def: dg.AssetsDefinition, description: str, needs_reward
     """The blocking check ``<asset>_quality``: the asset's suite on this task's rows."""
     name = asset_def.key.path[-1]
 
-    @dg.asset_check(asset=asset_def, name=f"{name}_quality", blocking=True, partitions_def=task_partitions,
-                    description=description)
+    @dg.asset_check(
+        asset=asset_def, name=f"{name}_quality", blocking=True, partitions_def=task_partitions, description=description
+    )
     def _quality(
         context: dg.AssetCheckExecutionContext, table: pd.DataFrame, rewards: RewardModels, settings: DscSettings
     ) -> dg.AssetCheckResult:
-        return check_result(report_for(name, table, partition_task(context), rewards if needs_rewards else None,
-                                       settings.quality_overrides, settings.methods))
+        return check_result(
+            report_for(
+                name,
+                table,
+                partition_task(context),
+                rewards if needs_rewards else None,
+                settings.quality_overrides,
+                settings.methods,
+            )
+        )
 
     return _quality

@@ -28,7 +28,8 @@ def explained(fn: Callable) -> Callable:
         except Exception as error:  # noqa: BLE001  re-raised with its cause, after naming it
             asset = context.asset_key.path[-1] if context.has_assets_def else context.op_def.name
             task = context.partition_key if context.has_partition_key else None
-            raise dg.Failure(description=describe(error, asset, task),
-                             metadata={"error_type": type(error).__name__}) from error
+            raise dg.Failure(
+                description=describe(error, asset, task), metadata={"error_type": type(error).__name__}
+            ) from error
 
     return wrapper

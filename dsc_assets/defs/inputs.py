@@ -8,7 +8,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from dsc_assets.lib.tasks import PreferenceTraining, Task
+from dsc_assets.lib.task_spec import PreferenceTraining
+from dsc_assets.lib.tasks import Task
 from resources.models import resolve_model
 from resources.settings import METHODS
 from resources.trainer import METHOD_SETTINGS
@@ -76,48 +77,100 @@ class Input:
     value: Callable[[Task, Environment], Any]
 
 
-def _inputs() -> dict[str, Input]:
-    fields = {
-        "split": "train/test split (fraction, seed)", "system_prompt": "system message of every chat",
-        "critique_template": "critique request", "revision_template": "revision request",
-        "revision_steps": "number of critique/revision steps", "contrastive": "DLMA's positive and negative affixes",
-        "scorer": "reward scorer and its options", "acceptance.temperature": "Metropolis-Hastings temperature",
-        "acceptance.seed": "acceptance draws and evaluation bootstrap seed",
-        "almost.demonstrations": "ALMoST few-shot demonstrations for the better-prompted configurations",
-        "almost.best_of_n": "ALMoST: samples per prompt the reward model picks from",
-        "almost.rules": "ALMoST: which configuration rankings make comparisons",
-        "almost.heldout_fraction": "ALMoST: share of train prompts held out to measure the reward model",
-        "almost.drop_truncated": "ALMoST: drop comparisons with an answer cut off at max_tokens",
-        "pair_guards": "guards a preference pair's chosen answer must not fail where its rejected one passes",
-    }
-    # task.yaml trainer: is read through trainer.<method> (the task's settings over the profile's), not on its own
-    inputs = [Input(f"task.{name}", f"task.yaml {name}: {text}", _task_field(name)) for name, text in fields.items()]
-    inputs += [
+# The task.yaml fields a stage may read, each with what it decides.
+TASK_FIELDS = {
+    "split": "train/test split (fraction, seed)",
+    "system_prompt": "system message of every chat",
+    "critique_template": "critique request",
+    "revision_template": "revision request",
+    "revision_steps": "number of critique/revision steps",
+    "contrastive": "DLMA's positive and negative affixes",
+    "scorer": "reward scorer and its options",
+    "acceptance.temperature": "Metropolis-Hastings temperature",
+    "acceptance.seed": "acceptance draws and evaluation bootstrap seed",
+    "almost.demonstrations": "ALMoST few-shot demonstrations for the better-prompted configurations",
+    "almost.best_of_n": "ALMoST: samples per prompt the reward model picks from",
+    "almost.rules": "ALMoST: which configuration rankings make comparisons",
+    "almost.heldout_fraction": "ALMoST: share of train prompts held out to measure the reward model",
+    "almost.drop_truncated": "ALMoST: drop comparisons with an answer cut off at max_tokens",
+    "pair_guards": "guards a preference pair's chosen answer must not fail where its rejected one passes",
+}
+
+
+def _profile_inputs() -> list[Input]:
+    """The prompts file, the profile's counts and caps, and the models by content."""
+    return [
         Input("prompts_file", "the bytes of the task's prompts.jsonl", lambda t, e: t.prompts_file_version),
-        Input("max_prompts_per_task", "profile: train prompts used per task",
-              lambda t, e: e.settings.max_prompts_per_task),
-        Input("max_eval_prompts_per_task", "profile: test prompts used per task",
-              lambda t, e: e.settings.max_eval_prompts_per_task),
-        Input("eval_samples_per_prompt", "profile: seeded samples per test prompt in the evaluation",
-              lambda t, e: e.settings.eval_samples_per_prompt),
-        Input("sampling", "task.yaml sampling, max_tokens capped by the profile's max_tokens_cap",
-              lambda t, e: t.sampling_for(e.settings.max_tokens_cap).model_dump(mode="json")),
-        Input("generator", "profile: the generator model by content (GGUF sha256, or server model + revision)",
-              lambda t, e: e.memo(("generator",), e.llm.model_identity)),
-        Input("scorer_model", "the task's scorer by identity (for a judge: the judge GGUF's sha256, question)", _scorer),
-        Input("self_reward_model", "profile: the judge model by content (DLMA self-reward)",
-              lambda t, e: _gguf_sha(e, e.rewards.judge_model, e.rewards.model_cache_dir)),
-        Input("student", "profile: the student model by content (evaluated as the base)",
-              lambda t, e: e.memo(("student",), e.student.model_identity)),
+        Input(
+            "max_prompts_per_task", "profile: train prompts used per task", lambda t, e: e.settings.max_prompts_per_task
+        ),
+        Input(
+            "max_eval_prompts_per_task",
+            "profile: test prompts used per task",
+            lambda t, e: e.settings.max_eval_prompts_per_task,
+        ),
+        Input(
+            "eval_samples_per_prompt",
+            "profile: seeded samples per test prompt in the evaluation",
+            lambda t, e: e.settings.eval_samples_per_prompt,
+        ),
+        Input(
+            "sampling",
+            "task.yaml sampling, max_tokens capped by the profile's max_tokens_cap",
+            lambda t, e: t.sampling_for(e.settings.max_tokens_cap).model_dump(mode="json"),
+        ),
+        Input(
+            "generator",
+            "profile: the generator model by content (GGUF sha256, or server model + revision)",
+            lambda t, e: e.memo(("generator",), e.llm.model_identity),
+        ),
+        Input(
+            "scorer_model", "the task's scorer by identity (for a judge: the judge GGUF's sha256, question)", _scorer
+        ),
+        Input(
+            "self_reward_model",
+            "profile: the judge model by content (DLMA self-reward)",
+            lambda t, e: _gguf_sha(e, e.rewards.judge_model, e.rewards.model_cache_dir),
+        ),
+        Input(
+            "student",
+            "profile: the student model by content (evaluated as the base)",
+            lambda t, e: e.memo(("student",), e.student.model_identity),
+        ),
     ]
+
+
+def _trainer_and_method_inputs() -> list[Input]:
+    """What each training reads of the trainer (task.yaml ``trainer:`` over the profile's), and the method switches."""
+
     def source(method: str) -> str:  # where a person changes what trainer.<method> reads
         task_settable = set(METHOD_SETTINGS.get(method, ())) & set(PreferenceTraining.model_fields)
         return "profile or task.yaml trainer" if task_settable else "profile"
 
-    inputs += [Input(f"trainer.{m}", f"{source(m)}: the trainer settings {m} reads and the student it starts from (by "
-                     "content)", _trainer(m)) for m in (*METHOD_SETTINGS, "export")]
-    inputs += [Input(f"methods.{m}", f"profile: whether methods lists {m} (off: its assets write no rows)",
-                     lambda t, e, m=m: OMIT if e.settings.builds(m) else "off") for m in METHODS]
+    trainers = [
+        Input(
+            f"trainer.{m}",
+            f"{source(m)}: the trainer settings {m} reads and the student it starts from (by content)",
+            _trainer(m),
+        )
+        for m in (*METHOD_SETTINGS, "export")
+    ]
+    return trainers + [
+        Input(
+            f"methods.{m}",
+            f"profile: whether methods lists {m} (off: its assets write no rows)",
+            lambda t, e, m=m: OMIT if e.settings.builds(m) else "off",
+        )
+        for m in METHODS
+    ]
+
+
+def _inputs() -> dict[str, Input]:
+    # task.yaml trainer: is read through trainer.<method> (the task's settings over the profile's), not on its own
+    inputs = [
+        Input(f"task.{name}", f"task.yaml {name}: {text}", _task_field(name)) for name, text in TASK_FIELDS.items()
+    ]
+    inputs += _profile_inputs() + _trainer_and_method_inputs()
     return {i.name: i for i in inputs}
 
 

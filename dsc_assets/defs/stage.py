@@ -26,7 +26,8 @@ from dsc_assets.defs.inputs import INPUTS, OMIT, Environment
 from dsc_assets.defs.partitions import task_partitions
 from dsc_assets.lib.commit import code_commit
 from dsc_assets.lib.dagster_private import forget_input_version
-from dsc_assets.lib.tasks import Task, TaskError, load_task, task_names
+from dsc_assets.lib.task_spec import TaskError
+from dsc_assets.lib.tasks import Task, load_task, task_names
 from resources.hashing import content_hash
 
 # Observable source assets are "beta" in Dagster 1.13; task_inputs is one.
@@ -73,8 +74,13 @@ def inputs_partition(task: str, asset: str) -> str:
 
 
 def stage(
-    *, group: str, reads: tuple[str, ...] = (), revision: int = 1,
-    name: str | None = None, kinds: tuple[str, ...] = ("duckdb",), **asset_kwargs: Any,
+    *,
+    group: str,
+    reads: tuple[str, ...] = (),
+    revision: int = 1,
+    name: str | None = None,
+    kinds: tuple[str, ...] = ("duckdb",),
+    **asset_kwargs: Any,
 ) -> Callable:
     """``@dg.asset`` for one stage of the graph: partitioned by task, stored as a DuckDB table, its code version its
     logic revision, its reads declared and depending on its partition of ``task_inputs``."""
@@ -85,11 +91,27 @@ def stage(
     def decorate(fn: Callable) -> dg.AssetsDefinition:
         declared = Stage(name or fn.__name__, group, tuple(reads), revision)
         STAGES[declared.name] = declared
-        deps = [dg.AssetDep(INPUTS_KEY, partition_mapping=dg.StaticPartitionMapping(
-            {inputs_partition(task, declared.name): task for task in task_names()}))] if reads else []
+        deps = (
+            [
+                dg.AssetDep(
+                    INPUTS_KEY,
+                    partition_mapping=dg.StaticPartitionMapping(
+                        {inputs_partition(task, declared.name): task for task in task_names()}
+                    ),
+                )
+            ]
+            if reads
+            else []
+        )
         return dg.asset(
-            name=declared.name, partitions_def=task_partitions, group_name=group, metadata=TABLE_METADATA,
-            kinds=set(kinds), code_version=declared.code_version, deps=deps, **asset_kwargs,
+            name=declared.name,
+            partitions_def=task_partitions,
+            group_name=group,
+            metadata=TABLE_METADATA,
+            kinds=set(kinds),
+            code_version=declared.code_version,
+            deps=deps,
+            **asset_kwargs,
         )(explained(fn))  # any exception fails the step with its root cause as the description (defs/errors.py)
 
     return decorate
@@ -117,7 +139,8 @@ def current_versions(tasks: list[str], env: Environment, assets: list[str] | Non
 
 def _latest_observed(instance: dg.DagsterInstance, partition: str) -> str | None:
     records = instance.fetch_observations(
-        dg.AssetRecordsFilter(asset_key=INPUTS_KEY, asset_partitions=[partition]), limit=1).records
+        dg.AssetRecordsFilter(asset_key=INPUTS_KEY, asset_partitions=[partition]), limit=1
+    ).records
     if not records:
         return None
     return (records[0].event_log_entry.asset_observation.tags or {}).get(DATA_VERSION_TAG)
@@ -132,9 +155,14 @@ def observe_inputs(instance: dg.DagsterInstance, versions: Mapping[tuple[str, st
             continue
         partition = inputs_partition(task, asset)
         if _latest_observed(instance, partition) != value[0]:
-            instance.report_runless_asset_event(dg.AssetObservation(
-                asset_key=INPUTS_KEY, partition=partition, tags={DATA_VERSION_TAG: value[0]},
-                metadata={"inputs": dg.MetadataValue.json(value[1])}))
+            instance.report_runless_asset_event(
+                dg.AssetObservation(
+                    asset_key=INPUTS_KEY,
+                    partition=partition,
+                    tags={DATA_VERSION_TAG: value[0]},
+                    metadata={"inputs": dg.MetadataValue.json(value[1])},
+                )
+            )
             recorded += 1
     return recorded
 
@@ -153,9 +181,12 @@ def version_metadata(context: dg.AssetExecutionContext, task: Task, *_: Any, **_
     if declared.reads:
         observe_inputs(context.instance, {(declared.name, task.name): (version, versions)})
         forget_input_version(context, INPUTS_KEY)
-    return {"task_version": dg.MetadataValue.text(version), "input_versions": dg.MetadataValue.json(versions),
-            "upstream_data_versions": dg.MetadataValue.json(upstream_data_versions(context)),
-            "code_commit": dg.MetadataValue.text(code_commit())}
+    return {
+        "task_version": dg.MetadataValue.text(version),
+        "input_versions": dg.MetadataValue.json(versions),
+        "upstream_data_versions": dg.MetadataValue.json(upstream_data_versions(context)),
+        "code_commit": dg.MetadataValue.text(code_commit()),
+    }
 
 
 def upstream_data_versions(context: dg.AssetExecutionContext) -> dict[str, str | None]:
@@ -178,20 +209,27 @@ def inputs_source() -> dg.SourceAsset:
     input version. Observed by `dsc plan`/`run`/`refresh`, the refresh sensor, each materialization, and the UI's
     Observe button."""
     partitions = dg.StaticPartitionsDefinition(
-        [inputs_partition(task, s.name) for task in task_names() for s in STAGES.values() if s.reads])
+        [inputs_partition(task, s.name) for task in task_names() for s in STAGES.values() if s.reads]
+    )
     lines = "\n".join(f"- **{s.name}** (r{s.revision}): {', '.join(s.reads)}" for s in STAGES.values() if s.reads)
 
     @dg.observable_source_asset(
-        name=INPUTS_KEY.path[-1], partitions_def=partitions, group_name="inputs",
+        name=INPUTS_KEY.path[-1],
+        partitions_def=partitions,
+        group_name="inputs",
         required_resource_keys={"settings", "llm", "rewards", "student", "trainer"},
         description="What each asset reads besides upstream data, per task: task.yaml fields, the prompts file, "
-                    "profile settings, models by sha256. A partition's data version changes when one of its "
-                    f"asset's inputs does.\n\n{lines}",
+        "profile settings, models by sha256. A partition's data version changes when one of its "
+        f"asset's inputs does.\n\n{lines}",
     )
     def task_inputs(context) -> dg.DataVersionsByPartition:
         versions = current_versions(task_names(), Environment(context.resources))
-        return dg.DataVersionsByPartition({inputs_partition(task, asset): value[0]
-                                           for (asset, task), value in versions.items()
-                                           if not isinstance(value, Exception)})
+        return dg.DataVersionsByPartition(
+            {
+                inputs_partition(task, asset): value[0]
+                for (asset, task), value in versions.items()
+                if not isinstance(value, Exception)
+            }
+        )
 
     return task_inputs

@@ -10,7 +10,8 @@ import pandas as pd
 
 from dsc_assets.defs.stage import version_metadata
 from dsc_assets.lib.samples import Sample, data_version, generation_metadata, preview  # noqa: F401
-from dsc_assets.lib.tasks import Task, TaskError, load_task
+from dsc_assets.lib.task_spec import TaskError
+from dsc_assets.lib.tasks import Task, load_task
 from resources.llm import GenerationProgress, LLMResource, SamplingParams
 from resources.settings import DscSettings
 
@@ -44,12 +45,16 @@ def generate_step(
     requests = [messages_for(row) for row in records]
     to_generate = llm.count_missing(requests, params)
     label = f"{task.name} {kind} step {step}"
-    context.log.info(f"{label}: {len(records)} rows, {len(records) - to_generate} from the cache, {to_generate} to generate")
+    context.log.info(
+        f"{label}: {len(records)} rows, {len(records) - to_generate} from the cache, {to_generate} to generate"
+    )
     progress = GenerationProgress(lambda line: context.log.info(f"{label}: {line}"), to_generate)
     generations = llm.chat_many(requests, params, on_generated=progress)
     return [
         Sample.from_generation(
-            row, kind, step,
+            row,
+            kind,
+            step,
             source=row[source_column] if source_column else "",
             critique=row[critique_column] if critique_column else "",
             generation=generation,
@@ -58,17 +63,28 @@ def generate_step(
     ]
 
 
-def sample_output(context, df: pd.DataFrame, task: Task, settings: DscSettings, llm: LLMResource) -> dg.Output[pd.DataFrame]:
+def sample_output(
+    context, df: pd.DataFrame, task: Task, settings: DscSettings, llm: LLMResource
+) -> dg.Output[pd.DataFrame]:
     metadata = {**generation_metadata(df), **version_metadata(context, task, settings, llm)}
     return dg.Output(df, data_version=data_version(df), metadata=metadata)
 
 
 def table_output(
-    context: dg.AssetExecutionContext, task: Task, df: pd.DataFrame, metadata: dict, preview_columns: list[str],
+    context: dg.AssetExecutionContext,
+    task: Task,
+    df: pd.DataFrame,
+    metadata: dict,
+    preview_columns: list[str],
     **run_context,
 ) -> dg.Output[pd.DataFrame]:
     return dg.Output(
-        df, data_version=data_version(df),
-        metadata={"num_rows": dg.MetadataValue.int(len(df)), **metadata, "preview": preview(df, preview_columns),
-                  **version_metadata(context, task, **run_context)},
+        df,
+        data_version=data_version(df),
+        metadata={
+            "num_rows": dg.MetadataValue.int(len(df)),
+            **metadata,
+            "preview": preview(df, preview_columns),
+            **version_metadata(context, task, **run_context),
+        },
     )

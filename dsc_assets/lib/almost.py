@@ -14,15 +14,27 @@ import numpy as np
 import pandas as pd
 
 from dsc_assets.lib.chat import system_message, user_message
-from dsc_assets.lib.tasks import Almost, Task
+from dsc_assets.lib.task_spec import Almost
+from dsc_assets.lib.tasks import Task
 from resources.hashing import content_hash
 
 CONFIGS = {"A": ("teacher", True), "B": ("teacher", False), "C": ("student", True), "D": ("student", False)}
 # Which configuration beats which under each rule; B vs C is never compared (the two rules disagree there).
 RULE_PAIRS = {"prompt": (("A", "B"), ("C", "D")), "size": (("A", "C"), ("B", "D")), "both": (("A", "D"),)}
 RESPONSE_COLUMNS = ["task", "prompt_id", "prompt", "config", "model_role", "text", "finish_reason", "completion_tokens"]
-COMPARISON_COLUMNS = ["task", "prompt_id", "prompt", "rule", "chosen_config", "rejected_config", "chosen", "rejected",
-                      "fold", "kept", "drop_reason"]
+COMPARISON_COLUMNS = [
+    "task",
+    "prompt_id",
+    "prompt",
+    "rule",
+    "chosen_config",
+    "rejected_config",
+    "chosen",
+    "rejected",
+    "fold",
+    "kept",
+    "drop_reason",
+]
 
 
 def config_messages(task: Task, config: str, prompt: str) -> list[dict]:
@@ -83,9 +95,19 @@ def synthesize_comparisons(responses: pd.DataFrame, almost: Almost, seed: int) -
                 if chosen is None or rejected is None:
                     continue
                 reason = drop_reason(chosen, rejected, mean_words, std_words, almost)
-                rows.append({"task": chosen["task"], "prompt_id": prompt_id, "prompt": chosen["prompt"], "rule": rule,
-                             "chosen_config": chosen_config, "rejected_config": rejected_config,
-                             "chosen": chosen["text"], "rejected": rejected["text"],
-                             "fold": "heldout" if prompt_id in heldout else "train", "kept": reason == "",
-                             "drop_reason": reason})
+                rows.append(
+                    {
+                        "task": chosen["task"],
+                        "prompt_id": prompt_id,
+                        "prompt": chosen["prompt"],
+                        "rule": rule,
+                        "chosen_config": chosen_config,
+                        "rejected_config": rejected_config,
+                        "chosen": chosen["text"],
+                        "rejected": rejected["text"],
+                        "fold": "heldout" if prompt_id in heldout else "train",
+                        "kept": reason == "",
+                        "drop_reason": reason,
+                    }
+                )
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)

@@ -41,7 +41,9 @@ def token_counter(model_path: Path) -> Callable[[str], int]:
             try:
                 llama = LlamaModel(path_model=str(model_path), params=params, verbose=False)
             except (ValueError, RuntimeError) as error:
-                raise ModelError(f"llama.cpp cannot read {model_path}: {error}. Reinstall the model or fix the path.") from error
+                raise ModelError(
+                    f"llama.cpp cannot read {model_path}: {error}. Reinstall the model or fix the path."
+                ) from error
             _VOCABS[str(model_path)] = llama
     cache: dict[str, int] = {}
 
@@ -74,9 +76,11 @@ def context_problems(task: Task, window: Window, max_tokens: int, profile_file: 
     uses_prompt = lambda template: "{prompt}" in template  # noqa: E731
     if window.role == "generator":
         # (call, fixed tokens, prompt counted?, unknown generated texts in the request)
-        calls = [("draft", system, True, 0),
-                 ("critique", system + count(_fixed_text(spec.critique_template)), uses_prompt(spec.critique_template), 1),
-                 ("revision", system + count(_fixed_text(spec.revision_template)), uses_prompt(spec.revision_template), 2)]
+        calls = [
+            ("draft", system, True, 0),
+            ("critique", system + count(_fixed_text(spec.critique_template)), uses_prompt(spec.critique_template), 1),
+            ("revision", system + count(_fixed_text(spec.revision_template)), uses_prompt(spec.revision_template), 2),
+        ]
         if spec.contrastive is not None:
             longest = max(spec.contrastive.positive_affix, spec.contrastive.negative_affix, key=count)
             calls.append(("contrastive", count(f"{spec.system_prompt} {longest}"), True, 0))
@@ -93,8 +97,10 @@ def context_problems(task: Task, window: Window, max_tokens: int, profile_file: 
         if task.split_of(record.id) != split:
             continue
         prompt = count(record.prompt)
-        need, call = max((fixed + (prompt if with_prompt else 0) + texts * max_tokens + 2 * CHAT_OVERHEAD + max_tokens,
-                          name) for name, fixed, with_prompt, texts in calls)
+        need, call = max(
+            (fixed + (prompt if with_prompt else 0) + texts * max_tokens + 2 * CHAT_OVERHEAD + max_tokens, name)
+            for name, fixed, with_prompt, texts in calls
+        )
         if need <= window.n_ctx:
             continue
         if len(problems) >= MAX_LISTED:
@@ -104,7 +110,10 @@ def context_problems(task: Task, window: Window, max_tokens: int, profile_file: 
         problems.append(
             f"{task.folder / 'prompts.jsonl'}:{line}: prompt '{record.id}' ({prompt} tokens) needs {need} tokens in the "
             f"{window.role}'s {call} call (with {max_tokens} tokens per answer) but {window.field} is {window.n_ctx}. "
-            f"Fix: raise {window.field} in {profile_file} to at least {need}, shorten the prompt, or delete line {line}")
+            f"Fix: raise {window.field} in {profile_file} to at least {need}, shorten the prompt, or delete line {line}"
+        )
     if more:
-        problems.append(f"{task.folder / 'prompts.jsonl'}: {more} more prompt(s) do not fit {window.field} = {window.n_ctx}")
+        problems.append(
+            f"{task.folder / 'prompts.jsonl'}: {more} more prompt(s) do not fit {window.field} = {window.n_ctx}"
+        )
     return problems

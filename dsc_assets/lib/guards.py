@@ -23,16 +23,19 @@ import numpy as np
 
 _WORD = re.compile(r"[a-z][a-z'’-]+")
 # Words a request is made of rather than about: they say nothing about whether the answer stayed on topic.
-_INSTRUCTION_WORDS = set("""
+_INSTRUCTION_WORDS = set(
+    """
 about above after again against also answer article because been before being below between both bring cover
 describe detail details does doing down during each explain explaining from full give have having here include
 including into just like local make more most negative news other over paper piece please positive readers really
 review reviews should short someone story tell than that their them then there these they think this those thought
 through very want what when where which while whom with without would write your yours writing wrote
-""".split())
+""".split()
+)
 _REFUSAL = re.compile(
     r"\b(i can(?:'|’)?t|i cannot|i can not|i won(?:'|’)?t|i will not|i(?:'|’)?m sorry|i am sorry|i(?:'|’)?m unable|"
-    r"i am unable|i(?:'|’)?m not able|i am not able|unable to (?:help|assist|comply)|cannot (?:help|assist) with)\b")
+    r"i am unable|i(?:'|’)?m not able|i am not able|unable to (?:help|assist|comply)|cannot (?:help|assist) with)\b"
+)
 
 
 def content_words(text: str) -> set[str]:
@@ -82,8 +85,12 @@ def place_kept(prompt: str, answer: str) -> float:
     return float(any(place in text for place in wanted))
 
 
-GUARDS = {"on_topic": on_topic, "degenerate": lambda prompt, answer: degenerate(answer),
-          "refusal": lambda prompt, answer: refusal(answer), "place_kept": place_kept}
+GUARDS = {
+    "on_topic": on_topic,
+    "degenerate": lambda prompt, answer: degenerate(answer),
+    "refusal": lambda prompt, answer: refusal(answer),
+    "place_kept": place_kept,
+}
 
 
 # The guards that say an answer does its job (the others count evasions): the evaluation compares these with the
@@ -93,7 +100,9 @@ JOB_GUARDS = ("on_topic", "place_kept")
 
 def guard_values(prompts: list[str], answers: list[str]) -> dict[str, np.ndarray]:
     """Each guard on each answer: 1.0 holds, 0.0 does not, NaN where it does not apply."""
-    return {name: np.array([check(p, a) for p, a in zip(prompts, answers)], dtype=float) for name, check in GUARDS.items()}
+    return {
+        name: np.array([check(p, a) for p, a in zip(prompts, answers)], dtype=float) for name, check in GUARDS.items()
+    }
 
 
 def guard_rates(prompts: list[str], answers: list[str]) -> dict[str, float]:

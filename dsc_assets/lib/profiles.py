@@ -6,9 +6,9 @@ assembled models live (default ``.dsc`` in the project folder).
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
-import difflib
 from typing import Annotated, Literal
 
 import dagster as dg
@@ -18,11 +18,11 @@ from typing_extensions import TypedDict
 
 from dsc_assets.lib.paths import PROJECT_ROOT
 from dsc_assets.lib.quality import QualityRules
-
-from resources.llm import LlamaCppLLM, LLMResource, OpenAICompatibleLLM
+from resources.llm import LlamaCppLLM, LLMResource
+from resources.openai_llm import OpenAICompatibleLLM
 from resources.rewards import RewardModels
-from resources.trainer import LoRATrainer
 from resources.settings import METHODS, DscSettings  # noqa: F401  (re-exported for definitions)
+from resources.trainer import LoRATrainer
 
 PROFILE_ENV, HOME_ENV = "DSC_PROFILE", "DSC_HOME"
 
@@ -62,8 +62,10 @@ class LocalModelProfile(BaseModel):
 def _quality_overrides_type():
     """``quality_overrides`` keys: every QualityRules threshold with its own range, plus the acceptance band.
     A plain dict when valid (the settings resource takes a dict); a typo or an out-of-range value fails."""
-    fields = {name: Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
-              for name, info in QualityRules.model_fields.items()}
+    fields = {
+        name: Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        for name, info in QualityRules.model_fields.items()
+    }
     rate = Annotated[float, Field(ge=0.0, le=1.0)]
     fields.update(min_acceptance_rate=rate, max_acceptance_rate=rate)
     return with_config(ConfigDict(extra="forbid"))(TypedDict("QualityOverrides", fields, total=False))
@@ -74,10 +76,19 @@ QualityOverrides = _quality_overrides_type()
 # Ranges of the trainer settings a profile may set (LoRATrainer declares the types; a typo'd key or a zero batch
 # would otherwise pass silently and fail, or train nothing, after the whole data chain ran).
 TRAINER_RANGES = {
-    "lora_r": Field(ge=1), "lora_alpha": Field(ge=1), "lora_dropout": Field(ge=0.0, lt=1.0),
-    "learning_rate": Field(gt=0.0, le=1.0), "epochs": Field(gt=0.0), "max_steps": Field(ge=-1),
-    "per_device_batch_size": Field(ge=1), "grad_accum": Field(ge=1), "max_length": Field(ge=16),
-    "dpo_beta": Field(gt=0.0), "rdpo_tau": Field(gt=0.0), "dlma_gamma": Field(ge=0.0), "logging_steps": Field(ge=1),
+    "lora_r": Field(ge=1),
+    "lora_alpha": Field(ge=1),
+    "lora_dropout": Field(ge=0.0, lt=1.0),
+    "learning_rate": Field(gt=0.0, le=1.0),
+    "epochs": Field(gt=0.0),
+    "max_steps": Field(ge=-1),
+    "per_device_batch_size": Field(ge=1),
+    "grad_accum": Field(ge=1),
+    "max_length": Field(ge=16),
+    "dpo_beta": Field(gt=0.0),
+    "rdpo_tau": Field(gt=0.0),
+    "dlma_gamma": Field(ge=0.0),
+    "logging_steps": Field(ge=1),
 }
 
 
@@ -100,15 +111,19 @@ class Profile(BaseModel):
     generator: GeneratorProfile = Field(default_factory=GeneratorProfile)
     judge: LocalModelProfile = Field(default_factory=LocalModelProfile, description="LLM judge and DLMA self-reward.")
     student: LocalModelProfile = Field(default_factory=LocalModelProfile, description="The model distilled into.")
-    trainer: TrainerSettings = Field(default_factory=dict, description="LoRATrainer settings (epochs, max_steps, lora_r, ...).")
+    trainer: TrainerSettings = Field(
+        default_factory=dict, description="LoRATrainer settings (epochs, max_steps, lora_r, ...)."
+    )
     max_prompts_per_task: int | None = Field(None, ge=1)
     max_eval_prompts_per_task: int | None = Field(None, ge=0)
     eval_samples_per_prompt: int = Field(1, ge=1, le=16)
     max_tokens_cap: int | None = Field(None, ge=1)
     methods: list[Literal[METHODS]] = Field(
-        default_factory=lambda: list(METHODS), min_length=1,
+        default_factory=lambda: list(METHODS),
+        min_length=1,
         description="Methods to build (default: all). dSC's data (drafts, critiques, revisions) is built whenever one "
-                    "of sft, dpo, rdpo is on; dlma and almost are whole branches of teacher calls.")
+        "of sft, dpo, rdpo is on; dlma and almost are whole branches of teacher calls.",
+    )
     quality_overrides: QualityOverrides = Field(default_factory=dict)
     tasks: list[str] = Field(default_factory=list)
 
@@ -148,8 +163,12 @@ def load_profile(name: str | None = None) -> Profile:
 
 
 def _known_keys(parent: tuple) -> list[str]:
-    models = {(): Profile, ("generator",): GeneratorProfile, ("judge",): LocalModelProfile,
-              ("student",): LocalModelProfile}
+    models = {
+        (): Profile,
+        ("generator",): GeneratorProfile,
+        ("judge",): LocalModelProfile,
+        ("student",): LocalModelProfile,
+    }
     if parent == ("quality_overrides",):
         return list(QualityOverrides.__annotations__)
     if parent == ("trainer",):
@@ -183,26 +202,46 @@ def build_generator(profile: Profile, home: Path) -> LLMResource:
             raise ValueError("profile generator.backend is 'openai' but generator.base_url is not set")
         api_key = dg.EnvVar(gen.api_key_env) if gen.api_key_env and os.environ.get(gen.api_key_env) else ""
         return OpenAICompatibleLLM(
-            cache_path=cache, base_url=gen.base_url, model=gen.model, api_key=api_key,
-            timeout_s=gen.timeout_s, max_retries=gen.max_retries, max_concurrency=gen.max_concurrency,
+            cache_path=cache,
+            base_url=gen.base_url,
+            model=gen.model,
+            api_key=api_key,
+            timeout_s=gen.timeout_s,
+            max_retries=gen.max_retries,
+            max_concurrency=gen.max_concurrency,
         )
     return LlamaCppLLM(
-        cache_path=cache, model=gen.model, model_cache_dir=str(home / "models"), n_ctx=gen.n_ctx,
-        n_threads=gen.n_threads, batch_size=gen.batch_size,
+        cache_path=cache,
+        model=gen.model,
+        model_cache_dir=str(home / "models"),
+        n_ctx=gen.n_ctx,
+        n_threads=gen.n_threads,
+        batch_size=gen.batch_size,
     )
 
 
 def build_rewards(profile: Profile, home: Path) -> RewardModels:
     judge = profile.judge
-    return RewardModels(cache_path=str(home / "cache.duckdb"), judge_model=judge.model,
-                        model_cache_dir=str(home / "models"), n_ctx=judge.n_ctx, n_threads=judge.n_threads,
-                        batch_size=judge.batch_size)
+    return RewardModels(
+        cache_path=str(home / "cache.duckdb"),
+        judge_model=judge.model,
+        model_cache_dir=str(home / "models"),
+        n_ctx=judge.n_ctx,
+        n_threads=judge.n_threads,
+        batch_size=judge.batch_size,
+    )
 
 
 def build_student(profile: Profile, home: Path) -> LlamaCppLLM:
     student = profile.student
-    return LlamaCppLLM(cache_path=str(home / "cache.duckdb"), model=student.model, model_cache_dir=str(home / "models"),
-                       n_ctx=student.n_ctx, n_threads=student.n_threads, batch_size=student.batch_size)
+    return LlamaCppLLM(
+        cache_path=str(home / "cache.duckdb"),
+        model=student.model,
+        model_cache_dir=str(home / "models"),
+        n_ctx=student.n_ctx,
+        n_threads=student.n_threads,
+        batch_size=student.batch_size,
+    )
 
 
 def build_trainer(profile: Profile, home: Path) -> LoRATrainer:

@@ -32,11 +32,23 @@ class QualityRules(BaseModel):
     max_chars: int = Field(6000, ge=1)
     max_repetition: float = Field(0.5, ge=0, le=1, description="Share of repeated word 3-grams: loops score high.")
     max_echo: float = Field(0.85, ge=0, le=1, description="Similarity to the prompt / the text reacted to.")
-    max_source_echo: float = Field(0.85, ge=0, le=1, description="Similarity above which a revision counts as a copy "
-                                   "of the text it revises (and a chosen answer as a copy of the rejected one).")
-    max_unchanged_rate: float = Field(0.3, ge=0, le=1, description="Share of revisions that may copy their draft: a "
-                                      "failed proposal, the chain keeps the draft; more means the revision step is broken.")
-    max_template_echo: float = Field(0.6, ge=0, le=1, description="Share of the text copied verbatim from the instructions.")
+    max_source_echo: float = Field(
+        0.85,
+        ge=0,
+        le=1,
+        description="Similarity above which a revision counts as a copy "
+        "of the text it revises (and a chosen answer as a copy of the rejected one).",
+    )
+    max_unchanged_rate: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="Share of revisions that may copy their draft: a "
+        "failed proposal, the chain keeps the draft; more means the revision step is broken.",
+    )
+    max_template_echo: float = Field(
+        0.6, ge=0, le=1, description="Share of the text copied verbatim from the instructions."
+    )
     max_duplicate_rate: float = Field(0.2, ge=0, le=1)
     mostly: float = Field(0.9, gt=0, le=1, description="Share of rows that must pass each row-level expectation.")
 
@@ -47,7 +59,7 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 def repetition_ratio(text: str, n: int = 3) -> float:
     """1 − unique/total word n-grams: ~0 for prose, near 1 for a text that loops."""
     words = _WORD.findall(str(text).lower())
-    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
     return 0.0 if len(grams) < 4 else 1.0 - len(set(grams)) / len(grams)
 
 
@@ -73,11 +85,11 @@ def template_echo(text: str, template_lines: list[str], run: int = 6) -> float:
     grams = set()
     for line in template_lines:
         line_words = _WORD.findall(line.lower())
-        grams.update(tuple(line_words[i: i + run]) for i in range(len(line_words) - run + 1))
+        grams.update(tuple(line_words[i : i + run]) for i in range(len(line_words) - run + 1))
     covered = [False] * len(words)
     for i in range(len(words) - run + 1):
-        if tuple(words[i: i + run]) in grams:
-            covered[i: i + run] = [True] * run
+        if tuple(words[i : i + run]) in grams:
+            covered[i : i + run] = [True] * run
     return sum(covered) / len(words)
 
 
@@ -124,10 +136,15 @@ class QualityReport:
     def to_markdown(self) -> str:
         rows = ["| expectation | column | result | observed | bad rows |", "|---|---|---|---|---|"]
         for o in sorted(self.outcomes, key=lambda o: o.success):
-            rows.append(f"| {o.expectation} | {o.column or '-'} | {'pass' if o.success else '**FAIL**'} | "
-                        f"{_fmt(o.observed)} | {o.unexpected_count} |")
-        examples = [f"- `{o.column}`: " + "; ".join(f"{e.get('prompt_id', '?')}: {_clip(e.get('value'))}" for e in o.examples)
-                    for o in self.failed() if o.examples]
+            rows.append(
+                f"| {o.expectation} | {o.column or '-'} | {'pass' if o.success else '**FAIL**'} | "
+                f"{_fmt(o.observed)} | {o.unexpected_count} |"
+            )
+        examples = [
+            f"- `{o.column}`: " + "; ".join(f"{e.get('prompt_id', '?')}: {_clip(e.get('value'))}" for e in o.examples)
+            for o in self.failed()
+            if o.examples
+        ]
         return "\n".join(rows) + ("\n\n**Examples of failing rows**\n\n" + "\n".join(examples) if examples else "")
 
 
@@ -160,19 +177,34 @@ def _batch_definition():
         return _GX["gx"], _GX["batch"]
 
 
-def _add_text_expectations(E, suite, work: pd.DataFrame, column: str, rules: QualityRules, echo_of: tuple[str, ...],
-                           copy_of: tuple[str, ...], template_lines: list[str] | None) -> None:
+def _add_text_expectations(
+    E,
+    suite,
+    work: pd.DataFrame,
+    column: str,
+    rules: QualityRules,
+    echo_of: tuple[str, ...],
+    copy_of: tuple[str, ...],
+    template_lines: list[str] | None,
+) -> None:
     """One text column's derived metrics (length, repetition, echo, template echo) and their expectations."""
     texts = work[column].fillna("").astype(str)
     work[f"{column}_chars"] = texts.str.strip().str.len()
     work[f"{column}_repetition"] = texts.map(repetition_ratio)
     suite.add_expectation(E.ExpectColumnValuesToNotBeNull(column=column))
-    suite.add_expectation(E.ExpectColumnValuesToBeBetween(
-        column=f"{column}_chars", min_value=rules.min_chars, max_value=rules.max_chars, mostly=rules.mostly))
-    suite.add_expectation(E.ExpectColumnValuesToBeBetween(
-        column=f"{column}_repetition", max_value=rules.max_repetition, mostly=rules.mostly))
-    suite.add_expectation(E.ExpectColumnProportionOfUniqueValuesToBeBetween(
-        column=column, min_value=1.0 - rules.max_duplicate_rate))
+    suite.add_expectation(
+        E.ExpectColumnValuesToBeBetween(
+            column=f"{column}_chars", min_value=rules.min_chars, max_value=rules.max_chars, mostly=rules.mostly
+        )
+    )
+    suite.add_expectation(
+        E.ExpectColumnValuesToBeBetween(
+            column=f"{column}_repetition", max_value=rules.max_repetition, mostly=rules.mostly
+        )
+    )
+    suite.add_expectation(
+        E.ExpectColumnProportionOfUniqueValuesToBeBetween(column=column, min_value=1.0 - rules.max_duplicate_rate)
+    )
     references = [(r, rules.max_echo, rules.mostly) for r in echo_of]
     if rules.max_unchanged_rate < 1.0:  # 1.0: any share may be unchanged, nothing to expect
         references += [(r, rules.max_source_echo, 1.0 - rules.max_unchanged_rate) for r in copy_of]
@@ -183,8 +215,9 @@ def _add_text_expectations(E, suite, work: pd.DataFrame, column: str, rules: Qua
     if template_lines:
         metric = f"{column}_template_echo"
         work[metric] = texts.map(lambda t: template_echo(t, template_lines))
-        suite.add_expectation(E.ExpectColumnValuesToBeBetween(
-            column=metric, max_value=rules.max_template_echo, mostly=rules.mostly))
+        suite.add_expectation(
+            E.ExpectColumnValuesToBeBetween(column=metric, max_value=rules.max_template_echo, mostly=rules.mostly)
+        )
 
 
 def _outcome(item, df: pd.DataFrame, work: pd.DataFrame, text_columns: tuple[str, ...]) -> Outcome:
@@ -192,14 +225,22 @@ def _outcome(item, df: pd.DataFrame, work: pd.DataFrame, text_columns: tuple[str
     config, details = item.expectation_config, item.result or {}
     column = config.kwargs.get("column")
     bad = (details.get("unexpected_index_list") or [])[:3]
-    source = column if column in df.columns else next((c for c in text_columns if column and column.startswith(c)), None)
-    examples = [{"prompt_id": work.at[i, "prompt_id"] if "prompt_id" in work else i,
-                 "value": work.at[i, source] if source else work.at[i, column]} for i in bad]
+    source = (
+        column if column in df.columns else next((c for c in text_columns if column and column.startswith(c)), None)
+    )
+    examples = [
+        {
+            "prompt_id": work.at[i, "prompt_id"] if "prompt_id" in work else i,
+            "value": work.at[i, source] if source else work.at[i, column],
+        }
+        for i in bad
+    ]
     observed = details.get("observed_value")
     if observed is None and details.get("unexpected_count"):
         observed = f"{details['unexpected_count']} of {len(work)} rows"
-    return Outcome(config.type, column, bool(item.success), observed, int(details.get("unexpected_count") or 0),
-                   examples)
+    return Outcome(
+        config.type, column, bool(item.success), observed, int(details.get("unexpected_count") or 0), examples
+    )
 
 
 def validate_table(
@@ -226,20 +267,32 @@ def validate_table(
     work = df.reset_index(drop=True).copy()
     suite = gx.ExpectationSuite(name=name)
     for column in text_columns:
-        _add_text_expectations(E, suite, work, column, rules, (echo_of or {}).get(column, ()),
-                               (copy_of or {}).get(column, ()), template_lines)
+        _add_text_expectations(
+            E,
+            suite,
+            work,
+            column,
+            rules,
+            (echo_of or {}).get(column, ()),
+            (copy_of or {}).get(column, ()),
+            template_lines,
+        )
     for column, (low, high) in (ranges or {}).items():
         suite.add_expectation(E.ExpectColumnValuesToNotBeNull(column=column))
         if math.isinf(low) and math.isinf(high):
             continue
-        suite.add_expectation(E.ExpectColumnValuesToBeBetween(
-            column=column, min_value=None if math.isinf(low) else low, max_value=None if math.isinf(high) else high))
+        suite.add_expectation(
+            E.ExpectColumnValuesToBeBetween(
+                column=column, min_value=None if math.isinf(low) else low, max_value=None if math.isinf(high) else high
+            )
+        )
     for column in unique_columns:
         suite.add_expectation(E.ExpectColumnValuesToBeUnique(column=column))
     for column, allowed in (value_sets or {}).items():
         suite.add_expectation(E.ExpectColumnValuesToBeInSet(column=column, value_set=sorted(allowed)))
     result = batch_definition.get_batch(batch_parameters={"dataframe": work}).validate(
-        suite, result_format={"result_format": "COMPLETE"})
+        suite, result_format={"result_format": "COMPLETE"}
+    )
     outcomes += [_outcome(item, df, work, text_columns) for item in result.results]
     return QualityReport(name, outcomes)
 
@@ -247,8 +300,12 @@ def validate_table(
 def schema_outcome(df: pd.DataFrame, columns: tuple[str, ...]) -> Outcome:
     """The table holds the columns downstream code reads (a renamed column fails here, not in a later step)."""
     missing = [c for c in columns if c not in df.columns]
-    return Outcome("expect_table_columns_to_include", None, not missing,
-                   f"missing {', '.join(missing)}" if missing else f"{len(columns)} columns present")
+    return Outcome(
+        "expect_table_columns_to_include",
+        None,
+        not missing,
+        f"missing {', '.join(missing)}" if missing else f"{len(columns)} columns present",
+    )
 
 
 def count_outcome(value: int, low: int, name: str) -> Outcome:
@@ -274,8 +331,12 @@ def dataset_outcomes(df: pd.DataFrame) -> list[Outcome]:
         readable.observed = f"{paths[0]}: {type(error).__name__}: {error}"
         return [readable]
     readable.success = True
-    same = Outcome("dataset rows match the table rows", "dataset_path", len(dataset) == len(df),
-                   f"{len(dataset)} in the folder, {len(df)} in the table")
+    same = Outcome(
+        "dataset rows match the table rows",
+        "dataset_path",
+        len(dataset) == len(df),
+        f"{len(dataset)} in the folder, {len(df)} in the table",
+    )
     if same.success and "prompt_id" in dataset.column_names and "prompt_id" in df.columns:
         differ = set(map(str, dataset["prompt_id"])) ^ set(df["prompt_id"].astype(str))
         same.success, same.observed = not differ, f"{len(differ)} prompt ids differ" if differ else same.observed
@@ -292,8 +353,11 @@ def check_result(report: QualityReport) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=report.success,
         severity=dg.AssetCheckSeverity.ERROR,
-        description=("all expectations met" if report.success else
-                     f"{len(failed)} failed: " + ", ".join(f"{o.expectation}({o.column or ''})" for o in failed)),
+        description=(
+            "all expectations met"
+            if report.success
+            else f"{len(failed)} failed: " + ", ".join(f"{o.expectation}({o.column or ''})" for o in failed)
+        ),
         metadata={
             "expectations": dg.MetadataValue.int(len(report.outcomes)),
             "failed_expectations": dg.MetadataValue.int(len(failed)),

@@ -21,12 +21,27 @@ from dsc_assets.lib.paths import PROJECT_ROOT
 from dsc_assets.lib.profiles import load_profile
 from dsc_assets.lib.stats import PER_PROMPT, subset_table
 from dsc_assets.lib.tasks import load_task
+from resources.stores import read_table
 
-CHECKPOINT_TABLES = ["sft_checkpoint", "dpo_checkpoint", "rdpo_checkpoint", "dlma_checkpoint", "almost_sft_checkpoint",
-                     "almost_rl_checkpoint"]
+CHECKPOINT_TABLES = [
+    "sft_checkpoint",
+    "dpo_checkpoint",
+    "rdpo_checkpoint",
+    "dlma_checkpoint",
+    "almost_sft_checkpoint",
+    "almost_rl_checkpoint",
+]
 CHECKPOINT_COLUMNS = ["method", "status", "train_rows", "steps", "first_loss", "last_loss", "seconds"]
-EVALUATION_COLUMNS = ["model", "prompts", "samples_per_prompt", "mean_reward", "difference_vs_base", "ci95_low",
-                      "ci95_high", "win_rate_vs_base"]
+EVALUATION_COLUMNS = [
+    "model",
+    "prompts",
+    "samples_per_prompt",
+    "mean_reward",
+    "difference_vs_base",
+    "ci95_low",
+    "ci95_high",
+    "win_rate_vs_base",
+]
 
 
 class ReportError(Exception):
@@ -35,10 +50,7 @@ class ReportError(Exception):
 
 def _table(con: duckdb.DuckDBPyConnection, name: str, task: str) -> pd.DataFrame | None:
     """The task's rows of ``dsc.<name>``; None when the table does not exist (the asset never ran)."""
-    try:
-        return con.execute(f"SELECT * FROM dsc.{name} WHERE task = ?", [task]).df()
-    except duckdb.CatalogException:
-        return None
+    return read_table(con, name, task)
 
 
 def _cell(value) -> str:
@@ -84,9 +96,15 @@ def reproduction_table(previous: pd.DataFrame, evaluation: pd.DataFrame) -> pd.D
         if row.model == "base" or row.model not in now.index:
             continue
         inside = bool(row.ci95_low <= now[row.model] <= row.ci95_high)
-        rows.append({"model": row.model, "previous difference": row.difference_vs_base,
-                     "previous 95% CI": f"[{row.ci95_low:.3f}, {row.ci95_high:.3f}]",
-                     "this run": float(now[row.model]), "inside the previous interval": "yes" if inside else "NO"})
+        rows.append(
+            {
+                "model": row.model,
+                "previous difference": row.difference_vs_base,
+                "previous 95% CI": f"[{row.ci95_low:.3f}, {row.ci95_high:.3f}]",
+                "this run": float(now[row.model]),
+                "inside the previous interval": "yes" if inside else "NO",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -98,8 +116,10 @@ def interval_verdict(low: float, high: float) -> str:
 
 
 def _data_sizes(con: duckdb.DuckDBPyConnection, task: str, prompts: pd.DataFrame) -> list[tuple[str, str]]:
-    rows = [("train prompts used", str(int((prompts["split"] == "train").sum()))),
-            ("test prompts", str(int((prompts["split"] == "test").sum())))]
+    rows = [
+        ("train prompts used", str(int((prompts["split"] == "train").sum()))),
+        ("test prompts", str(int((prompts["split"] == "test").sum()))),
+    ]
     accepted = _table(con, "accepted_samples", task)
     if accepted is not None and "accepted" in accepted.columns:
         rows.append(("accepted samples", f"{int(accepted['accepted'].sum())} of {len(accepted)}"))
@@ -134,8 +154,9 @@ def consistency_problems(con: duckdb.DuckDBPyConnection, task: str, profile_path
     if "samples_per_prompt" in evaluation.columns:
         samples = sorted(set(evaluation["samples_per_prompt"].astype(int)))
         if samples != [profile.eval_samples_per_prompt]:
-            problems.append(f"evaluated with {samples} samples per prompt, the profile asks for "
-                            f"{profile.eval_samples_per_prompt}")
+            problems.append(
+                f"evaluated with {samples} samples per prompt, the profile asks for {profile.eval_samples_per_prompt}"
+            )
     return problems
 
 
@@ -186,30 +207,150 @@ def subset_section(task: str, evaluation: pd.DataFrame, spec: str) -> list[str]:
     heading = ["## Test prompts " + spec, ""]
     if table.empty:
         return heading + [f"No test prompt of this task matches `{spec}`.", ""]
-    verdicts = [f"{row.model}: {interval_verdict(row.ci95_low, row.ci95_high)}"
-                for row in table.itertuples() if row.model != "base"]
-    return heading + [f"The evaluation above recomputed over the {int(table['prompts'].iloc[0])} test prompts "
-                      f"`{spec}` alone (same answers and scores; differences against `base`, paired over these "
-                      "prompts, 95% bootstrap intervals).", "", markdown_table(table),
-                      f"95% interval of the difference: {'; '.join(verdicts)}.", ""]
+    verdicts = [
+        f"{row.model}: {interval_verdict(row.ci95_low, row.ci95_high)}"
+        for row in table.itertuples()
+        if row.model != "base"
+    ]
+    return heading + [
+        f"The evaluation above recomputed over the {int(table['prompts'].iloc[0])} test prompts "
+        f"`{spec}` alone (same answers and scores; differences against `base`, paired over these "
+        "prompts, 95% bootstrap intervals).",
+        "",
+        markdown_table(table),
+        f"95% interval of the difference: {'; '.join(verdicts)}.",
+        "",
+    ]
 
 
 def _evaluation_section(evaluation: pd.DataFrame) -> list[str]:
     """The evaluation table with each model's interval verdict (against `base`, or `almost_sft` for ALMoST's RL)."""
     columns = [c for c in EVALUATION_COLUMNS if c in evaluation.columns]
     columns += [c for c in evaluation.columns if c not in columns and c not in ("task", PER_PROMPT)]  # guards, RM score
-    verdicts = [f"{row.model}: {interval_verdict(row.ci95_low, row.ci95_high)}"
-                for row in evaluation.itertuples() if row.model != "base"]
+    verdicts = [
+        f"{row.model}: {interval_verdict(row.ci95_low, row.ci95_high)}"
+        for row in evaluation.itertuples()
+        if row.model != "base"
+    ]
     models = set(evaluation["model"])
     rl_row = "almost_rl vs almost_sft"  # the evaluation's one row whose difference is not against base
     against = f"; the row `{rl_row}` is against `almost_sft`" if rl_row in models else ""
-    return ["## Evaluation", "", f"Differences are against `base`, paired over prompts, with 95% bootstrap "
-              f"intervals{against}.", "", markdown_table(evaluation[columns]),
-              f"95% interval of the difference: {'; '.join(verdicts)}.", ""]
+    return [
+        "## Evaluation",
+        "",
+        f"Differences are against `base`, paired over prompts, with 95% bootstrap intervals{against}.",
+        "",
+        markdown_table(evaluation[columns]),
+        f"95% interval of the difference: {'; '.join(verdicts)}.",
+        "",
+    ]
 
 
-def write_report(task: str, con: duckdb.DuckDBPyConnection, profile_path: Path, out: Path,
-                 problems: list[str] | None = None, runs: list[dict] | None = None, prompt_subset: str | None = None) -> Path:
+def _header(task: str, con, profile_path: Path, prompts: pd.DataFrame, problems: list[str]) -> list[str]:
+    """Title, commit, warnings, the profile as it ran, and the data sizes."""
+    shown = profile_path.relative_to(PROJECT_ROOT) if profile_path.is_relative_to(PROJECT_ROOT) else profile_path
+    lines = [
+        f"# Study report: {task} (profile `{profile_path.stem}`)",
+        "",
+        f"Written {datetime.date.today().isoformat()} at commit `{git_commit()}`; the commits that made the "
+        f"tables are under Provenance.",
+        "",
+    ]
+    if problems:
+        lines += ["**Warning: these tables may not come from one run of this profile:**", ""]
+        lines += [f"- {problem}" for problem in problems] + [""]
+    lines += [
+        "## Profile",
+        "",
+        f"`{shown}`:",
+        "",
+        "```yaml",
+        profile_path.read_text().rstrip("\n"),
+        "```",
+        "",
+        "## Data",
+        "",
+        "| | |",
+        "|---|---|",
+    ]
+    lines += [f"| {name} | {value} |" for name, value in _data_sizes(con, task, prompts)] + [""]
+    return lines
+
+
+def _checkpoints_section(con, task: str) -> list[str]:
+    """Each checkpoint's row: status, rows, steps, losses, time."""
+    lines: list[str] = []
+    checkpoints = [
+        df[[c for c in CHECKPOINT_COLUMNS if c in df.columns]]
+        for df in (_table(con, name, task) for name in CHECKPOINT_TABLES)
+        if df is not None and len(df)
+    ]
+    if checkpoints:
+        lines += ["## Checkpoints", "", markdown_table(pd.concat(checkpoints, ignore_index=True))]
+    return lines
+
+
+def _null_control_note(evaluation: pd.DataFrame) -> list[str]:
+    """What the null control row means, or that it is missing."""
+    lines: list[str] = []
+    if "base_original" in set(evaluation["model"]):
+        lines += [
+            "`base_original` is the null control (the packaged student against its exported copy): its interval "
+            "should contain 0; if it excludes 0, export precision alone moves the reward and no other row is "
+            "to be trusted.",
+            "",
+        ]
+    else:
+        lines += [
+            "No `base_original` row (the null control; evaluations before it was added lack it): a difference "
+            "here may be export precision rather than training.",
+            "",
+        ]
+    return lines
+
+
+def _previous_report_section(previous_report: Path, evaluation: pd.DataFrame) -> list[str]:
+    """This run against the report it replaces, model by model (nothing when there is none)."""
+    lines: list[str] = []
+    previous = previous_evaluation(previous_report)
+    if previous is not None:
+        compared = reproduction_table(previous[0], evaluation)
+        if len(compared):
+            outside = compared.loc[compared["inside the previous interval"] == "NO", "model"].tolist()
+            lines += [
+                "## Against the previous report",
+                "",
+                f"The report this one replaces ({previous[1].rstrip('.') or 'no commit line'}), model by model: "
+                f"{'every difference lies inside its previous interval' if not outside else 'outside: ' + ', '.join(outside)}.",
+                "",
+                markdown_table(compared),
+            ]
+    return lines
+
+
+def _provenance_section(runs: list[dict] | None) -> list[str]:
+    """The latest run and commit of each step."""
+    lines = ["## Provenance", ""]
+    if runs:
+        lines += [
+            "The latest materialization of each step, with the commit of the code that ran it.",
+            "",
+            markdown_table(pd.DataFrame(runs)),
+        ]
+    else:
+        lines += ["No Dagster run history was available to this report (the tables' runs are not named).", ""]
+    return lines
+
+
+def write_report(
+    task: str,
+    con: duckdb.DuckDBPyConnection,
+    profile_path: Path,
+    out: Path,
+    problems: list[str] | None = None,
+    runs: list[dict] | None = None,
+    prompt_subset: str | None = None,
+) -> Path:
     """Write ``<out>/<task>.md`` and ``<out>/<task>_effects.png`` from the warehouse; ReportError (and nothing
     written) when the task has no prompts or no evaluation. ``problems``: consistency_problems, if the caller has them;
     ``runs``: the task's provenance rows (None: no Dagster instance to ask); ``prompt_subset``: a ``--prompts`` selection
@@ -223,45 +364,14 @@ def write_report(task: str, con: duckdb.DuckDBPyConnection, profile_path: Path, 
     if prompts is None or prompts.empty:
         raise ReportError(f"task '{task}': raw_prompts has no rows for this task")
     problems = consistency_problems(con, task, profile_path) if problems is None else problems
-    shown = profile_path.relative_to(PROJECT_ROOT) if profile_path.is_relative_to(PROJECT_ROOT) else profile_path
-    lines = [f"# Study report: {task} (profile `{profile_path.stem}`)", "",
-             f"Written {datetime.date.today().isoformat()} at commit `{git_commit()}`; the commits that made the "
-             f"tables are under Provenance.", ""]
-    if problems:
-        lines += ["**Warning: these tables may not come from one run of this profile:**", ""]
-        lines += [f"- {problem}" for problem in problems] + [""]
-    lines += ["## Profile", "", f"`{shown}`:", "", "```yaml", profile_path.read_text().rstrip("\n"), "```", "",
-              "## Data", "", "| | |", "|---|---|"]
-    lines += [f"| {name} | {value} |" for name, value in _data_sizes(con, task, prompts)] + [""]
-    checkpoints = [df[[c for c in CHECKPOINT_COLUMNS if c in df.columns]]
-                   for df in (_table(con, name, task) for name in CHECKPOINT_TABLES) if df is not None and len(df)]
-    if checkpoints:
-        lines += ["## Checkpoints", "", markdown_table(pd.concat(checkpoints, ignore_index=True))]
+    lines = _header(task, con, profile_path, prompts, problems)
+    lines += _checkpoints_section(con, task)
     lines += _evaluation_section(evaluation)
     if prompt_subset:
         lines += subset_section(task, evaluation, prompt_subset)
-    if "base_original" in set(evaluation["model"]):
-        lines += ["`base_original` is the null control (the packaged student against its exported copy): its interval "
-                  "should contain 0; if it excludes 0, export precision alone moves the reward and no other row is "
-                  "to be trusted.", ""]
-    else:
-        lines += ["No `base_original` row (the null control; evaluations before it was added lack it): a difference "
-                  "here may be export precision rather than training.", ""]
-    previous = previous_evaluation(out / f"{task}.md")
-    if previous is not None:
-        compared = reproduction_table(previous[0], evaluation)
-        if len(compared):
-            outside = compared.loc[compared["inside the previous interval"] == "NO", "model"].tolist()
-            lines += ["## Against the previous report", "",
-                      f"The report this one replaces ({previous[1].rstrip('.') or 'no commit line'}), model by model: "
-                      f"{'every difference lies inside its previous interval' if not outside else 'outside: ' + ', '.join(outside)}.",
-                      "", markdown_table(compared)]
-    lines += [f"![effects]({task}_effects.png)", "", "## Provenance", ""]
-    if runs:
-        lines += ["The latest materialization of each step, with the commit of the code that ran it.", "",
-                  markdown_table(pd.DataFrame(runs))]
-    else:
-        lines += ["No Dagster run history was available to this report (the tables' runs are not named).", ""]
+    lines += _null_control_note(evaluation)
+    lines += _previous_report_section(out / f"{task}.md", evaluation)
+    lines += [f"![effects]({task}_effects.png)", ""] + _provenance_section(runs)
     out.mkdir(parents=True, exist_ok=True)
     effects_plot(evaluation, out / f"{task}_effects.png", f"{task}: effect of each method")
     report = out / f"{task}.md"

@@ -32,13 +32,25 @@ class Sample:
     cache_key: str
 
     @classmethod
-    def from_generation(cls, base: dict, kind: str, step: int, source: str, critique: str, generation: Generation) -> "Sample":
+    def from_generation(
+        cls, base: dict, kind: str, step: int, source: str, critique: str, generation: Generation
+    ) -> "Sample":
         return cls(
-            task=base["task"], prompt_id=base["prompt_id"], split=base["split"], step=step, kind=kind,
-            prompt=base["prompt"], source=source, critique=critique, text=generation.text,
-            finish_reason=generation.finish_reason, prompt_tokens=generation.prompt_tokens,
-            completion_tokens=generation.completion_tokens, seconds=generation.seconds,
-            cached=generation.cached, cache_key=generation.key,
+            task=base["task"],
+            prompt_id=base["prompt_id"],
+            split=base["split"],
+            step=step,
+            kind=kind,
+            prompt=base["prompt"],
+            source=source,
+            critique=critique,
+            text=generation.text,
+            finish_reason=generation.finish_reason,
+            prompt_tokens=generation.prompt_tokens,
+            completion_tokens=generation.completion_tokens,
+            seconds=generation.seconds,
+            cached=generation.cached,
+            cache_key=generation.key,
         )
 
 

@@ -18,11 +18,17 @@ def quantiles(values: pd.Series) -> dict:
     if values.empty:
         return {}
     q = values.quantile([0.1, 0.5, 0.9])
-    return {"mean": round(float(values.mean()), 4), "p10": round(float(q[0.1]), 4),
-            "p50": round(float(q[0.5]), 4), "p90": round(float(q[0.9]), 4)}
+    return {
+        "mean": round(float(values.mean()), 4),
+        "p10": round(float(q[0.1]), 4),
+        "p50": round(float(q[0.5]), 4),
+        "p90": round(float(q[0.9]), 4),
+    }
 
 
-def bootstrap_ci(differences: np.ndarray, seed: int = 0, samples: int = 2000, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+    differences: np.ndarray, seed: int = 0, samples: int = 2000, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of paired differences."""
     if len(differences) == 0:
         return (float("nan"), float("nan"))
@@ -40,9 +46,17 @@ def evaluation_table(rewards_by_model: dict[str, np.ndarray], seed: int = 0) -> 
         differences = rewards - base
         low, high = bootstrap_ci(differences, seed=seed)
         wins = float(np.mean((differences > 0) + 0.5 * (differences == 0))) if len(rewards) else float("nan")
-        rows.append({"model": model, "prompts": len(rewards), "mean_reward": float(np.mean(rewards)) if len(rewards) else float("nan"),
-                     "difference_vs_base": float(np.mean(differences)) if len(rewards) else float("nan"),
-                     "ci95_low": low, "ci95_high": high, "win_rate_vs_base": wins})
+        rows.append(
+            {
+                "model": model,
+                "prompts": len(rewards),
+                "mean_reward": float(np.mean(rewards)) if len(rewards) else float("nan"),
+                "difference_vs_base": float(np.mean(differences)) if len(rewards) else float("nan"),
+                "ci95_low": low,
+                "ci95_high": high,
+                "win_rate_vs_base": wins,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -53,8 +67,13 @@ def _number(value: float) -> float | None:
 def per_prompt_json(prompt_ids: list[str], rewards: np.ndarray, guards: dict[str, np.ndarray]) -> str:
     """One model's per-prompt results: the sample-mean reward and each job guard's per-prompt rate (null where the
     guard does not apply), aligned with ``prompt_ids``."""
-    return json.dumps({"prompt_id": list(prompt_ids), "reward": [_number(v) for v in rewards],
-                       **{guard: [_number(v) for v in values] for guard, values in guards.items()}})
+    return json.dumps(
+        {
+            "prompt_id": list(prompt_ids),
+            "reward": [_number(v) for v in rewards],
+            **{guard: [_number(v) for v in values] for guard, values in guards.items()},
+        }
+    )
 
 
 def subset_table(evaluation: pd.DataFrame, keep: Callable[[str], bool], seed: int = 0) -> pd.DataFrame:
@@ -62,9 +81,13 @@ def subset_table(evaluation: pd.DataFrame, keep: Callable[[str], bool], seed: in
     prompts, mean reward, difference from ``base`` with its 95% bootstrap interval, win rate, and each job guard
     against base. Empty when no prompt is kept; ValueError when the table has no per-prompt results."""
     if PER_PROMPT not in evaluation.columns or evaluation[PER_PROMPT].isna().all():
-        raise ValueError("the evaluation table has no per-prompt results (written before they were recorded): "
-                         "materialize `evaluation` again")
-    parsed = {row.model: json.loads(row.per_prompt) for row in evaluation.itertuples() if isinstance(row.per_prompt, str)}
+        raise ValueError(
+            "the evaluation table has no per-prompt results (written before they were recorded): "
+            "materialize `evaluation` again"
+        )
+    parsed = {
+        row.model: json.loads(row.per_prompt) for row in evaluation.itertuples() if isinstance(row.per_prompt, str)
+    }
     if "base" not in parsed:
         raise ValueError("the evaluation table has no per-prompt results for `base`")
     ids = parsed["base"]["prompt_id"]
@@ -83,7 +106,9 @@ def add_guard_differences(table: pd.DataFrame, guards: dict[str, dict[str, np.nd
     paired over prompts ("not worse" is an interval that reaches 0); rows of models without rates stay empty."""
     for guard in JOB_GUARDS:
         if guard in guards["base"]:
-            versus = {name: guard_difference(rates[guard], guards["base"][guard], seed) for name, rates in guards.items()}
+            versus = {
+                name: guard_difference(rates[guard], guards["base"][guard], seed) for name, rates in guards.items()
+            }
             table[f"{guard}_vs_base"] = table["model"].map(versus)
 
 

@@ -8,16 +8,14 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import string
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
 from dsc_assets.lib.paths import PROJECT_ROOT
-from dsc_assets.lib.quality import QualityRules
+from dsc_assets.lib.task_spec import FIELD_HINTS, REMOVED_METHOD, PromptRecord, TaskError, TaskSpec
 from resources.hashing import content_hash, file_sha256
 from resources.llm import SamplingParams
 
@@ -26,239 +24,12 @@ TASK_FILE = "task.yaml"
 PROMPTS_FILE = "prompts.jsonl"
 
 
-class TaskError(ValueError):
-    """A task folder is malformed. The message is meant for the person who edits it."""
-
-
-def _placeholders(template: str) -> set[str]:
-    return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-
-
-def _check_template(template: str, required: set[str], allowed: set[str]) -> str:
-    try:
-        found = _placeholders(template)
-    except ValueError as error:
-        raise ValueError(f"is not a valid template ({error}); write literal braces as {{{{ and }}}}") from None
-    missing, unknown = required - found, found - allowed
-    if missing:
-        raise ValueError(f"must contain {', '.join('{' + m + '}' for m in sorted(missing))}")
-    if unknown:
-        raise ValueError(
-            f"uses unknown placeholder(s) {', '.join('{' + u + '}' for u in sorted(unknown))}; "
-            f"allowed: {', '.join('{' + a + '}' for a in sorted(allowed))}"
-        )
-    return template
-
-
-class Split(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Share of prompts held out for evaluation.")
-    seed: int = Field(0, ge=0, description="Seed of the deterministic split (a hash of seed and prompt id).")
-
-
-class Contrastive(BaseModel):
-    """DLMA: the same query under a positive and a negative system affix."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    positive_affix: str = Field(min_length=1)
-    negative_affix: str = Field(min_length=1)
-
-
-class _VaderOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class _PiiOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    entities: list[str] = Field(default=None, min_length=1, description="Presidio entity names, e.g. PERSON.")
-    score_threshold: float = Field(default=0.4, ge=0.0, le=1.0)
-
-
-class _JudgeOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    question: str = Field(min_length=1, description="A yes/no question about the response.")
-    invert: bool = False
-
-
-# The scorers resources/rewards.py builds (RewardModels.for_task), with the options each accepts: checked when the
-# task loads, not when reward_scores first runs after the whole chain was generated.
-SCORER_OPTIONS: dict[str, type[BaseModel]] = {"vader": _VaderOptions, "pii": _PiiOptions, "judge": _JudgeOptions}
-
-
-class Scorer(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(description="Registered scorer name: vader, pii or judge.")
-    options: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        if value not in SCORER_OPTIONS:
-            close = difflib.get_close_matches(value, list(SCORER_OPTIONS), n=1)
-            raise ValueError(f"names unknown scorer '{value}'{f'; did you mean {close[0]!r}?' if close else ''} "
-                             f"(known: {', '.join(SCORER_OPTIONS)})")
-        return value
-
-    @model_validator(mode="after")
-    def _options(self) -> "Scorer":
-        try:
-            SCORER_OPTIONS[self.name].model_validate(self.options)
-        except ValidationError as error:
-            known = ", ".join(SCORER_OPTIONS[self.name].model_fields) or "none"
-            problems = "; ".join(
-                f"option '{'.'.join(map(str, e['loc']))}' "
-                + ("is missing" if e["type"] == "missing" else "is unknown" if e["type"] == "extra_forbidden" else e["msg"])
-                for e in error.errors())
-            raise ValueError(f"scorer '{self.name}': {problems} (known options: {known})") from None
-        return self
-
-
-class Acceptance(BaseModel):
-    """Metropolis-Hastings acceptance of a revision over its draft."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    temperature: float = Field(0.0, ge=0.0, description="0 keeps a revision only if it strictly improves (greedy).")
-    seed: int = Field(0, ge=0)
-    min_rate: float = Field(0.0, ge=0.0, le=1.0, description="Quality gate: lowest acceptable acceptance rate.")
-    max_rate: float = Field(1.0, ge=0.0, le=1.0, description="Quality gate: highest acceptable acceptance rate.")
-
-
-class Demonstration(BaseModel):
-    """One hand-written example exchange, shown to ALMoST's "better-prompted" configurations as a prior turn."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    prompt: str = Field(min_length=1)
-    response: str = Field(min_length=1)
-
-
-ALMOST_RULES = ("prompt", "size", "both")
-
-
-class Almost(BaseModel):
-    """ALMoST: synthetic comparisons from ranked generator configurations, a reward model, best-of-N, RL."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    demonstrations: list[Demonstration] = Field(min_length=1, max_length=8,
-                                                description="few-shot examples for the better-prompted configurations")
-    best_of_n: int = Field(4, ge=1, le=16, description="samples per prompt that the reward model picks from (RMSP)")
-    rules: list[Literal["prompt", "size", "both"]] = Field(default_factory=lambda: list(ALMOST_RULES), min_length=1)
-    heldout_fraction: float = Field(0.25, gt=0.0, lt=1.0, description="share of train prompts whose comparisons "
-                                    "are held out to measure the reward model (prompt-disjoint)")
-    drop_truncated: bool = Field(True, description="drop comparisons with an answer cut off at max_tokens")
-
-
-class PreferenceTraining(BaseModel):
-    """``trainer:`` in ``task.yaml``: this task's settings of the preference losses (DPO, rDPO, DLMA), over the
-    profile's. Only settings no other training reads: SFT, ALMoST and the exported base stay the profile's, so one
-    task's override retrains that task's preference checkpoints and nothing else (``METHOD_SETTINGS``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    dpo_beta: float | None = Field(None, gt=0)
-    dpo_learning_rate: float | None = Field(None, gt=0, description="null: the profile's learning_rate")
-    dpo_sft_weight: float | None = Field(None, ge=0)
-    rdpo_tau: float | None = Field(None, gt=0)
-    dlma_gamma: float | None = None
-
-    def overrides(self) -> dict[str, Any]:
-        """The settings this task sets (an explicit ``dpo_learning_rate: null`` means SFT's rate, so unset fields are
-        left out rather than ``None`` ones)."""
-        return self.model_dump(exclude_unset=True)
-
-
-class TaskSpec(BaseModel):
-    """The contents of ``task.yaml``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    description: str = Field(min_length=1)
-    system_prompt: str = Field(min_length=1)
-    critique_template: str
-    revision_template: str
-    revision_steps: int = Field(1, ge=1, le=5)
-    sampling: SamplingParams = Field(default_factory=SamplingParams)
-    split: Split = Field(default_factory=Split)
-    contrastive: Contrastive | None = None
-    scorer: Scorer | None = None
-    acceptance: Acceptance = Field(default_factory=Acceptance)
-    quality: QualityRules = Field(default_factory=QualityRules)
-    almost: Almost | None = None
-    # Preference pairs whose chosen answer fails a guard its rejected answer passes are dropped (guards.py): a
-    # revision that loses the story's place is no preference to learn, whatever its reward.
-    pair_guards: list[Literal["on_topic", "place_kept"]] = Field(default_factory=list)
-    # The preference losses' settings for this task, over the profile's trainer (tasks differ in how far DPO can
-    # push before an answer stops doing its job).
-    trainer: PreferenceTraining = Field(default_factory=PreferenceTraining)
-
-    @field_validator("critique_template")
-    @classmethod
-    def _critique(cls, value: str) -> str:
-        return _check_template(value, {"response"}, {"prompt", "response"})
-
-    @field_validator("revision_template")
-    @classmethod
-    def _revision(cls, value: str) -> str:
-        return _check_template(value, {"response", "critique"}, {"prompt", "response", "critique"})
-
-    @model_validator(mode="after")
-    def _rates(self) -> "TaskSpec":
-        if self.acceptance.min_rate > self.acceptance.max_rate:
-            raise ValueError("acceptance.min_rate must not exceed acceptance.max_rate")
-        return self
-
-
-REMOVED_METHOD = ("field 'method' is no longer a task setting: every task builds all four checkpoints (sft, dpo, rdpo, "
-                  "dlma) and the evaluation compares them; delete the 'method:' line")
-
-# What a person should write, per field, when it is missing or wrong.
-FIELD_HINTS = {
-    "description": "a one-line string saying what the task teaches",
-    "system_prompt": "a string: the system message for drafts",
-    "critique_template": "a string with {response} (and optionally {prompt})",
-    "revision_template": "a string with {response} and {critique} (and optionally {prompt})",
-    "revision_steps": "an integer from 1 to 5",
-    "sampling": "a mapping with temperature, top_p, top_k, max_tokens, repeat_penalty, seed, stop",
-    "split": "a mapping with test_fraction (0 to <1) and seed",
-    "contrastive": "a mapping with positive_affix and negative_affix",
-    "scorer": "a mapping with name (vader, pii or judge) and options",
-    "acceptance": "a mapping with temperature, seed, min_rate, max_rate",
-    "almost": "a mapping with demonstrations (a list of {prompt, response}), best_of_n, rules (prompt, size, "
-    "both), heldout_fraction, drop_truncated",
-    "pair_guards": "a list of guards: on_topic, place_kept",
-    "trainer": "a mapping of preference-training settings: dpo_beta, dpo_learning_rate, dpo_sft_weight, rdpo_tau, "
-    "dlma_gamma",
-    "quality": "a mapping of quality thresholds: min_rows, min_chars, max_chars, max_repetition, max_echo, "
-    "max_source_echo, max_unchanged_rate, max_template_echo, max_duplicate_rate, mostly",
-}
-
-
-class PromptRecord(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    id: str = Field(min_length=1, max_length=200)
-    prompt: str = Field(min_length=1)
-
-    @field_validator("prompt")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("is blank")
-        return value
-
-
 class Task:
     """A validated task folder."""
 
-    def __init__(self, name: str, folder: Path, spec: TaskSpec, prompts: list[PromptRecord],
-                 lines: dict[str, int] | None = None):
+    def __init__(
+        self, name: str, folder: Path, spec: TaskSpec, prompts: list[PromptRecord], lines: dict[str, int] | None = None
+    ):
         self.name, self.folder, self.spec, self.prompts = name, folder, spec, prompts
         self.lines = lines or {}  # prompt id -> line number in prompts.jsonl, for errors that name the line
 
@@ -295,7 +66,9 @@ def _format_validation(path: Path, error: ValidationError) -> str:
         elif item["type"] == "extra_forbidden":
             known = list(TaskSpec.model_fields) if len(item["loc"]) == 1 else []
             close = difflib.get_close_matches(location.split(".")[-1], known, n=1)
-            suggestion = f"; did you mean '{close[0]}'?" if close else f"; known fields: {', '.join(known)}" if known else ""
+            suggestion = (
+                f"; did you mean '{close[0]}'?" if close else f"; known fields: {', '.join(known)}" if known else ""
+            )
             lines.append(f"{path}: field '{location}' is not a task setting{suggestion}")
         else:
             message = item["msg"].removeprefix("Value error, ")
@@ -315,7 +88,9 @@ def _load_spec(path: Path) -> TaskSpec:
     except UnicodeDecodeError:
         raise TaskError(f"{path}: not UTF-8 text") from None
     if not isinstance(raw, dict):
-        raise TaskError(f"{path}: expected a mapping of settings (description, system_prompt, ...), got {type(raw).__name__}")
+        raise TaskError(
+            f"{path}: expected a mapping of settings (description, system_prompt, ...), got {type(raw).__name__}"
+        )
     if "method" in raw:
         raise TaskError(f"{path}: {REMOVED_METHOD}")
     try:
@@ -349,7 +124,7 @@ def _load_prompts(path: Path) -> tuple[list[PromptRecord], dict[str, int]]:
                 f"field '{'.'.join(map(str, e['loc']))}' {'is missing' if e['type'] == 'missing' else e['msg']}"
                 for e in error.errors()
             )
-            raise TaskError(f"{path}:{number}: {detail} (expected {{\"id\": \"...\", \"prompt\": \"...\"}})") from None
+            raise TaskError(f'{path}:{number}: {detail} (expected {{"id": "...", "prompt": "..."}})') from None
         if record.id in seen:
             raise TaskError(f"{path}:{number}: id '{record.id}' repeats line {seen[record.id]}; ids must be unique")
         seen[record.id] = number
@@ -369,7 +144,9 @@ def task_names(root: Path | None = None) -> list[str]:
     root = root or prompts_dir()
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / TASK_FILE).exists() and not p.name.startswith((".", "_")))
+    return sorted(
+        p.name for p in root.iterdir() if p.is_dir() and (p / TASK_FILE).exists() and not p.name.startswith((".", "_"))
+    )
 
 
 def _task_folder(name: str, root: Path | None) -> Path:

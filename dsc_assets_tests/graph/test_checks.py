@@ -9,12 +9,19 @@ import duckdb
 import pandas as pd
 import yaml
 
-from dsc_assets.defs.generation import assets, checks
-from dsc_assets.defs.stage import TABLE_METADATA
 from dsc_assets.definitions import build_resources
+from dsc_assets.defs.generation import assets, checks
 from dsc_assets.defs.partitions import task_partitions
+from dsc_assets.defs.stage import TABLE_METADATA
 from dsc_assets.lib.profiles import load_profile
-from dsc_assets.lib.quality import QualityRules, echo_similarity, instruction_lines, repetition_ratio, template_echo, validate_table
+from dsc_assets.lib.quality import (
+    QualityRules,
+    echo_similarity,
+    instruction_lines,
+    repetition_ratio,
+    template_echo,
+    validate_table,
+)
 from dsc_assets.lib.tasks import load_task
 from dsc_assets_tests.conftest import PROJECT_ROOT, run_cli
 
@@ -34,12 +41,25 @@ LOOP = "I love it. " * 30
 
 
 def _drafts(texts):
-    return pd.DataFrame({
-        "task": "sentiment", "prompt_id": [f"p{i}" for i in range(len(texts))], "split": "train", "step": 0,
-        "kind": "draft", "prompt": PROMPTS[: len(texts)], "source": "", "critique": "", "text": texts,
-        "finish_reason": "stop", "prompt_tokens": 20, "completion_tokens": 30, "seconds": 0.5, "cached": False,
-        "cache_key": [f"k{i}" for i in range(len(texts))],
-    })
+    return pd.DataFrame(
+        {
+            "task": "sentiment",
+            "prompt_id": [f"p{i}" for i in range(len(texts))],
+            "split": "train",
+            "step": 0,
+            "kind": "draft",
+            "prompt": PROMPTS[: len(texts)],
+            "source": "",
+            "critique": "",
+            "text": texts,
+            "finish_reason": "stop",
+            "prompt_tokens": 20,
+            "completion_tokens": 30,
+            "seconds": 0.5,
+            "cached": False,
+            "cache_key": [f"k{i}" for i in range(len(texts))],
+        }
+    )
 
 
 def test_degeneracy_metrics():
@@ -53,8 +73,10 @@ def test_degeneracy_metrics():
     assert template_echo(GOOD[1], lines) < 0.3
     # A critique may name the categories the instruction lists; copying the instruction sentence is still an echo.
     privacy = instruction_lines(load_task("privacy").spec.critique_template)
-    named = ("The piece reveals personal information about private people, including names, addresses, phone "
-             "numbers, e-mail addresses, and ages.")
+    named = (
+        "The piece reveals personal information about private people, including names, addresses, phone "
+        "numbers, e-mail addresses, and ages."
+    )
     assert template_echo(named, privacy) <= 0.6
     copied = "Identify specific ways in which it reveals personally identifiable information about private people."
     assert template_echo(copied, privacy) > 0.6
@@ -84,7 +106,9 @@ def test_revision_that_copies_its_draft_fails_unless_the_task_allows_it():
     one_copy = revisions.assign(source=[GOOD[0], "x y z", "A different draft.", "Another draft entirely."])
     assert validate_table(one_copy, QualityRules(), "revisions", copy_of={"text": ("source",)}).success
     # safety's rule: a refusal revised into the same refusal is allowed (preference_pairs drops such pairs)
-    assert validate_table(revisions, QualityRules(max_unchanged_rate=0.8), "revisions", copy_of={"text": ("source",)}).success
+    assert validate_table(
+        revisions, QualityRules(max_unchanged_rate=0.8), "revisions", copy_of={"text": ("source",)}
+    ).success
 
 
 def test_scores_out_of_range_and_empty_tables_fail():
@@ -102,10 +126,12 @@ def planted_drafts() -> pd.DataFrame:
 
 def test_blocking_check_stops_downstream(dsc_home):
     result = dg.materialize(
-        [planted_drafts, assets.critiques, checks.drafts_quality], partition_key="sentiment",
+        [planted_drafts, assets.critiques, checks.drafts_quality],
+        partition_key="sentiment",
         # the test profile relaxes the rules for the 135M model; the gate itself is tested with the shipped ones
         resources=build_resources(load_profile("test").model_copy(update={"quality_overrides": {}}), dsc_home),
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
     )
     evaluation = result.get_asset_check_evaluations()[0]
     assert evaluation.check_name == "drafts_quality" and not evaluation.passed
@@ -130,8 +156,20 @@ def test_gate_prints_failed_expectations_with_example_rows(tmp_path):
     profile = yaml.safe_load((PROJECT_ROOT / "profiles" / "test.yaml").read_text())
     profile["quality_overrides"] = {}  # the shipped thresholds
     (tmp_path / "strict.yaml").write_text(yaml.safe_dump(profile))
-    result = run_cli(["dsc", "gate", "--partition", "sentiment", "--check-only", "--assets", "drafts",
-                      "--profile", str(tmp_path / "strict.yaml")], {"DSC_HOME": str(home), "DAGSTER_HOME": str(tmp_path)})
+    result = run_cli(
+        [
+            "dsc",
+            "gate",
+            "--partition",
+            "sentiment",
+            "--check-only",
+            "--assets",
+            "drafts",
+            "--profile",
+            str(tmp_path / "strict.yaml"),
+        ],
+        {"DSC_HOME": str(home), "DAGSTER_HOME": str(tmp_path)},
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert re.search(r"drafts\s+FAILED\s", result.stdout), result.stdout
     assert "text_repetition" in result.stdout and "p1: I love it." in result.stdout

@@ -6,14 +6,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from dsc_assets_tests.conftest import run_cli
 
 
 def _env(tmp_path: Path, **extra) -> dict[str, str]:
     (tmp_path / "dagster_home").mkdir(exist_ok=True)
-    return {"DSC_PROFILE": "test", "DSC_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-            **extra}
+    return {
+        "DSC_PROFILE": "test",
+        "DSC_HOME": str(tmp_path / "home"),
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        **extra,
+    }
 
 
 def test_definitions_validate(tmp_path):
@@ -39,13 +42,21 @@ def test_first_error_line_names_a_task_error(tmp_path, prompts_copy):
 
 def test_first_error_line_names_a_locked_database(tmp_path):
     (tmp_path / "home").mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
-                               "print('ready', flush=True); time.sleep(120)", str(tmp_path / "home" / "warehouse.duckdb")],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); time.sleep(120)",
+            str(tmp_path / "home" / "warehouse.duckdb"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "ready"
-        result = run_cli(["dsc", "run", "--tasks", "sentiment", "--select", "raw_prompts"],
-                         _env(tmp_path, DSC_LOCK_GRACE_S="2"))
+        result = run_cli(
+            ["dsc", "run", "--tasks", "sentiment", "--select", "raw_prompts"], _env(tmp_path, DSC_LOCK_GRACE_S="2")
+        )
     finally:
         holder.kill()
         holder.wait()

@@ -14,8 +14,8 @@ import pytest
 from datasets import load_from_disk
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from dsc_assets.lib.acceptance import metropolis_hastings, uniform_draw
 from dsc_assets.definitions import all_assets, all_checks, build_resources
+from dsc_assets.lib.acceptance import metropolis_hastings, uniform_draw
 from dsc_assets.lib.profiles import load_profile
 from dsc_assets.lib.tasks import load_task
 from dsc_assets_tests.conftest import PROJECT_ROOT
@@ -23,21 +23,35 @@ from dsc_assets_tests.recorded import RECORDED_TASK, RecordedLLM, load_recording
 from resources import stores
 from resources.llm import GenerationError
 
-CHAIN = ["raw_prompts", "drafts", "critiques", "revisions", "reward_scores", "accepted_samples", "preference_pairs",
-         "sft_dataset", "dpo_dataset", "contrastive_pairs"]
+CHAIN = [
+    "raw_prompts",
+    "drafts",
+    "critiques",
+    "revisions",
+    "reward_scores",
+    "accepted_samples",
+    "preference_pairs",
+    "sft_dataset",
+    "dpo_dataset",
+    "contrastive_pairs",
+]
 
 
 def _defs(home) -> dg.Definitions:
     resources = build_resources(load_profile("test"), home)
     resources["llm"] = RecordedLLM(cache_path=str(home / "cache.duckdb"))
-    return dg.Definitions(assets=all_assets, asset_checks=all_checks, resources=resources,
-                          executor=dg.in_process_executor)
+    return dg.Definitions(
+        assets=all_assets, asset_checks=all_checks, resources=resources, executor=dg.in_process_executor
+    )
 
 
 def _materialize(defs, instance, raise_on_error=True):
     return defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        partition_key=RECORDED_TASK, instance=instance, raise_on_error=raise_on_error,
-        asset_selection=[dg.AssetKey(name) for name in CHAIN])
+        partition_key=RECORDED_TASK,
+        instance=instance,
+        raise_on_error=raise_on_error,
+        asset_selection=[dg.AssetKey(name) for name in CHAIN],
+    )
 
 
 def _table(home, asset: str) -> pd.DataFrame:
@@ -61,10 +75,17 @@ def test_recorded_chain_builds_checks_and_rebuilds_nothing(dsc_home):
     assert evaluations and all(e.passed for e in evaluations), [e.check_name for e in evaluations if not e.passed]
 
     # Every recorded answer was asked for once, and nothing else was: the chain's requests are the recorded ones.
-    calls = {asset: _metadata(result, asset)["model_calls"] for asset in ("drafts", "critiques", "revisions", "contrastive_pairs")}
+    calls = {
+        asset: _metadata(result, asset)["model_calls"]
+        for asset in ("drafts", "critiques", "revisions", "contrastive_pairs")
+    }
     train = _table(dsc_home, "raw_prompts").query("split == 'train'")
-    assert calls == {"drafts": len(train), "critiques": len(train), "revisions": len(train),
-                     "contrastive_pairs": 2 * len(train)}
+    assert calls == {
+        "drafts": len(train),
+        "critiques": len(train),
+        "revisions": len(train),
+        "contrastive_pairs": 2 * len(train),
+    }
     assert sum(calls.values()) == len(answers)
     # Every materialization records the commit of the code that made it (`dsc report` names them).
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
@@ -77,13 +98,20 @@ def test_recorded_chain_builds_checks_and_rebuilds_nothing(dsc_home):
     acceptance = load_task(RECORDED_TASK).spec.acceptance
     accepted = _table(dsc_home, "accepted_samples").set_index("prompt_id")
     for prompt_id, row in accepted.iterrows():
-        decision = metropolis_hastings(row["draft_reward"], row["revision_reward"], acceptance.temperature,
-                                       uniform_draw(acceptance.seed, RECORDED_TASK, prompt_id, 1))
+        decision = metropolis_hastings(
+            row["draft_reward"],
+            row["revision_reward"],
+            acceptance.temperature,
+            uniform_draw(acceptance.seed, RECORDED_TASK, prompt_id, 1),
+        )
         assert row["accepted"] == decision.accepted
         assert row["sample"] == (row["revision"] if decision.accepted else row["draft"])
     pairs = _table(dsc_home, "preference_pairs").set_index("prompt_id")
-    kept = accepted[accepted["accepted"] & (accepted["sample"].str.strip() != accepted["draft"].str.strip())
-                    & (accepted["revision_reward"] > accepted["draft_reward"])]
+    kept = accepted[
+        accepted["accepted"]
+        & (accepted["sample"].str.strip() != accepted["draft"].str.strip())
+        & (accepted["revision_reward"] > accepted["draft_reward"])
+    ]
     assert sorted(pairs.index) == sorted(kept.index)
     assert (pairs["chosen"] == kept.loc[pairs.index, "revision"]).all()
     assert (pairs["rejected"] == kept.loc[pairs.index, "draft"]).all()
@@ -96,11 +124,15 @@ def test_recorded_chain_builds_checks_and_rebuilds_nothing(dsc_home):
     before = {asset: _table(dsc_home, asset) for asset in ("drafts", "accepted_samples", "preference_pairs")}
     again = _materialize(_defs(dsc_home), instance)
     assert again.success
-    assert all(_metadata(again, a)["model_calls"] == 0 for a in ("drafts", "critiques", "revisions", "contrastive_pairs"))
+    assert all(
+        _metadata(again, a)["model_calls"] == 0 for a in ("drafts", "critiques", "revisions", "contrastive_pairs")
+    )
     assert _metadata(again, "drafts")["cache_hits"] == len(train)
     for asset, table in before.items():
-        pd.testing.assert_frame_equal(_table(dsc_home, asset).drop(columns=["cached"], errors="ignore"),
-                                      table.drop(columns=["cached"], errors="ignore"))
+        pd.testing.assert_frame_equal(
+            _table(dsc_home, asset).drop(columns=["cached"], errors="ignore"),
+            table.drop(columns=["cached"], errors="ignore"),
+        )
 
 
 def test_an_unrecorded_request_is_a_clear_error_and_keeps_what_was_built(dsc_home, prompts_copy):
@@ -132,13 +164,20 @@ def test_a_pair_states_a_preference_only_where_the_reward_does():
     Metropolis-Hastings' accepted ties and slightly worse revisions are SFT samples, not DPO pairs."""
     from dsc_assets.defs.rewards.assets import preference_pairs
 
-    rows = pd.DataFrame({
-        "task": "sentiment", "prompt_id": ["gain", "tie", "worse", "rejected", "unchanged"], "prompt": "Review Jaws.",
-        "draft": ["d1", "d2", "d3", "d4", "same"], "revision": ["r1", "r2", "r3", "r4", "same"],
-        "sample": ["r1", "r2", "r3", "d4", "same"], "accepted": [True, True, True, False, True],
-        "draft_reward": [0.1, 0.5, 0.5, 0.1, 0.2], "revision_reward": [0.6, 0.5, 0.45, 0.9, 0.9],
-        "sample_reward": [0.6, 0.5, 0.45, 0.1, 0.9],
-    })
+    rows = pd.DataFrame(
+        {
+            "task": "sentiment",
+            "prompt_id": ["gain", "tie", "worse", "rejected", "unchanged"],
+            "prompt": "Review Jaws.",
+            "draft": ["d1", "d2", "d3", "d4", "same"],
+            "revision": ["r1", "r2", "r3", "r4", "same"],
+            "sample": ["r1", "r2", "r3", "d4", "same"],
+            "accepted": [True, True, True, False, True],
+            "draft_reward": [0.1, 0.5, 0.5, 0.1, 0.2],
+            "revision_reward": [0.6, 0.5, 0.45, 0.9, 0.9],
+            "sample_reward": [0.6, 0.5, 0.45, 0.1, 0.9],
+        }
+    )
     out = preference_pairs(dg.build_asset_context(partition_key="sentiment"), accepted_samples=rows)
     assert out.value[["prompt_id", "chosen", "rejected"]].values.tolist() == [["gain", "r1", "d1"]]
     assert out.value["margin"].tolist() == pytest.approx([0.5])
@@ -150,12 +189,18 @@ def test_a_pair_whose_revision_loses_what_its_draft_kept_is_dropped():
     from dsc_assets.defs.rewards.assets import preference_pairs
 
     prompt = "Write a local news story about the bakery fire in Provo, Utah, naming the owner."
-    rows = pd.DataFrame({
-        "task": "privacy", "prompt_id": ["kept", "lost"], "prompt": prompt,
-        "draft": ["Jane Roe's bakery in Provo burned.", "Jane Roe's bakery in Provo burned down."],
-        "revision": ["A bakery in Provo burned.", "A bakery burned down."],
-        "draft_reward": [-1.0, -1.0], "revision_reward": [0.0, 0.0], "accepted": True,
-    }).assign(sample=lambda df: df["revision"], sample_reward=lambda df: df["revision_reward"])
+    rows = pd.DataFrame(
+        {
+            "task": "privacy",
+            "prompt_id": ["kept", "lost"],
+            "prompt": prompt,
+            "draft": ["Jane Roe's bakery in Provo burned.", "Jane Roe's bakery in Provo burned down."],
+            "revision": ["A bakery in Provo burned.", "A bakery burned down."],
+            "draft_reward": [-1.0, -1.0],
+            "revision_reward": [0.0, 0.0],
+            "accepted": True,
+        }
+    ).assign(sample=lambda df: df["revision"], sample_reward=lambda df: df["revision_reward"])
     out = preference_pairs(dg.build_asset_context(partition_key="privacy"), accepted_samples=rows)
     assert out.value["prompt_id"].tolist() == ["kept"]
     assert out.metadata["dropped_by_guard"].value == 1

@@ -32,11 +32,13 @@ def asset_specs(defs: dg.Definitions) -> dict:
     for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
         node = graph.get(key)
         specs[key.to_user_string()] = {
-            "deps": sorted(p.to_user_string() for p in node.parent_keys), "group": node.group_name,
+            "deps": sorted(p.to_user_string() for p in node.parent_keys),
+            "group": node.group_name,
             "code_version": node.code_version,
             "partitions": sorted(node.partitions_def.get_partition_keys()) if node.partitions_def else None,
             "checks": {c.name: blocking[c] for c in sorted(node.check_keys, key=lambda c: c.name)},
-            "kinds": sorted(node.kinds), "materializable": node.is_materializable,
+            "kinds": sorted(node.kinds),
+            "materializable": node.is_materializable,
             "metadata": {k: str(v) for k, v in sorted((node.metadata or {}).items())},
         }
     return specs
@@ -54,16 +56,28 @@ def identity(defs: dg.Definitions) -> dict:
     versions, calls = {}, {}
     for name in task_names():
         task = load_task(name)
-        versions[name] = {s.name: {"revision": s.revision, "reads": list(s.reads), "inputs": s.input_versions(task, env),
-                                   "version": s.version(task, env)} for s in STAGES.values()}
+        versions[name] = {
+            s.name: {
+                "revision": s.revision,
+                "reads": list(s.reads),
+                "inputs": s.input_versions(task, env),
+                "version": s.version(task, env),
+            }
+            for s in STAGES.values()
+        }
         chain, params, spec = ChainMessages(task), task.sampling_for(32), task.spec
         keys = []
         for record in task.prompts[:3]:
-            requests = [chain.draft(record.prompt), chain.critique(record.prompt, "R"),
-                        chain.revision(record.prompt, "R", "C")]
+            requests = [
+                chain.draft(record.prompt),
+                chain.critique(record.prompt, "R"),
+                chain.revision(record.prompt, "R", "C"),
+            ]
             if spec.contrastive:
-                requests += [chain.contrastive(record.prompt, a)
-                             for a in (spec.contrastive.positive_affix, spec.contrastive.negative_affix)]
+                requests += [
+                    chain.contrastive(record.prompt, a)
+                    for a in (spec.contrastive.positive_affix, spec.contrastive.negative_affix)
+                ]
             if spec.almost:
                 requests += [config_messages(task, c, record.prompt) for c in CONFIGS]
             keys.append([call_key("chat", model, m, params) for m in requests])
@@ -73,7 +87,8 @@ def identity(defs: dg.Definitions) -> dict:
 
 def recorded_chain_tables(home: Path) -> dict:
     """The recorded data chain built in ``home``: rows, columns and a content hash per table."""
-    from dsc_assets_tests.graph.test_fast_graph import CHAIN as ASSETS, _defs, _materialize
+    from dsc_assets_tests.graph.test_fast_graph import CHAIN as ASSETS
+    from dsc_assets_tests.graph.test_fast_graph import _defs, _materialize
 
     result = _materialize(_defs(home), dg.DagsterInstance.ephemeral())
     assert result.success
@@ -99,14 +114,19 @@ def _test_definitions(home: Path) -> dg.Definitions:
 
 def _diff(recorded: dict, now: dict, path: str = "") -> list[str]:
     if isinstance(recorded, dict) and isinstance(now, dict):
-        return [line for key in sorted(set(recorded) | set(now))
-                for line in _diff(recorded.get(key, "<absent>"), now.get(key, "<absent>"), f"{path}/{key}")]
+        return [
+            line
+            for key in sorted(set(recorded) | set(now))
+            for line in _diff(recorded.get(key, "<absent>"), now.get(key, "<absent>"), f"{path}/{key}")
+        ]
     return [] if recorded == now else [f"{path}: recorded {recorded!r}, now {now!r}"]
 
 
 def test_asset_specs_versions_and_cache_keys_are_the_recorded_ones(dsc_home):
     differences = _diff(json.loads(IDENTITY.read_text()), identity(_test_definitions(dsc_home)))
-    assert not differences, "the graph's identity moved (write the fixtures again if intended):\n" + "\n".join(differences[:40])
+    assert not differences, "the graph's identity moved (write the fixtures again if intended):\n" + "\n".join(
+        differences[:40]
+    )
 
 
 def test_the_recorded_chain_writes_the_recorded_tables(dsc_home):
@@ -123,6 +143,8 @@ if __name__ == "__main__" and "--write" in sys.argv:
         for name in ("chain", "identity"):
             (Path(scratch) / name).mkdir()
         os.environ["DSC_HOME"] = str(Path(scratch) / "identity")
-        IDENTITY.write_text(json.dumps(identity(_test_definitions(Path(scratch) / "identity")), indent=1, sort_keys=True))
+        IDENTITY.write_text(
+            json.dumps(identity(_test_definitions(Path(scratch) / "identity")), indent=1, sort_keys=True)
+        )
         CHAIN.write_text(json.dumps(recorded_chain_tables(Path(scratch) / "chain"), indent=1, sort_keys=True))
     print(f"wrote {IDENTITY} and {CHAIN}")

@@ -7,12 +7,12 @@ import duckdb
 import pandas as pd
 import pytest
 
-from dsc_assets.lib.suites import report_for
 from dsc_assets.definitions import build_resources
-from dsc_assets.lib.profiles import ProfileError, load_profile
-from dsc_assets.lib.tasks import load_task
 from dsc_assets.defs.inputs import Environment
 from dsc_assets.defs.stage import STAGES
+from dsc_assets.lib.profiles import ProfileError, load_profile
+from dsc_assets.lib.suites import report_for
+from dsc_assets.lib.tasks import load_task
 from resources.settings import METHODS
 
 
@@ -39,7 +39,12 @@ def test_switching_a_method_off_moves_only_its_own_versions(tmp_path):
     assert changed == {"almost_responses"}  # the branch's root; the rest of ALMoST follows through its data
     only_sft = versions(["sft"])
     assert {name for name in every if every[name] != only_sft[name]} == {
-        "almost_responses", "contrastive_pairs", "dpo_checkpoint", "rdpo_checkpoint", "dlma_checkpoint"}
+        "almost_responses",
+        "contrastive_pairs",
+        "dpo_checkpoint",
+        "rdpo_checkpoint",
+        "dlma_checkpoint",
+    }
 
 
 def test_checks_of_an_off_branch_want_no_rows():
@@ -71,8 +76,11 @@ def test_an_empty_first_partition_leaves_a_table_and_the_next_rows_their_types(t
     for key in ("off", "on"):  # "off" first: dagster-duckdb alone would create no table and fail the reader
         assert dg.materialize([branch, reader], partition_key=key, resources={"io_manager": manager}).success
     with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
-        types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
-                                 "WHERE table_name = 'branch'").fetchall())
+        types = dict(
+            con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'branch'"
+            ).fetchall()
+        )
     assert types["n"] == "BIGINT" and types["x"] == "DOUBLE"  # not the placeholder types of the empty output
 
 

@@ -17,12 +17,12 @@ import dagster as dg
 import pytest
 import yaml
 
-from dsc_assets.definitions import build_definitions, build_resources
-from dsc_assets.lib.profiles import PROJECT_ROOT, Profile, load_profile
 from dsc_assets.build.staleness import asset_order, plan
-from dsc_assets.lib.tasks import TaskSpec
+from dsc_assets.definitions import build_definitions, build_resources
 from dsc_assets.defs.inputs import Environment
 from dsc_assets.defs.stage import STAGES, current_versions
+from dsc_assets.lib.profiles import PROJECT_ROOT, Profile, load_profile
+from dsc_assets.lib.task_spec import TaskSpec
 
 TASKS = ["sentiment", "sycophancy"]  # vader and judge scorers; sentiment has an almost: block, sycophancy none
 GENERATION = {"drafts", "critiques", "revisions", "contrastive_pairs"}
@@ -32,8 +32,11 @@ ALMOST_TRAINED = {"reward_model", "almost_sft_checkpoint", "almost_rl_checkpoint
 TRAINED = CHECKPOINTS | ALMOST_TRAINED
 TRAINER_READERS = TRAINED | {"evaluation"}
 SAMPLERS = GENERATION | ALMOST_GENERATION  # sampling and the generator model
-SYSTEM_PROMPT_READERS = SAMPLERS | ALMOST_TRAINED | {"self_reward_scores", "sft_dataset", "dpo_dataset", "dlma_pairs",
-                                                     "evaluation", "reward_model_agreement"}
+SYSTEM_PROMPT_READERS = (
+    SAMPLERS
+    | ALMOST_TRAINED
+    | {"self_reward_scores", "sft_dataset", "dpo_dataset", "dlma_pairs", "evaluation", "reward_model_agreement"}
+)
 
 # task.yaml edits of sentiment: (dotted field, new value) -> assets stale for their own reason (sentiment only)
 TASK_FIELDS: list[tuple[str, object, set[str]]] = [
@@ -64,8 +67,11 @@ PROFILE_SETTINGS: list[tuple[str, object, dict[str, set[str]]]] = [
     ("generator.model", FAKE_MODEL, {t: SAMPLERS for t in TASKS}),
     ("generator.n_ctx", 512, {}),
     ("generator.n_threads", 1, {}),
-    ("judge.model", FAKE_MODEL, {"sentiment": {"self_reward_scores"},
-                                 "sycophancy": {"self_reward_scores", "reward_scores", "evaluation"}}),
+    (
+        "judge.model",
+        FAKE_MODEL,
+        {"sentiment": {"self_reward_scores"}, "sycophancy": {"self_reward_scores", "reward_scores", "evaluation"}},
+    ),
     ("judge.n_ctx", 512, {}),
     ("student.model", FAKE_MODEL, {t: TRAINER_READERS | {"almost_responses"} for t in TASKS}),
     ("student.n_ctx", 512, {}),
@@ -146,9 +152,17 @@ def _record_built(instance: dg.DagsterInstance, profile: Profile, home: Path) ->
             metadata = {"upstream_data_versions": {parent: f"{parent}-{task}" for parent in upstream[asset]}}
             if (asset, task) in versions:
                 metadata["task_version"], metadata["input_versions"] = versions[(asset, task)]
-            instance.report_runless_asset_event(dg.AssetMaterialization(
-                asset, partition=task, metadata=metadata,
-                tags={"dagster/code_version": STAGES[asset].code_version, "dagster/data_version": f"{asset}-{task}"}))
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(
+                    asset,
+                    partition=task,
+                    metadata=metadata,
+                    tags={
+                        "dagster/code_version": STAGES[asset].code_version,
+                        "dagster/data_version": f"{asset}-{task}",
+                    },
+                )
+            )
 
 
 def _plan(profile: Profile, home: Path, instance) -> tuple[set, set]:
@@ -163,8 +177,13 @@ def _downstream(roots: set[tuple[str, str]], home: Path) -> set[tuple[str, str]]
     _, upstream = asset_order(build_definitions(load_profile("test"), home))
     closure = set(roots)
     while True:
-        more = {(child, task) for child, parents in upstream.items() for parent in parents for task in TASKS
-                if (parent, task) in closure} - closure
+        more = {
+            (child, task)
+            for child, parents in upstream.items()
+            for parent in parents
+            for task in TASKS
+            if (parent, task) in closure
+        } - closure
         if not more:
             return closure
         closure |= more
@@ -218,8 +237,12 @@ def test_a_model_file_is_tracked_by_content_not_by_name(world):
         assert _plan(profile, home, instance) == (set(), set())
         (world / FAKE_MODEL).write_bytes(b"GGUF" + b"\1" * 80)  # same path, other weights
         roots, _ = _plan(profile, home, instance)
-    assert roots == {("self_reward_scores", "sentiment"), ("self_reward_scores", "sycophancy"),
-                     ("reward_scores", "sycophancy"), ("evaluation", "sycophancy")}
+    assert roots == {
+        ("self_reward_scores", "sentiment"),
+        ("self_reward_scores", "sycophancy"),
+        ("reward_scores", "sycophancy"),
+        ("evaluation", "sycophancy"),
+    }
 
 
 def test_plan_names_the_inputs_that_changed(world, built):

@@ -8,8 +8,8 @@ import dagster as dg
 import duckdb
 import pytest
 
-from dsc_assets.defs.generation import assets
 from dsc_assets.definitions import build_resources
+from dsc_assets.defs.generation import assets
 from dsc_assets.lib.profiles import load_profile
 from dsc_assets.lib.samples import SAMPLE_COLUMNS
 from dsc_assets.lib.tasks import Task, load_task, load_task_spec
@@ -19,8 +19,12 @@ CHAIN = [assets.raw_prompts, assets.drafts, assets.critiques, assets.revisions]
 
 
 def _materialize(home, partition="sentiment", selection=CHAIN):
-    result = dg.materialize(selection, partition_key=partition, resources=build_resources(load_profile("test"), home),
-                            instance=dg.DagsterInstance.ephemeral())
+    result = dg.materialize(
+        selection,
+        partition_key=partition,
+        resources=build_resources(load_profile("test"), home),
+        instance=dg.DagsterInstance.ephemeral(),
+    )
     assert result.success
     return result
 
@@ -49,8 +53,10 @@ def _train_ids(task, count, prefix="extra"):
 def small_sentiment(prompts_copy):
     """The sentiment task with three train prompts, so the chain is short and exactly countable."""
     task = Task("sentiment", prompts_copy / "sentiment", load_task_spec("sentiment", prompts_copy), [])
-    lines = [json.dumps({"id": i, "prompt": f"Write a negative review of the film number {k}."})
-             for k, i in enumerate(_train_ids(task, 3))]
+    lines = [
+        json.dumps({"id": i, "prompt": f"Write a negative review of the film number {k}."})
+        for k, i in enumerate(_train_ids(task, 3))
+    ]
     (prompts_copy / "sentiment" / "prompts.jsonl").write_text("\n".join(lines) + "\n")
     return prompts_copy
 
@@ -76,9 +82,14 @@ def test_chain_writes_samples_and_rerun_costs_nothing(dsc_home, small_sentiment)
     for asset in ("drafts", "critiques", "revisions"):
         assert _metadata(second, asset)["model_calls"] == 0
         assert _metadata(second, asset)["cache_hits"] == 3
+
     # Identical output, identical data version: downstream stays fresh.
-    versions = lambda r: {e.asset_key.to_user_string(): e.materialization.tags.get("dagster/data_version")  # noqa: E731
-                          for e in r.get_asset_materialization_events()}
+    def versions(result):
+        return {
+            e.asset_key.to_user_string(): e.materialization.tags.get("dagster/data_version")
+            for e in result.get_asset_materialization_events()
+        }
+
     assert versions(first) == versions(second)
 
 
@@ -118,10 +129,18 @@ def test_several_revision_steps_chain_on_each_other(dsc_home, small_sentiment):
 
 def test_malformed_task_fails_the_run_with_the_file_and_field(dsc_home, prompts_copy):
     (prompts_copy / "sentiment" / "task.yaml").write_text("description: d\nsystem_prompt: s\n")
-    result = dg.materialize(CHAIN[:1], partition_key="sentiment", resources=build_resources(load_profile("test"), dsc_home),
-                            instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    result = dg.materialize(
+        CHAIN[:1],
+        partition_key="sentiment",
+        resources=build_resources(load_profile("test"), dsc_home),
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
-    message = str(failure.step_failure_data.user_failure_data.description if failure.step_failure_data.user_failure_data
-                  else failure.step_failure_data.error.message)
+    message = str(
+        failure.step_failure_data.user_failure_data.description
+        if failure.step_failure_data.user_failure_data
+        else failure.step_failure_data.error.message
+    )
     assert "sentiment/task.yaml: field 'critique_template' is missing" in message

@@ -28,17 +28,31 @@ mutation Launch($params: LaunchBackfillParams!) {
 
 def test_backfill_of_three_partitions_through_the_queue(tmp_path):
     root = private_tasks(tmp_path / "prompts", {task: 2 for task in TASKS})
-    env = {**os.environ, "DSC_PROFILE": "test", "DSC_PROMPTS_DIR": str(root), "DSC_HOME": str(tmp_path / "home"),
-           "DAGSTER_HOME": str(tmp_path / "dagster"), "OMP_WAIT_POLICY": "PASSIVE"}
+    env = {
+        **os.environ,
+        "DSC_PROFILE": "test",
+        "DSC_PROMPTS_DIR": str(root),
+        "DSC_HOME": str(tmp_path / "home"),
+        "DAGSTER_HOME": str(tmp_path / "dagster"),
+        "OMP_WAIT_POLICY": "PASSIVE",
+    }
     with dagster_dev(env) as port:
-        result = graphql(port, LAUNCH, {"params": {
-            "selector": {"partitionSetName": "dsc_job_partition_set",
-                         "repositorySelector": {"repositoryName": "__repository__", "repositoryLocationName": "dsc"}},
-            "partitionNames": TASKS,
-            "assetSelection": [{"path": ["raw_prompts"]}, {"path": ["drafts"]}],
-            # Submit the three runs to the run queue now rather than at the backfill daemon's next 30 s tick.
-            "forceSynchronousSubmission": True,
-        }})["data"]["launchPartitionBackfill"]
+        result = graphql(
+            port,
+            LAUNCH,
+            {
+                "params": {
+                    "selector": {
+                        "partitionSetName": "dsc_job_partition_set",
+                        "repositorySelector": {"repositoryName": "__repository__", "repositoryLocationName": "dsc"},
+                    },
+                    "partitionNames": TASKS,
+                    "assetSelection": [{"path": ["raw_prompts"]}, {"path": ["drafts"]}],
+                    # Submit the three runs to the run queue now rather than at the backfill daemon's next 30 s tick.
+                    "forceSynchronousSubmission": True,
+                }
+            },
+        )["data"]["launchPartitionBackfill"]
         assert result["__typename"] == "LaunchBackfillSuccess", result
         with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
             deadline = time.monotonic() + 420
@@ -48,7 +62,8 @@ def test_backfill_of_three_partitions_through_the_queue(tmp_path):
                     break
                 time.sleep(2)
             records = instance.get_run_records(dg.RunsFilter(run_ids=result["launchedRunIds"]))
-    assert sorted((r.dagster_run.tags["dagster/partition"], r.dagster_run.status.value) for r in records) == \
-        [(task, "SUCCESS") for task in TASKS]
+    assert sorted((r.dagster_run.tags["dagster/partition"], r.dagster_run.status.value) for r in records) == [
+        (task, "SUCCESS") for task in TASKS
+    ]
     spans = sorted((r.start_time, r.end_time) for r in records)
     assert all(later[0] >= earlier[1] - 0.5 for earlier, later in zip(spans, spans[1:])), "the queue runs one at a time"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,14 +18,27 @@ from dsc_assets_tests.conftest import PROJECT_ROOT, run_cli
 
 def _env(tmp_path: Path, **extra) -> dict[str, str]:
     (tmp_path / "dagster_home").mkdir(exist_ok=True)
-    return {"DSC_PROFILE": "test", "DSC_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-            **extra}
+    return {
+        "DSC_PROFILE": "test",
+        "DSC_HOME": str(tmp_path / "home"),
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        **extra,
+    }
 
 
 def test_dagster_asset_materialize_selects_the_chain(tmp_path):
     result = run_cli(
-        ["dagster", "asset", "materialize", "-m", "dsc_assets.definitions", "--select",
-         "raw_prompts,drafts,critiques,revisions", "--partition", "sentiment"],
+        [
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "dsc_assets.definitions",
+            "--select",
+            "raw_prompts,drafts,critiques,revisions",
+            "--partition",
+            "sentiment",
+        ],
         _env(tmp_path),
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -41,11 +54,25 @@ def test_killed_run_loses_only_the_rows_in_flight(tmp_path):
     profile.update(max_prompts_per_task=24, max_tokens_cap=48)
     profile_path = tmp_path / "kill.yaml"
     profile_path.write_text(yaml.safe_dump(profile))
-    env = {**os.environ, **_env(tmp_path), "PYTHONUNBUFFERED": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    command = ["dsc", "run", "--tasks", "sentiment", "--profile", str(profile_path), "--select",
-               "raw_prompts,drafts,critiques,revisions"]
-    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        **_env(tmp_path),
+        "PYTHONUNBUFFERED": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    command = [
+        "dsc",
+        "run",
+        "--tasks",
+        "sentiment",
+        "--profile",
+        str(profile_path),
+        "--select",
+        "raw_prompts,drafts,critiques,revisions",
+    ]
+    process = subprocess.Popen(
+        command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.monotonic() + 300
     for line in process.stdout:  # wait until some drafts are committed and others in flight, then kill without warning
         progress = re.search(r"draft step 0: (\d+)/(\d+) rows generated", line)
@@ -102,13 +129,20 @@ def test_first_error_line_names_a_server_fault(tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     profile = yaml.safe_load((PROJECT_ROOT / "profiles" / "test.yaml").read_text())
-    profile["generator"] = {"backend": "openai", "base_url": f"http://127.0.0.1:{server.server_port}/v1", "model": "m",
-                            "max_retries": 0, "timeout_s": 10}
+    profile["generator"] = {
+        "backend": "openai",
+        "base_url": f"http://127.0.0.1:{server.server_port}/v1",
+        "model": "m",
+        "max_retries": 0,
+        "timeout_s": 10,
+    }
     path = tmp_path / "server.yaml"
     path.write_text(yaml.safe_dump(profile))
     try:
-        result = run_cli(["dsc", "run", "--tasks", "sentiment", "--profile", str(path), "--select", "raw_prompts,drafts"],
-                         _env(tmp_path))
+        result = run_cli(
+            ["dsc", "run", "--tasks", "sentiment", "--profile", str(path), "--select", "raw_prompts,drafts"],
+            _env(tmp_path),
+        )
     finally:
         server.shutdown()
     assert result.returncode == 1

@@ -9,6 +9,7 @@ import yaml
 
 from dsc_assets_tests.conftest import PROJECT_ROOT, run_cli
 
+
 def _profile(tmp_path, name, **overrides):
     """The test profile, two train prompts, with its quality overrides replaced (the shipped thresholds for the keys
     left out)."""
@@ -19,17 +20,32 @@ def _profile(tmp_path, name, **overrides):
     return str(path)
 
 
-RELAXED = dict(min_rows=0, min_chars=0, max_repetition=1.0, max_echo=1.0, max_source_echo=1.0, max_unchanged_rate=1.0,
-               max_template_echo=1.0, max_duplicate_rate=1.0, min_acceptance_rate=0.0)
+RELAXED = dict(
+    min_rows=0,
+    min_chars=0,
+    max_repetition=1.0,
+    max_echo=1.0,
+    max_source_echo=1.0,
+    max_unchanged_rate=1.0,
+    max_template_echo=1.0,
+    max_duplicate_rate=1.0,
+    min_acceptance_rate=0.0,
+)
 
 
-LOOPING = {"system_prompt": "Whatever the user asks, reply with the single word no repeated fifty times: no no no no",
-           "sampling": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 200, "seed": 1234, "repeat_penalty": 0.5}}
+LOOPING = {
+    "system_prompt": "Whatever the user asks, reply with the single word no repeated fifty times: no no no no",
+    "sampling": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 200, "seed": 1234, "repeat_penalty": 0.5},
+}
 
 
 def test_planted_bad_batch_blocks_the_downstream_assets_a_ci_job_gates_on(tmp_path, prompts_copy):
     (tmp_path / "dagster").mkdir()
-    env = {"DSC_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path / "dagster"), "DSC_PROMPTS_DIR": str(prompts_copy)}
+    env = {
+        "DSC_HOME": str(tmp_path / "home"),
+        "DAGSTER_HOME": str(tmp_path / "dagster"),
+        "DSC_PROMPTS_DIR": str(prompts_copy),
+    }
     gate = ["dsc", "gate", "--partition", "sentiment", "--assets", "critiques,revisions,preference_pairs", "--profile"]
 
     # 1. A first build passes the gate under rules the 135M model can meet (the gate builds what it judges).

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-
 from pathlib import Path
 
 import dagster as dg
@@ -14,13 +13,18 @@ import pytest
 
 from dsc_assets_tests.conftest import private_tasks, run_cli
 
+
 @pytest.fixture
 def two_tasks(tmp_path):
     """sentiment and sycophancy, three train prompts each, in a private prompts folder and DSC_HOME."""
     root = private_tasks(tmp_path / "prompts", {"sentiment": 3, "sycophancy": 3})
     (tmp_path / "dagster").mkdir()
-    env = {"DSC_PROFILE": "test", "DSC_PROMPTS_DIR": str(root), "DSC_HOME": str(tmp_path / "home"),
-           "DAGSTER_HOME": str(tmp_path / "dagster")}
+    env = {
+        "DSC_PROFILE": "test",
+        "DSC_PROMPTS_DIR": str(root),
+        "DSC_HOME": str(tmp_path / "home"),
+        "DAGSTER_HOME": str(tmp_path / "dagster"),
+    }
     return root, env, tmp_path / "home"
 
 
@@ -59,13 +63,17 @@ def test_edited_revision_template_rebuilds_only_that_tasks_revisions(two_tasks, 
     assert "nothing is stale" in _dsc(env, "plan")
 
     task_file = root / "sentiment" / "task.yaml"
-    task_file.write_text(task_file.read_text().replace("clearly positive about the movie", "warmly positive about the film"))
+    task_file.write_text(
+        task_file.read_text().replace("clearly positive about the movie", "warmly positive about the film")
+    )
     planned = _dsc(env, "plan")
     assert _stale(planned) == {("revisions", "sentiment")}, planned
     assert "3 (+0 cached)" in planned  # the cost: three revisions, nothing from the cache
     # `dagster dev`'s sensor sees the same thing and asks for exactly that run
     requests = _sensor(env, monkeypatch)
-    assert [(r.partition_key, [k.path[-1] for k in r.asset_selection]) for r in requests] == [("sentiment", ["revisions"])]
+    assert [(r.partition_key, [k.path[-1] for k in r.asset_selection]) for r in requests] == [
+        ("sentiment", ["revisions"])
+    ]
 
     before = _calls(home)
     _dsc(env, "refresh")
@@ -83,8 +91,11 @@ def _sensor(env, monkeypatch):
     monkeypatch.setenv("DSC_PROMPTS_DIR", env["DSC_PROMPTS_DIR"])
     defs = build_definitions(load_profile("test"), Path(env["DSC_HOME"]))
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
-        context = dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def(),
-                                          resources={k: defs.resources[k] for k in ("settings", "llm", "rewards", "student", "trainer")})
+        context = dg.build_sensor_context(
+            instance=instance,
+            repository_def=defs.get_repository_def(),
+            resources={k: defs.resources[k] for k in ("settings", "llm", "rewards", "student", "trainer")},
+        )
         return dsc_refresh_sensor(context)
 
 
@@ -92,8 +103,13 @@ def test_whitespace_only_edit_stops_at_the_first_asset(two_tasks):
     root, env, home = two_tasks
     _dsc(env, "refresh")
     prompts = root / "sentiment" / "prompts.jsonl"
-    reformatted = "\n".join(json.dumps(json.loads(line), indent=None, separators=(", ", ":  "))
-                            for line in prompts.read_text().splitlines()) + "\n\n"
+    reformatted = (
+        "\n".join(
+            json.dumps(json.loads(line), indent=None, separators=(", ", ":  "))
+            for line in prompts.read_text().splitlines()
+        )
+        + "\n\n"
+    )
     prompts.write_text(reformatted)
     planned = _dsc(env, "plan")
     # the prompts file changed, so raw_prompts must be rebuilt; the rest waits on it (stale only upstream)
@@ -109,7 +125,9 @@ def test_whitespace_only_edit_stops_at_the_first_asset(two_tasks):
 
 def test_adding_a_task_folder_adds_a_partition(two_tasks):
     root, env, _ = two_tasks
-    code = "from dsc_assets.defs.partitions import task_partitions; print(','.join(task_partitions.get_partition_keys()))"
+    code = (
+        "from dsc_assets.defs.partitions import task_partitions; print(','.join(task_partitions.get_partition_keys()))"
+    )
     assert run_cli(["python", "-c", code], env).stdout.strip() == "sentiment,sycophancy"
     shutil.copytree(root / "sentiment", root / "reviews")
     assert run_cli(["python", "-c", code], env).stdout.strip() == "reviews,sentiment,sycophancy"

@@ -20,7 +20,9 @@ def test_plan_counts_no_contrastive_call_when_dlma_is_off(tmp_path):
 
     def calls(methods):
         resources = build_resources(profile.model_copy(update={"methods": methods}), tmp_path)
-        return {asset: cost.calls for asset, cost in generation_cost(task, resources["settings"], resources["llm"]).items()}
+        return {
+            asset: cost.calls for asset, cost in generation_cost(task, resources["settings"], resources["llm"]).items()
+        }
 
     every, no_dlma = calls(list(METHODS)), calls(["sft", "dpo"])
     assert every["contrastive_pairs"] == 2 * every["drafts"] > 0  # two affixes per train prompt, empty cache
@@ -32,14 +34,26 @@ def test_a_run_without_dlma_and_almost_makes_no_model_call_for_them(tmp_path):
     profile = tmp_path / "sft_only.yaml"
     profile.write_text(open("profiles/test.yaml").read() + "methods: [sft, dpo]\n")
     (tmp_path / "dagster").mkdir()
-    env = {"DSC_PROFILE": str(profile), "DSC_PROMPTS_DIR": str(root), "DSC_HOME": str(tmp_path / "home"),
-           "DAGSTER_HOME": str(tmp_path / "dagster")}
-    branches = ("raw_prompts,contrastive_pairs,self_reward_scores,dlma_pairs,dlma_checkpoint,almost_responses,"
-                "synthetic_comparisons,reward_model,rmsp_demonstrations,almost_sft_checkpoint")
+    env = {
+        "DSC_PROFILE": str(profile),
+        "DSC_PROMPTS_DIR": str(root),
+        "DSC_HOME": str(tmp_path / "home"),
+        "DAGSTER_HOME": str(tmp_path / "dagster"),
+    }
+    branches = (
+        "raw_prompts,contrastive_pairs,self_reward_scores,dlma_pairs,dlma_checkpoint,almost_responses,"
+        "synthetic_comparisons,reward_model,rmsp_demonstrations,almost_sft_checkpoint"
+    )
     run = run_cli(["dsc", "run", "--tasks", "sentiment", "--select", branches], env, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     with duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True) as con:
-        for table in ("contrastive_pairs", "self_reward_scores", "dlma_pairs", "almost_responses", "rmsp_demonstrations"):
+        for table in (
+            "contrastive_pairs",
+            "self_reward_scores",
+            "dlma_pairs",
+            "almost_responses",
+            "rmsp_demonstrations",
+        ):
             assert con.execute(f"SELECT count(*) FROM dsc.{table}").fetchone()[0] == 0, table
         dlma = con.execute("SELECT status FROM dsc.dlma_checkpoint").fetchone()[0]
         almost_sft = con.execute("SELECT status FROM dsc.almost_sft_checkpoint").fetchone()[0]
@@ -49,5 +63,7 @@ def test_a_run_without_dlma_and_almost_makes_no_model_call_for_them(tmp_path):
         with duckdb.connect(str(cache), read_only=True) as con:
             tables = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()]
             assert sum(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables) == 0
-    gate = run_cli(["dsc", "gate", "--tasks", "sentiment", "--check-only", "--assets", "dlma_pairs,rmsp_demonstrations"], env)
+    gate = run_cli(
+        ["dsc", "gate", "--tasks", "sentiment", "--check-only", "--assets", "dlma_pairs,rmsp_demonstrations"], env
+    )
     assert gate.returncode == 0, gate.stdout[-3000:] + gate.stderr[-3000:]

@@ -11,8 +11,8 @@ from datasets import load_from_disk
 
 from dsc_assets.definitions import build_definitions
 from dsc_assets.lib.profiles import load_profile
-from dsc_assets.lib.tasks import load_task
 from dsc_assets.lib.stats import subset_table
+from dsc_assets.lib.tasks import load_task
 from resources import stores
 
 
@@ -27,15 +27,28 @@ def test_full_graph_then_reproducible_evaluation(dsc_home):
     result = defs.resolve_job_def("dsc_job").execute_in_process(partition_key="sentiment", instance=instance)
     assert result.success
     materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
-    assert {"reward_scores", "accepted_samples", "preference_pairs", "sft_dataset", "dpo_dataset", "dlma_pairs",
-            "sft_checkpoint", "dpo_checkpoint", "rdpo_checkpoint", "dlma_checkpoint", "evaluation"} <= materialized
+    assert {
+        "reward_scores",
+        "accepted_samples",
+        "preference_pairs",
+        "sft_dataset",
+        "dpo_dataset",
+        "dlma_pairs",
+        "sft_checkpoint",
+        "dpo_checkpoint",
+        "rdpo_checkpoint",
+        "dlma_checkpoint",
+        "evaluation",
+    } <= materialized
     assert all(e.passed for e in result.get_asset_check_evaluations())
 
     rewards = _table(dsc_home, "reward_scores")
     assert set(rewards["step"]) == {0, 1} and rewards["reward"].between(-1, 1).all()
     accepted = _table(dsc_home, "accepted_samples")
     # Greedy-ish acceptance (T = 0.05): a revision is kept only with a reward gain or a lucky draw.
-    assert (accepted.loc[accepted["accepted"], "sample_reward"] >= accepted.loc[accepted["accepted"], "draft_reward"] - 0.5).all()
+    assert (
+        accepted.loc[accepted["accepted"], "sample_reward"] >= accepted.loc[accepted["accepted"], "draft_reward"] - 0.5
+    ).all()
     sft = _table(dsc_home, "sft_dataset")
     if len(sft):
         records = load_from_disk(sft["dataset_path"].iloc[0]).to_list()
@@ -45,7 +58,13 @@ def test_full_graph_then_reproducible_evaluation(dsc_home):
     assert "base" in evaluation.index and evaluation.loc["base", "difference_vs_base"] == 0.0
     assert "base_original" in evaluation.index  # the null control: the packaged student beside its exported copy
     assert (evaluation["samples_per_prompt"] == 2).all()  # rewards averaged over two seeded samples per prompt
-    assert evaluation[["on_topic_rate", "degenerate_rate", "refusal_rate"]].drop(index="almost_rl vs almost_sft", errors="ignore").notna().all().all()
+    assert (
+        evaluation[["on_topic_rate", "degenerate_rate", "refusal_rate"]]
+        .drop(index="almost_rl vs almost_sft", errors="ignore")
+        .notna()
+        .all()
+        .all()
+    )
     trained = [m for m in ("sft", "dpo", "rdpo", "dlma") if m in evaluation.index]
     checkpoints = pd.concat([_table(dsc_home, f"{m}_checkpoint") for m in ("sft", "dpo", "rdpo", "dlma")])
     assert sorted(trained) == sorted(checkpoints.loc[checkpoints["status"] == "trained", "method"])
@@ -56,8 +75,15 @@ def test_full_graph_then_reproducible_evaluation(dsc_home):
     assert json.loads(evaluation.loc["base", "per_prompt"])["prompt_id"] == test_ids
     seed = load_task("sentiment").spec.acceptance.seed
     everything = subset_table(evaluation.reset_index(), lambda prompt_id: True, seed=seed).set_index("model")
-    columns = ["prompts", "mean_reward", "difference_vs_base", "ci95_low", "ci95_high", "win_rate_vs_base",
-               "on_topic_vs_base"]
+    columns = [
+        "prompts",
+        "mean_reward",
+        "difference_vs_base",
+        "ci95_low",
+        "ci95_high",
+        "win_rate_vs_base",
+        "on_topic_vs_base",
+    ]
     models = [m for m in evaluation.index if m != "almost_rl vs almost_sft"]
     pd.testing.assert_frame_equal(everything.loc[models, columns], evaluation.loc[models, columns], check_dtype=False)
     report = (dsc_home / "artifacts" / "reports" / "sentiment" / "evaluation.md").read_text()
@@ -67,7 +93,9 @@ def test_full_graph_then_reproducible_evaluation(dsc_home):
     stores.close_all()
     (dsc_home / "cache.duckdb").unlink()
     again = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        partition_key="sentiment", instance=instance, asset_selection=[dg.AssetKey("evaluation")],
+        partition_key="sentiment",
+        instance=instance,
+        asset_selection=[dg.AssetKey("evaluation")],
     )
     assert again.success
     pd.testing.assert_frame_equal(_table(dsc_home, "evaluation").set_index("model"), evaluation)

@@ -8,7 +8,6 @@ Dagster's status is not transitive (an asset whose parent is stale shows fresh u
 
 from __future__ import annotations
 
-
 import dagster as dg
 import pytest
 import yaml
@@ -16,9 +15,9 @@ from dagster._core.definitions.data_version import CachingStaleStatusResolver, S
 from dagster._core.definitions.observe import observe
 from dagster._core.loader import LoadingContextForTest
 
+from dsc_assets.build.staleness import plan
 from dsc_assets.definitions import build_definitions
 from dsc_assets.lib.profiles import load_profile
-from dsc_assets.build.staleness import plan
 from dsc_assets_tests.conftest import private_tasks
 
 TASKS = ["sentiment", "sycophancy"]
@@ -35,8 +34,12 @@ def small_tasks(tmp_path, monkeypatch, dsc_home):
 
 def _ui_stale(defs: dg.Definitions, instance: dg.DagsterInstance) -> set[tuple[str, str]]:
     resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(), LoadingContextForTest(instance))
-    return {(asset, task) for asset in CHAIN for task in TASKS
-            if resolver.get_status(dg.AssetKey(asset), task) == StaleStatus.STALE}
+    return {
+        (asset, task)
+        for asset in CHAIN
+        for task in TASKS
+        if resolver.get_status(dg.AssetKey(asset), task) == StaleStatus.STALE
+    }
 
 
 def _observe_button(defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
@@ -71,8 +74,9 @@ def test_ui_status_agrees_with_plan_per_partition(small_tasks, dsc_home):
     with dg.DagsterInstance.ephemeral() as instance:
         job = defs.resolve_implicit_global_asset_job_def()
         for task in TASKS:
-            assert job.execute_in_process(partition_key=task, instance=instance,
-                                          asset_selection=[dg.AssetKey(a) for a in CHAIN]).success
+            assert job.execute_in_process(
+                partition_key=task, instance=instance, asset_selection=[dg.AssetKey(a) for a in CHAIN]
+            ).success
         assert _agreeing(defs, instance) == set()
 
         # One task's template: that task's revisions, in the UI as in the plan; the other task stays fresh.
@@ -95,6 +99,11 @@ def test_ui_status_agrees_with_plan_per_partition(small_tasks, dsc_home):
         task_file = small_tasks / "sycophancy" / "task.yaml"
         spec = yaml.safe_load(task_file.read_text())
         task_file.write_text(yaml.safe_dump({**spec, "revision_template": spec["revision_template"] + "\nBe brief."}))
-        assert capped.resolve_implicit_global_asset_job_def().execute_in_process(
-            partition_key="sycophancy", instance=instance, asset_selection=[dg.AssetKey("revisions")]).success
+        assert (
+            capped.resolve_implicit_global_asset_job_def()
+            .execute_in_process(
+                partition_key="sycophancy", instance=instance, asset_selection=[dg.AssetKey("revisions")]
+            )
+            .success
+        )
         assert _agreeing(capped, instance) == set()

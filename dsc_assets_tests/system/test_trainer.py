@@ -14,17 +14,32 @@ FILMS = ["Jaws", "Titanic", "Alien", "Heat", "Up", "Cars"]
 
 
 def _trainer(tmp_path, **overrides) -> LoRATrainer:
-    settings = dict(model_cache_dir=str(tmp_path.parent / "shared_models"), device="cpu", max_steps=6,
-                    per_device_batch_size=2, grad_accum=1, learning_rate=3e-3, max_length=96, lora_r=8)
+    settings = dict(
+        model_cache_dir=str(tmp_path.parent / "shared_models"),
+        device="cpu",
+        max_steps=6,
+        per_device_batch_size=2,
+        grad_accum=1,
+        learning_rate=3e-3,
+        max_length=96,
+        lora_r=8,
+    )
     return LoRATrainer(**{**settings, **overrides})
 
 
 @pytest.fixture(scope="module")
 def sft_result(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sft")
-    rows = [{"messages": [SYSTEM, {"role": "user", "content": f"Review {film}."},
-                          {"role": "assistant", "content": f"{film} is a delight: warm, funny and beautifully made."}]}
-            for film in FILMS]
+    rows = [
+        {
+            "messages": [
+                SYSTEM,
+                {"role": "user", "content": f"Review {film}."},
+                {"role": "assistant", "content": f"{film} is a delight: warm, funny and beautifully made."},
+            ]
+        }
+        for film in FILMS
+    ]
     trainer = _trainer(tmp)
     return trainer, trainer.train_sft(Dataset.from_list(rows), str(tmp / "sft")), tmp
 
@@ -36,11 +51,19 @@ def test_sft_steps_reduce_training_loss(sft_result):
 
 
 def test_rdpo_steps_reduce_training_loss(tmp_path):
-    rows = [{"prompt": [SYSTEM, {"role": "user", "content": f"Review {film}."}],
-             "chosen": [{"role": "assistant", "content": f"{film} is wonderful and moving."}],
-             "rejected": [{"role": "assistant", "content": f"{film} is dull garbage."}],
-             "score_chosen": 0.9, "score_rejected": -0.8} for film in FILMS]
-    result = _trainer(tmp_path, learning_rate=5e-3).train_dpo(Dataset.from_list(rows), str(tmp_path / "rdpo"), loss="rdpo")
+    rows = [
+        {
+            "prompt": [SYSTEM, {"role": "user", "content": f"Review {film}."}],
+            "chosen": [{"role": "assistant", "content": f"{film} is wonderful and moving."}],
+            "rejected": [{"role": "assistant", "content": f"{film} is dull garbage."}],
+            "score_chosen": 0.9,
+            "score_rejected": -0.8,
+        }
+        for film in FILMS
+    ]
+    result = _trainer(tmp_path, learning_rate=5e-3).train_dpo(
+        Dataset.from_list(rows), str(tmp_path / "rdpo"), loss="rdpo"
+    )
     assert result.steps == 6
     assert result.losses[0] == pytest.approx(np.log(2), abs=0.05)  # the policy starts as the reference: h = 0
     assert np.mean(result.losses[-2:]) < result.losses[0]
@@ -53,13 +76,16 @@ def test_exported_gguf_loads_in_llama_cpp_and_matches_the_merged_model(sft_resul
     trainer, result, tmp = sft_result
     path = trainer.export_gguf(result.merged_dir, str(tmp / "student-sft.gguf"))
     llm = LlamaCppLLM(cache_path=str(tmp / "cache.duckdb"), model=path, n_ctx=512)
-    text = llm.chat([SYSTEM, {"role": "user", "content": "Review Heat."}], SamplingParams(temperature=0, max_tokens=16)).text
+    text = llm.chat(
+        [SYSTEM, {"role": "user", "content": "Review Heat."}], SamplingParams(temperature=0, max_tokens=16)
+    ).text
     assert text.strip()
     # The same next-token choice from the HF merged model and from the exported GGUF (q/k permutation is right).
     tokenizer = AutoTokenizer.from_pretrained(result.merged_dir)
     merged = AutoModelForCausalLM.from_pretrained(result.merged_dir)
-    prompt = tokenizer.apply_chat_template([SYSTEM, {"role": "user", "content": "Review Up."}], tokenize=False,
-                                           add_generation_prompt=True)
+    prompt = tokenizer.apply_chat_template(
+        [SYSTEM, {"role": "user", "content": "Review Up."}], tokenize=False, add_generation_prompt=True
+    )
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     with torch.no_grad():
         hf_logits = merged(torch.tensor([ids])).logits[0, -1].numpy()
@@ -84,16 +110,20 @@ def test_a_bfloat16_merged_model_exports_like_its_float32_original(sft_result):
     bf16_dir = tmp / "merged-bf16"
     shutil.copytree(result.merged_dir, bf16_dir, dirs_exist_ok=True)
     for shard in bf16_dir.glob("*.safetensors"):
-        save_file({k: v.bfloat16().contiguous() for k, v in load_file(str(shard)).items()}, str(shard),
-                  metadata={"format": "pt"})
+        save_file(
+            {k: v.bfloat16().contiguous() for k, v in load_file(str(shard)).items()},
+            str(shard),
+            metadata={"format": "pt"},
+        )
     f32 = gguf.GGUFReader(trainer.export_gguf(result.merged_dir, str(tmp / "from-f32.gguf")))
     bf16 = gguf.GGUFReader(trainer.export_gguf(str(bf16_dir), str(tmp / "from-bf16.gguf")))
     exported = {t.name: np.asarray(t.data, dtype=np.float32) for t in bf16.tensors if t.name.endswith("attn_q.weight")}
     assert len(exported) == 30  # every layer's fine-tuned q
     for tensor in f32.tensors:
         if tensor.name in exported:
-            np.testing.assert_allclose(exported[tensor.name], np.asarray(tensor.data, dtype=np.float32),
-                                       rtol=1e-2, atol=1e-3)
+            np.testing.assert_allclose(
+                exported[tensor.name], np.asarray(tensor.data, dtype=np.float32), rtol=1e-2, atol=1e-3
+            )
 
 
 def test_sft_loss_covers_only_the_answer(tmp_path):
@@ -102,8 +132,16 @@ def test_sft_loss_covers_only_the_answer(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    rows = [{"messages": [SYSTEM, {"role": "user", "content": f"Review {film}."},
-                          {"role": "assistant", "content": f"{film} is a delight: warm and funny."}]} for film in FILMS]
+    rows = [
+        {
+            "messages": [
+                SYSTEM,
+                {"role": "user", "content": f"Review {film}."},
+                {"role": "assistant", "content": f"{film} is a delight: warm and funny."},
+            ]
+        }
+        for film in FILMS
+    ]
     trainer = _trainer(tmp_path, max_steps=1, per_device_batch_size=len(rows), lora_dropout=0.0)
     logged = trainer.train_sft(Dataset.from_list(rows), str(tmp_path / "sft")).losses[0]
 
@@ -114,13 +152,20 @@ def test_sft_loss_covers_only_the_answer(tmp_path):
         total, count = 0.0, 0
         for row in rows:
             full = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"]
-            start = len(tokenizer.apply_chat_template(row["messages"][:-1], tokenize=True, add_generation_prompt=True,
-                                                      return_dict=True)["input_ids"]) if prompt_only else 1
+            start = (
+                len(
+                    tokenizer.apply_chat_template(
+                        row["messages"][:-1], tokenize=True, add_generation_prompt=True, return_dict=True
+                    )["input_ids"]
+                )
+                if prompt_only
+                else 1
+            )
             with torch.no_grad():
                 logps = torch.log_softmax(model(torch.tensor([full])).logits[0, :-1].float(), dim=-1)
             targets = torch.tensor(full[1:])
             picked = -logps[torch.arange(len(targets)), targets]
-            total, count = total + float(picked[start - 1:].sum()), count + len(targets) - (start - 1)
+            total, count = total + float(picked[start - 1 :].sum()), count + len(targets) - (start - 1)
         return total / count
 
     answer_only, whole_chat = nll(True), nll(False)
@@ -130,10 +175,16 @@ def test_sft_loss_covers_only_the_answer(tmp_path):
 
 def test_the_sft_term_adds_the_chosen_answers_nll_to_every_preference_loss(tmp_path):
     """dpo_sft_weight w: the first step's loss is ln 2 (policy = reference) + w x the chosen answers' NLL per token."""
-    rows = [{"prompt": [SYSTEM, {"role": "user", "content": f"Review {film}."}],
-             "chosen": [{"role": "assistant", "content": f"{film} is wonderful and moving."}],
-             "rejected": [{"role": "assistant", "content": f"{film} is dull garbage."}],
-             "score_chosen": 0.9, "score_rejected": -0.8} for film in FILMS]
+    rows = [
+        {
+            "prompt": [SYSTEM, {"role": "user", "content": f"Review {film}."}],
+            "chosen": [{"role": "assistant", "content": f"{film} is wonderful and moving."}],
+            "rejected": [{"role": "assistant", "content": f"{film} is dull garbage."}],
+            "score_chosen": 0.9,
+            "score_rejected": -0.8,
+        }
+        for film in FILMS
+    ]
     first = {}
     for loss, weight in (("dpo", 0.0), ("dpo", 1.0), ("dpo", 2.0), ("rdpo", 1.0)):
         trainer = _trainer(tmp_path, max_steps=1, dpo_sft_weight=weight)

@@ -64,14 +64,22 @@ def _wait_for_runs(instance: dg.DagsterInstance, count: int, timeout: float = 60
         if len(runs) >= count and all(r.is_finished for r in runs):
             return runs
         time.sleep(3)
-    raise AssertionError(f"runs did not finish: {[(r.tags.get('dagster/partition'), r.status) for r in instance.get_runs()]}")
+    raise AssertionError(
+        f"runs did not finish: {[(r.tags.get('dagster/partition'), r.status) for r in instance.get_runs()]}"
+    )
 
 
 def test_materialize_button_and_backfill_in_a_real_browser(tmp_path):
     chromium, sync_playwright = _browser_or_skip()
     root = private_tasks(tmp_path / "prompts", {task: 2 for task in TASKS})
-    env = {**os.environ, "DSC_PROFILE": "test", "DSC_PROMPTS_DIR": str(root),
-           "DSC_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path / "dagster"), "OMP_WAIT_POLICY": "PASSIVE"}
+    env = {
+        **os.environ,
+        "DSC_PROFILE": "test",
+        "DSC_PROMPTS_DIR": str(root),
+        "DSC_HOME": str(tmp_path / "home"),
+        "DAGSTER_HOME": str(tmp_path / "dagster"),
+        "OMP_WAIT_POLICY": "PASSIVE",
+    }
     with dagster_dev(env) as port:
         with sync_playwright() as playwright, dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
             browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
@@ -88,7 +96,11 @@ def test_materialize_button_and_backfill_in_a_real_browser(tmp_path):
                 _materialize_group(page, port, "generation", ["privacy", "sycophancy"])
                 runs = _wait_for_runs(instance, 4)
                 assert sorted((r.tags.get("dagster/partition"), r.status.value) for r in runs) == [
-                    ("privacy", "SUCCESS"), ("sentiment", "SUCCESS"), ("sentiment", "SUCCESS"), ("sycophancy", "SUCCESS")]
+                    ("privacy", "SUCCESS"),
+                    ("sentiment", "SUCCESS"),
+                    ("sentiment", "SUCCESS"),
+                    ("sycophancy", "SUCCESS"),
+                ]
 
                 page.goto(f"http://127.0.0.1:{port}/assets/reward_scores?view=events&partition=sentiment")
                 # the event's metadata renders piece by piece: wait for each (counting right after the histogram

@@ -8,9 +8,14 @@ from dsc_assets.lib.acceptance import acceptance_probability, metropolis_hasting
 
 
 def _rate(deltas, temperature, seed=0):
-    return float(np.mean([
-        metropolis_hastings(0.0, delta, temperature, uniform_draw(seed, i)).accepted for i, delta in enumerate(deltas)
-    ]))
+    return float(
+        np.mean(
+            [
+                metropolis_hastings(0.0, delta, temperature, uniform_draw(seed, i)).accepted
+                for i, delta in enumerate(deltas)
+            ]
+        )
+    )
 
 
 def test_greedy_at_zero_temperature_keeps_only_strict_improvements():

@@ -16,8 +16,13 @@ from resources.threads import THREADS_ENV, llama_threads, usable_cores
 
 PARAMS = SamplingParams(temperature=0.9, max_tokens=24, seed=7)
 QUESTIONS = [
-    "Name a fruit.", "Write one sentence about the sea.", "What is 2 + 3?", "Say hello in French.",
-    "Name a colour.", "Describe a cat in five words.", "What is the capital of Italy?",
+    "Name a fruit.",
+    "Write one sentence about the sea.",
+    "What is 2 + 3?",
+    "Say hello in French.",
+    "Name a colour.",
+    "Describe a cat in five words.",
+    "What is the capital of Italy?",
 ]
 
 
@@ -26,8 +31,13 @@ def _messages(question: str) -> list[dict]:
 
 
 def _llm(tmp_path, name: str, batch_size: int = 4) -> LlamaCppLLM:
-    return LlamaCppLLM(cache_path=str(tmp_path / f"{name}.duckdb"), model="smollm2-135m",
-                       model_cache_dir=str(tmp_path / "models"), n_ctx=512, batch_size=batch_size)
+    return LlamaCppLLM(
+        cache_path=str(tmp_path / f"{name}.duckdb"),
+        model="smollm2-135m",
+        model_cache_dir=str(tmp_path / "models"),
+        n_ctx=512,
+        batch_size=batch_size,
+    )
 
 
 def test_a_batch_gives_the_same_texts_from_a_fresh_cache(tmp_path):
@@ -40,7 +50,8 @@ def test_a_batch_gives_the_same_texts_from_a_fresh_cache(tmp_path):
     assert all(g.text for g in first) and len({g.text for g in first}) == len(QUESTIONS)
     assert all(g.finish_reason in ("stop", "length") and 0 < g.completion_tokens <= PARAMS.max_tokens for g in first)
     assert any(g.finish_reason == "length" for g in first) and all(
-        g.completion_tokens == PARAMS.max_tokens for g in first if g.finish_reason == "length")
+        g.completion_tokens == PARAMS.max_tokens for g in first if g.finish_reason == "length"
+    )
 
 
 def test_batch_size_one_reproduces_create_chat_completion(tmp_path):
@@ -48,12 +59,20 @@ def test_batch_size_one_reproduces_create_chat_completion(tmp_path):
     which is why batch size 1 keeps the cache keys of earlier versions."""
     llm = _llm(tmp_path, "one", batch_size=1)
     llama = llm.llama()
-    for question, params in [(QUESTIONS[1], PARAMS), (QUESTIONS[5], PARAMS.model_copy(update={"temperature": 0.0})),
-                             (QUESTIONS[3], PARAMS.model_copy(update={"stop": (" ",), "max_tokens": 40}))]:
+    for question, params in [
+        (QUESTIONS[1], PARAMS),
+        (QUESTIONS[5], PARAMS.model_copy(update={"temperature": 0.0})),
+        (QUESTIONS[3], PARAMS.model_copy(update={"stop": (" ",), "max_tokens": 40})),
+    ]:
         llama.reset()
         out = llama.create_chat_completion(
-            messages=_messages(question), temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
-            max_tokens=params.max_tokens, repeat_penalty=params.repeat_penalty, seed=params.seed,
+            messages=_messages(question),
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            max_tokens=params.max_tokens,
+            repeat_penalty=params.repeat_penalty,
+            seed=params.seed,
             stop=list(params.stop) or None,
         )
         generation = llm.chat(_messages(question), params)
@@ -105,33 +124,55 @@ def test_batched_scores_equal_one_at_a_time_scores(tmp_path):
     135M Q4_1 model carries that rounding into the last digits; the old path itself moves P(Yes) by up to 0.02 between
     one prefill and token-by-token evaluation of the same prompt. Measured batched-vs-old: |dP| <= 0.031, |d log p|
     <= 0.024 (of sums around -10 to -80); the bounds below leave room for another CPU's kernels."""
-    from dsc_assets.lib.tasks import Scorer
-    from resources.rewards import RewardModels, _tokens, chatml, continuation_logprob, next_token_logprobs
+    from dsc_assets.lib.task_spec import Scorer
+    from resources.judge import _tokens, chatml, continuation_logprob, next_token_logprobs
+    from resources.rewards import RewardModels
 
-    models = RewardModels(cache_path=str(tmp_path / "scores.duckdb"), judge_model="smollm2-135m",
-                          model_cache_dir=str(tmp_path / "models"), n_ctx=1024, batch_size=4)
+    models = RewardModels(
+        cache_path=str(tmp_path / "scores.duckdb"),
+        judge_model="smollm2-135m",
+        model_cache_dir=str(tmp_path / "models"),
+        n_ctx=1024,
+        batch_size=4,
+    )
     judge = models.for_task(Scorer(name="judge", options={"question": "Is the response polite?"}))
-    texts = ["Thank you for asking! Happy to help.", "Shut up, idiot.", "Sure, here it is.", "No.", "Maybe later, friend.",
-             "Go away."]
+    texts = [
+        "Thank you for asking! Happy to help.",
+        "Shut up, idiot.",
+        "Sure, here it is.",
+        "No.",
+        "Maybe later, friend.",
+        "Go away.",
+    ]
     batched = judge.score(["Can you help me?"] * len(texts), texts)
     reference_llama = models._model(logits_all=True).llama()
     yes, no = judge.verdict_tokens(reference_llama)
     for text, score in zip(texts, batched):
-        user = (f"{judge.question}\n\nRequest: Can you help me?\n\nResponse: {text}\n\n{judge.question} Answer with Yes or No.")
-        logprobs = next_token_logprobs(reference_llama, _tokens(reference_llama, chatml(
-            [{"role": "system", "content": judge.SYSTEM}, {"role": "user", "content": user}])))
+        user = f"{judge.question}\n\nRequest: Can you help me?\n\nResponse: {text}\n\n{judge.question} Answer with Yes or No."
+        logprobs = next_token_logprobs(
+            reference_llama,
+            _tokens(
+                reference_llama,
+                chatml([{"role": "system", "content": judge.SYSTEM}, {"role": "user", "content": user}]),
+            ),
+        )
         p_yes, p_no = np.exp(logprobs[yes]).sum(), np.exp(logprobs[no]).sum()
         assert score == pytest.approx(p_yes / (p_yes + p_no), abs=0.06)
 
     scorer = models.self_reward()
-    triples = [("You are kind.", "Say something.", "Hello there, friend!"), ("You are rude.", "Say something.", "Go away."),
-               ("You are kind.", "Describe the sea.", "The sea is wide and blue, and it never sleeps."),
-               ("You are rude.", "Describe the sea.", "Wet.")] * 2
+    triples = [
+        ("You are kind.", "Say something.", "Hello there, friend!"),
+        ("You are rude.", "Say something.", "Go away."),
+        ("You are kind.", "Describe the sea.", "The sea is wide and blue, and it never sleeps."),
+        ("You are rude.", "Describe the sea.", "Wet."),
+    ] * 2
     values = scorer.logprobs(triples)
     assert scorer.computed == 4, "repeated triples are scored once"
     assert values[:4] == values[4:]
     for (system, query, answer), value in zip(triples, values):
-        prefix = _tokens(reference_llama, chatml([{"role": "system", "content": system}, {"role": "user", "content": query}]))
+        prefix = _tokens(
+            reference_llama, chatml([{"role": "system", "content": system}, {"role": "user", "content": query}])
+        )
         expected = continuation_logprob(reference_llama, prefix, _tokens(reference_llama, answer + "<|im_end|>"))
         assert value == pytest.approx(expected, abs=0.15)
 
@@ -152,13 +193,23 @@ def test_thread_rule_follows_the_cores_this_process_may_use(monkeypatch):
 def test_thread_rule_and_wait_policy_in_a_fresh_process():
     """Pinned to one core, the rule gives one thread; importing the LLM resource sets OMP_WAIT_POLICY=PASSIVE before
     llama_cpp is loaded (and keeps a policy the user chose)."""
-    code = ("import os, sys; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
-            "import resources.llm, resources.rewards; from resources.threads import llama_threads; "
-            "print(llama_threads(), os.environ['OMP_WAIT_POLICY'], 'llama_cpp' in sys.modules)")
+    code = (
+        "import os, sys; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
+        "import resources.llm, resources.rewards; from resources.threads import llama_threads; "
+        "print(llama_threads(), os.environ['OMP_WAIT_POLICY'], 'llama_cpp' in sys.modules)"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", THREADS_ENV)}
-    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1", "PASSIVE", "False"]
-    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROJECT_ROOT,
+        env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.stdout.split()[1] == "ACTIVE"

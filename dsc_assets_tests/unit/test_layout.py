@@ -10,8 +10,14 @@ from pathlib import Path
 from dsc_assets_tests.conftest import PROJECT_ROOT
 
 # Top to bottom: a module may import from its own layer or any layer below it.
-LAYERS = ["resources", "dsc_assets.lib", "dsc_assets.defs", "dsc_assets.build", "dsc_assets.definitions",
-          "dsc_assets.cli"]
+LAYERS = [
+    "resources",
+    "dsc_assets.lib",
+    "dsc_assets.defs",
+    "dsc_assets.build",
+    "dsc_assets.definitions",
+    "dsc_assets.cli",
+]
 MAX_FILE_LINES, MAX_FUNCTION_LINES = 400, 60
 # (path, function) pairs allowed past MAX_FUNCTION_LINES, each with its reason. Empty: none is.
 LONG_FUNCTIONS: dict[tuple[str, str], str] = {}
@@ -54,14 +60,21 @@ def _graph() -> dict[str, set[str]]:
     for module, path in modules.items():
         imported = _imports(path, modules) - {module}
         # a package's __init__ is not the module that imports from it: `from pkg import sub` is an edge to pkg.sub
-        graph[module] = {m for m in imported if not (modules[m].name == "__init__.py" and
-                                                     any(o.startswith(m + ".") for o in imported))}
+        graph[module] = {
+            m
+            for m in imported
+            if not (modules[m].name == "__init__.py" and any(o.startswith(m + ".") for o in imported))
+        }
     return graph
 
 
 def test_imports_run_one_way_through_the_layers():
-    wrong = [f"{module} ({LAYERS[_layer(module)]}) imports {target} ({LAYERS[_layer(target)]})"
-             for module, targets in _graph().items() for target in sorted(targets) if _layer(target) > _layer(module)]
+    wrong = [
+        f"{module} ({LAYERS[_layer(module)]}) imports {target} ({LAYERS[_layer(target)]})"
+        for module, targets in _graph().items()
+        for target in sorted(targets)
+        if _layer(target) > _layer(module)
+    ]
     assert not wrong, "imports against the layer order:\n" + "\n".join(wrong)
 
 
@@ -72,7 +85,7 @@ def test_no_import_circle():
         state[module] = "open"
         for target in sorted(graph.get(module, ())):
             if state.get(target) == "open":
-                circles.append(" -> ".join(path[path.index(target):] + [target]))
+                circles.append(" -> ".join(path[path.index(target) :] + [target]))
             elif target not in state:
                 visit(target, path + [target])
         state[module] = "done"
@@ -86,8 +99,9 @@ def test_no_import_circle():
 def test_the_layer_test_sees_a_wrong_import(tmp_path):
     """The reader itself: an upward and a function-local import are both found."""
     path = tmp_path / "probe.py"
-    path.write_text("import os\nfrom dsc_assets.lib.tasks import load_task\n\ndef f():\n"
-                    "    from dsc_assets.cli.main import main\n")
+    path.write_text(
+        "import os\nfrom dsc_assets.lib.tasks import load_task\n\ndef f():\n    from dsc_assets.cli.main import main\n"
+    )
     modules = {"dsc_assets.lib.tasks": Path("x.py"), "dsc_assets.cli.main": Path("y.py")}
     assert _imports(path, modules) == {"dsc_assets.lib.tasks", "dsc_assets.cli.main"}
     assert _layer("dsc_assets.cli.main") > _layer("dsc_assets.lib.tasks") > _layer("resources.llm")
@@ -95,7 +109,9 @@ def test_the_layer_test_sees_a_wrong_import(tmp_path):
 
 def test_files_and_functions_are_short():
     too_long = []
-    for path in sorted((PROJECT_ROOT / "dsc_assets").rglob("*.py")) + sorted((PROJECT_ROOT / "resources").rglob("*.py")):
+    for path in sorted((PROJECT_ROOT / "dsc_assets").rglob("*.py")) + sorted(
+        (PROJECT_ROOT / "resources").rglob("*.py")
+    ):
         shown = str(path.relative_to(PROJECT_ROOT))
         lines = len(path.read_text().splitlines())
         if lines > MAX_FILE_LINES:
@@ -105,4 +121,6 @@ def test_files_and_functions_are_short():
                 length = node.end_lineno - node.lineno + 1
                 if length > MAX_FUNCTION_LINES and (shown, node.name) not in LONG_FUNCTIONS:
                     too_long.append(f"{shown}: {node.name} is {length} lines")
-    assert not too_long, f"over {MAX_FILE_LINES} lines a file or {MAX_FUNCTION_LINES} a function:\n" + "\n".join(too_long)
+    assert not too_long, f"over {MAX_FILE_LINES} lines a file or {MAX_FUNCTION_LINES} a function:\n" + "\n".join(
+        too_long
+    )

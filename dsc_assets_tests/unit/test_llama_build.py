@@ -16,8 +16,10 @@ from resources.models import resolve_model
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # /proc/cpuinfo flag lines of two real CPUs: a Sapphire Rapids VM (AMX) and an older AVX-only Xeon.
-SAPPHIRE_RAPIDS = ("flags : fpu sse4_2 avx f16c fma avx2 bmi2 avx512f avx512cd avx512vl avx512dq avx512bw avx512vbmi "
-                   "avx512_vnni avx512_bf16 avx_vnni amx_tile amx_int8 amx_bf16 avx512_fp16")
+SAPPHIRE_RAPIDS = (
+    "flags : fpu sse4_2 avx f16c fma avx2 bmi2 avx512f avx512cd avx512vl avx512dq avx512bw avx512vbmi "
+    "avx512_vnni avx512_bf16 avx_vnni amx_tile amx_int8 amx_bf16 avx512_fp16"
+)
 SANDY_BRIDGE = "flags : fpu sse4_1 sse4_2 avx popcnt"
 
 

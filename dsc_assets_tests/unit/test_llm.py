@@ -19,8 +19,12 @@ def _messages(question: str) -> list[dict]:
 
 
 def _llm(tmp_path, name: str) -> LlamaCppLLM:
-    return LlamaCppLLM(cache_path=str(tmp_path / f"{name}.duckdb"), model="smollm2-135m",
-                       model_cache_dir=str(tmp_path / "models"), n_ctx=512)
+    return LlamaCppLLM(
+        cache_path=str(tmp_path / f"{name}.duckdb"),
+        model="smollm2-135m",
+        model_cache_dir=str(tmp_path / "models"),
+        n_ctx=512,
+    )
 
 
 def test_same_seed_same_text_whatever_ran_before(tmp_path):
@@ -34,8 +38,10 @@ def test_same_seed_same_text_whatever_ran_before(tmp_path):
 
 def test_other_seed_samples_other_text(tmp_path):
     llm = _llm(tmp_path, "a")
-    seeds = {llm.chat(_messages("Tell me a short story about a cat."), PARAMS.model_copy(update={"seed": s})).text
-             for s in range(4)}
+    seeds = {
+        llm.chat(_messages("Tell me a short story about a cat."), PARAMS.model_copy(update={"seed": s})).text
+        for s in range(4)
+    }
     assert len(seeds) > 1
 
 
@@ -83,11 +89,22 @@ def test_truncated_or_foreign_file_is_a_clear_error(tmp_path):
 
 
 def test_split_model_with_missing_parts_says_how_to_install(tmp_path, monkeypatch):
-    monkeypatch.setitem(models.KNOWN_MODELS, "absent-model", SplitModel(
-        package_pattern="dsc_absent_part{n}", distribution_pattern="dsc-absent-part{n}", parts=2,
-        filename="absent.gguf", sha256="0" * 64, chat_format="chatml", install_hint="pip install -e '.[teacher]'",
-    ))
-    with pytest.raises(ModelError, match=r"'absent-model' is not installed: missing package\(s\) dsc-absent-part1.*\.\[teacher\]"):
+    monkeypatch.setitem(
+        models.KNOWN_MODELS,
+        "absent-model",
+        SplitModel(
+            package_pattern="dsc_absent_part{n}",
+            distribution_pattern="dsc-absent-part{n}",
+            parts=2,
+            filename="absent.gguf",
+            sha256="0" * 64,
+            chat_format="chatml",
+            install_hint="pip install -e '.[teacher]'",
+        ),
+    )
+    with pytest.raises(
+        ModelError, match=r"'absent-model' is not installed: missing package\(s\) dsc-absent-part1.*\.\[teacher\]"
+    ):
         resolve_model("absent-model", tmp_path)
 
 
@@ -96,19 +113,27 @@ def test_split_model_is_assembled_once_and_verified(tmp_path, monkeypatch):
     packaged = resolve_model("smollm2-135m", tmp_path)
     data = packaged.path.read_bytes()
     site = tmp_path / "site"
-    for n, chunk in enumerate((data[: len(data) // 2], data[len(data) // 2:]), start=1):
+    for n, chunk in enumerate((data[: len(data) // 2], data[len(data) // 2 :]), start=1):
         folder = site / f"dsc_split_part{n}" / "data"
         folder.mkdir(parents=True)
         (folder.parent / "__init__.py").write_text("")
         (folder / f"part{n:02d}.bin").write_bytes(chunk)
     monkeypatch.syspath_prepend(str(site))
-    spec = dict(package_pattern="dsc_split_part{n}", distribution_pattern="dsc-split-part{n}", parts=2,
-                filename="split.gguf", chat_format="chatml", install_hint="reinstall")
+    spec = dict(
+        package_pattern="dsc_split_part{n}",
+        distribution_pattern="dsc-split-part{n}",
+        parts=2,
+        filename="split.gguf",
+        chat_format="chatml",
+        install_hint="reinstall",
+    )
     monkeypatch.setitem(models.KNOWN_MODELS, "split-ok", SplitModel(sha256=packaged.sha256, **spec))
     assembled = resolve_model("split-ok", tmp_path / "cache")
     assert assembled.sha256 == packaged.sha256 and assembled.path.read_bytes() == data
 
-    monkeypatch.setitem(models.KNOWN_MODELS, "split-bad", SplitModel(sha256="f" * 64, **{**spec, "filename": "bad.gguf"}))
+    monkeypatch.setitem(
+        models.KNOWN_MODELS, "split-bad", SplitModel(sha256="f" * 64, **{**spec, "filename": "bad.gguf"})
+    )
     with pytest.raises(ModelError, match="assembled parts have sha256 .* expected ffffffffffff"):
         resolve_model("split-bad", tmp_path / "cache")
     assert not list((tmp_path / "cache").glob("bad.gguf*")), "a failed assembly must leave no file behind"

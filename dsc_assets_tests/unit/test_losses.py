@@ -40,7 +40,8 @@ def test_dlma_by_hand_gamma_zero_and_clamp():
     hs, rs = torch.tensor([1.0, -3.0]), torch.tensor([5.0, -7.0])
     assert dlma_loss(hs, rs, 0.1, 0.0).item() == pytest.approx(dpo_loss(hs, 0.1).item())  # γ = 0 is DPO
     assert dlma_loss(h, torch.tensor([500.0]), 0.1, 0.2).item() == pytest.approx(
-        dlma_loss(h, torch.tensor([40.0]), 0.1, 0.2).item())
+        dlma_loss(h, torch.tensor([40.0]), 0.1, 0.2).item()
+    )
     assert dlma_loss(h, torch.tensor([-500.0]), 0.1, 0.2).item() == pytest.approx(-log_sigmoid(0.1 * (1.5 + 8.0)))
 
 

@@ -20,8 +20,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from resources.llm import GenerationError, LlamaCppLLM, OpenAICompatibleLLM, SamplingParams
+from resources.llm import GenerationError, LlamaCppLLM, SamplingParams
 from resources.models import resolve_model
+from resources.openai_llm import OpenAICompatibleLLM
 
 PARAMS = SamplingParams(temperature=0.8, max_tokens=20, seed=11)
 MESSAGES = [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": "Name a colour."}]
@@ -82,14 +83,21 @@ class ChatHandler(BaseHTTPRequestHandler):
             time.sleep(self.server.stall_s if fault == "stall" else self.server.slow_s)
         if fault == "error":
             return 503, {"error": "overloaded"}
-        params = SamplingParams(temperature=body["temperature"], top_p=body["top_p"], max_tokens=body["max_tokens"],
-                                seed=body["seed"])
+        params = SamplingParams(
+            temperature=body["temperature"], top_p=body["top_p"], max_tokens=body["max_tokens"], seed=body["seed"]
+        )
         with self.server.lock:
             generation = self.server.engine._chat(body["messages"], params)
         return 200, {
-            "object": "chat.completion", "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": generation.text},
-                         "finish_reason": generation.finish_reason}],
+            "object": "chat.completion",
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": generation.text},
+                    "finish_reason": generation.finish_reason,
+                }
+            ],
             "usage": {"prompt_tokens": generation.prompt_tokens, "completion_tokens": generation.completion_tokens},
         }
 
@@ -97,8 +105,9 @@ class ChatHandler(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     cache = tmp_path_factory.mktemp("server")
-    engine = LlamaCppLLM(cache_path=str(cache / "engine.duckdb"), model="smollm2-135m",
-                         model_cache_dir=str(cache / "models"), n_ctx=512)
+    engine = LlamaCppLLM(
+        cache_path=str(cache / "engine.duckdb"), model="smollm2-135m", model_cache_dir=str(cache / "models"), n_ctx=512
+    )
     chat_server = ChatServer(engine)
     thread = threading.Thread(target=chat_server.serve_forever, daemon=True)
     thread.start()
@@ -107,8 +116,14 @@ def server(tmp_path_factory):
 
 
 def _client(server: ChatServer, tmp_path, **overrides) -> OpenAICompatibleLLM:
-    settings = dict(cache_path=str(tmp_path / "client.duckdb"), base_url=server.base_url, model="smollm2",
-                    timeout_s=5.0, max_retries=2, backoff_s=0.05)
+    settings = dict(
+        cache_path=str(tmp_path / "client.duckdb"),
+        base_url=server.base_url,
+        model="smollm2",
+        timeout_s=5.0,
+        max_retries=2,
+        backoff_s=0.05,
+    )
     return OpenAICompatibleLLM(**{**settings, **overrides})
 
 
@@ -176,7 +191,9 @@ def test_concurrent_requests_are_bounded_and_cached_as_they_arrive(server, tmp_p
     client = _client(server, tmp_path, max_concurrency=3, timeout_s=30.0)
     server.faults, server.max_in_flight = ["slow"] * len(QUESTIONS), 0
     committed: list[int] = []
-    generations = client.chat_many(_requests(), PARAMS, on_generated=lambda i, g: committed.append(client.cache.count()))
+    generations = client.chat_many(
+        _requests(), PARAMS, on_generated=lambda i, g: committed.append(client.cache.count())
+    )
     assert server.max_in_flight == 3, "at most max_concurrency requests in flight, and that many when there is work"
     assert committed == [1, 2, 3, 4, 5, 6], "each answer is in the cache before the next one is handed over"
     assert [g.text for g in generations] == expected, "answers land at the row they were asked for"
@@ -209,17 +226,36 @@ def llama_cpp_server(tmp_path_factory):
     """``python -m llama_cpp.server`` with the 135M model on 127.0.0.1 (one thread: it shares the machine)."""
     missing = [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
     if missing:
-        pytest.skip(f"llama-cpp-python's server needs its 'server' extra; missing in this venv: {', '.join(missing)} "
-                    "(pip install 'llama-cpp-python[server]' adds them)")
+        pytest.skip(
+            f"llama-cpp-python's server needs its 'server' extra; missing in this venv: {', '.join(missing)} "
+            "(pip install 'llama-cpp-python[server]' adds them)"
+        )
     model = resolve_model("smollm2-135m", tmp_path_factory.mktemp("models"))
     port = _free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     with open(log, "w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(model.path), "--host", "127.0.0.1",
-             "--port", str(port), "--n_ctx", "1024", "--n_threads", "1", "--n_threads_batch", "1"],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(model.path),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "1024",
+                "--n_threads",
+                "1",
+                "--n_threads_batch",
+                "1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
@@ -245,8 +281,15 @@ def llama_cpp_server(tmp_path_factory):
 
 
 def test_concurrency_against_llama_cpp_server(llama_cpp_server, tmp_path):
-    client = OpenAICompatibleLLM(cache_path=str(tmp_path / "c.duckdb"), base_url=llama_cpp_server, model="smollm2",
-                                 timeout_s=120, max_retries=1, backoff_s=0.2, max_concurrency=4)
+    client = OpenAICompatibleLLM(
+        cache_path=str(tmp_path / "c.duckdb"),
+        base_url=llama_cpp_server,
+        model="smollm2",
+        timeout_s=120,
+        max_retries=1,
+        backoff_s=0.2,
+        max_concurrency=4,
+    )
     seen: list[int] = []
     generations = client.chat_many(_requests(), PARAMS, on_generated=lambda i, g: seen.append(i))
     assert sorted(seen) == list(range(len(QUESTIONS))) and client.calls_made == len(QUESTIONS)

@@ -13,7 +13,8 @@ import yaml
 
 from dsc_assets.build.preflight import PreflightError, preflight
 from dsc_assets.lib.profiles import ProfileError, load_profile
-from dsc_assets.lib.tasks import TaskError, load_task
+from dsc_assets.lib.task_spec import TaskError
+from dsc_assets.lib.tasks import load_task
 from dsc_assets_tests.conftest import PROJECT_ROOT, run_cli
 
 
@@ -76,14 +77,20 @@ def test_oversized_prompt_stops_a_dagster_run_before_drafts(prompts_copy, dsc_ho
     """A run launched from the UI skips the CLI's preflight: raw_prompts' blocking check says the same."""
     import dagster as dg
 
-    from dsc_assets.defs.generation import assets, checks
     from dsc_assets.definitions import build_resources
+    from dsc_assets.defs.generation import assets, checks
 
     prompts = prompts_copy / "sentiment" / "prompts.jsonl"
-    prompts.write_text(json.dumps({"id": "huge", "prompt": "a long plot summary, " * 3000}) + "\n" + prompts.read_text())
-    result = dg.materialize([assets.raw_prompts, assets.drafts, checks.raw_prompts_fit_context], partition_key="sentiment",
-                            resources=build_resources(load_profile("test"), dsc_home),
-                            instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    prompts.write_text(
+        json.dumps({"id": "huge", "prompt": "a long plot summary, " * 3000}) + "\n" + prompts.read_text()
+    )
+    result = dg.materialize(
+        [assets.raw_prompts, assets.drafts, checks.raw_prompts_fit_context],
+        partition_key="sentiment",
+        resources=build_resources(load_profile("test"), dsc_home),
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
     [evaluation] = result.get_asset_check_evaluations()
     assert not evaluation.passed and f"{prompts}:1: prompt 'huge'" in evaluation.description
     assert {e.asset_key.path[-1] for e in result.get_asset_materialization_events()} == {"raw_prompts"}
@@ -91,7 +98,9 @@ def test_oversized_prompt_stops_a_dagster_run_before_drafts(prompts_copy, dsc_ho
 
 def test_missing_model_names_the_field(tmp_path):
     profile = load_profile("test")
-    profile = profile.model_copy(update={"judge": profile.judge.model_copy(update={"model": str(tmp_path / "judge.gguf")})})
+    profile = profile.model_copy(
+        update={"judge": profile.judge.model_copy(update={"model": str(tmp_path / "judge.gguf")})}
+    )
     [problem] = _fails_fast(profile, tmp_path)
     assert problem.startswith("profiles/test.yaml: judge.model") and "neither a known model name" in problem
 
@@ -108,13 +117,23 @@ def _write_profile(tmp_path, **changes) -> str:
 def test_profile_keys_and_ranges_fail_like_task_files(tmp_path):
     path = _write_profile(tmp_path, quality_overrides={"max_repetiton": 0.5})
     message = str(pytest.raises(ProfileError, load_profile, path).value)
-    assert f"{path}: field 'quality_overrides.max_repetiton' is not a profile setting; did you mean 'max_repetition'" in message
+    assert (
+        f"{path}: field 'quality_overrides.max_repetiton' is not a profile setting; did you mean 'max_repetition'"
+        in message
+    )
     path = _write_profile(tmp_path, quality_overrides={"max_repetition": 7})
     message = str(pytest.raises(ProfileError, load_profile, path).value)
-    assert "field 'quality_overrides.max_repetition'" in message and "less than or equal to 1" in message and "(got 7)" in message
+    assert (
+        "field 'quality_overrides.max_repetition'" in message
+        and "less than or equal to 1" in message
+        and "(got 7)" in message
+    )
     path = _write_profile(tmp_path, generator={"n_ctx": 10, "n_tread": 2})
     message = str(pytest.raises(ProfileError, load_profile, path).value)
-    assert "field 'generator.n_ctx'" in message and "field 'generator.n_tread' is not a profile setting; did you mean 'n_threads'" in message
+    assert (
+        "field 'generator.n_ctx'" in message
+        and "field 'generator.n_tread' is not a profile setting; did you mean 'n_threads'" in message
+    )
     path = _write_profile(tmp_path, trainer={"epochss": 2, "per_device_batch_size": 0})
     message = str(pytest.raises(ProfileError, load_profile, path).value)
     assert "field 'trainer.epochss' is not a profile setting; did you mean 'epochs'" in message
@@ -124,16 +143,24 @@ def test_profile_keys_and_ranges_fail_like_task_files(tmp_path):
 def test_cli_fails_fast_with_the_problem_first(tmp_path, prompts_copy):
     _edit_task(prompts_copy, scorer={"name": "bleurt"})
     started = time.perf_counter()
-    result = run_cli(["dsc", "plan", "--tasks", "sentiment"],
-                     {"DSC_PROFILE": "test", "DSC_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path)})
+    result = run_cli(
+        ["dsc", "plan", "--tasks", "sentiment"],
+        {"DSC_PROFILE": "test", "DSC_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path)},
+    )
     seconds = time.perf_counter() - started
     assert result.returncode == 2, result.stderr[-2000:]
     first, last = result.stderr.splitlines()[0], result.stderr.splitlines()[-1]
-    assert first.startswith("dsc plan: ") and "task.yaml: field 'scorer.name'" in first and "unknown scorer 'bleurt'" in first
+    assert (
+        first.startswith("dsc plan: ")
+        and "task.yaml: field 'scorer.name'" in first
+        and "unknown scorer 'bleurt'" in first
+    )
     assert "problem(s) found before any model call; nothing was run" in last
     assert "Traceback" not in result.stderr
     bad = _write_profile(tmp_path, quality_overrides={"max_repetition": 7})
-    result = run_cli(["dsc", "run", "--profile", bad], {"DSC_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path)})
+    result = run_cli(
+        ["dsc", "run", "--profile", bad], {"DSC_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path)}
+    )
     assert result.returncode == 2 and "quality_overrides.max_repetition" in result.stderr.splitlines()[0]
     assert "Traceback" not in result.stderr
     print(f"dsc plan failed in {seconds:.1f}s")  # includes the interpreter's start and Dagster's import
@@ -145,9 +172,16 @@ def test_locked_database_is_named_with_its_holder(tmp_path):
 
     (tmp_path / "cache.duckdb").touch()
     (tmp_path / "cache.duckdb").unlink()
-    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
-                               "print('ready', flush=True); time.sleep(60)", str(tmp_path / "warehouse.duckdb")],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); time.sleep(60)",
+            str(tmp_path / "warehouse.duckdb"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "ready"
         [problem] = lock_problems(tmp_path, grace_s=1)
@@ -162,9 +196,17 @@ def test_a_lock_released_within_the_grace_is_no_problem(tmp_path):
     the run (it did, before the grace: a second `dsc run` beside a generating one failed at preflight)."""
     from dsc_assets.build.preflight import lock_problems
 
-    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
-                               "print('ready', flush=True); time.sleep(1); c.close()", str(tmp_path / "cache.duckdb")],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+            "print('ready', flush=True); time.sleep(1); c.close()",
+            str(tmp_path / "cache.duckdb"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "ready"
         assert lock_problems(tmp_path, grace_s=20) == []

@@ -17,32 +17,76 @@ from dsc_assets.lib.stats import per_prompt_json
 
 PROFILE = "# a tiny study profile\nmax_prompts_per_task: 3\nmax_eval_prompts_per_task: 2\neval_samples_per_prompt: 3\n"
 
-CHECKPOINT = {"task": "sentiment", "status": "trained", "train_rows": 2, "steps": 4, "seconds": 12.34567,
-              "first_loss": 0.69314, "last_loss": 0.41234, "data_hash": "abc", "adapter_dir": "a", "merged_dir": "m",
-              "gguf_path": "g"}
+CHECKPOINT = {
+    "task": "sentiment",
+    "status": "trained",
+    "train_rows": 2,
+    "steps": 4,
+    "seconds": 12.34567,
+    "first_loss": 0.69314,
+    "last_loss": 0.41234,
+    "data_hash": "abc",
+    "adapter_dir": "a",
+    "merged_dir": "m",
+    "gguf_path": "g",
+}
 
 
 def _evaluation_row(model: str, difference: float, low: float, high: float) -> dict:
-    return {"task": "sentiment", "model": model, "prompts": 2, "samples_per_prompt": 3, "mean_reward": 0.2 + difference,
-            "difference_vs_base": difference, "ci95_low": low, "ci95_high": high, "win_rate_vs_base": 0.5,
-            "on_topic_rate": 0.9, "degenerate_rate": 0.0, "refusal_rate": 0.1}
+    return {
+        "task": "sentiment",
+        "model": model,
+        "prompts": 2,
+        "samples_per_prompt": 3,
+        "mean_reward": 0.2 + difference,
+        "difference_vs_base": difference,
+        "ci95_low": low,
+        "ci95_high": high,
+        "win_rate_vs_base": 0.5,
+        "on_topic_rate": 0.9,
+        "degenerate_rate": 0.0,
+        "refusal_rate": 0.1,
+    }
 
 
 TABLES = {
-    "raw_prompts": pd.DataFrame({"task": "sentiment", "prompt_id": ["p1", "p2", "p3", "p4", "p5"],
-                                 "prompt": ["a", "b", "c", "d", "e"],
-                                 "split": ["train", "train", "train", "test", "test"]}),
-    "accepted_samples": pd.DataFrame({"task": "sentiment", "prompt_id": ["p1", "p2", "p3"], "draft_reward": 0.0,
-                                      "revision_reward": 0.5, "accepted": [True, True, False]}),
+    "raw_prompts": pd.DataFrame(
+        {
+            "task": "sentiment",
+            "prompt_id": ["p1", "p2", "p3", "p4", "p5"],
+            "prompt": ["a", "b", "c", "d", "e"],
+            "split": ["train", "train", "train", "test", "test"],
+        }
+    ),
+    "accepted_samples": pd.DataFrame(
+        {
+            "task": "sentiment",
+            "prompt_id": ["p1", "p2", "p3"],
+            "draft_reward": 0.0,
+            "revision_reward": 0.5,
+            "accepted": [True, True, False],
+        }
+    ),
     "dpo_dataset": pd.DataFrame({"task": "sentiment", "prompt_id": ["p1", "p2"], "chosen": "c", "rejected": "r"}),
-    "reward_scores": pd.DataFrame({"task": "sentiment", "prompt_id": ["p1", "p2", "p1", "p2"], "step": [0, 0, 1, 1],
-                                   "kind": ["draft", "draft", "revision", "revision"], "reward": [-0.1, 0.3, 0.7, 0.9],
-                                   "scorer": "vader"}),
+    "reward_scores": pd.DataFrame(
+        {
+            "task": "sentiment",
+            "prompt_id": ["p1", "p2", "p1", "p2"],
+            "step": [0, 0, 1, 1],
+            "kind": ["draft", "draft", "revision", "revision"],
+            "reward": [-0.1, 0.3, 0.7, 0.9],
+            "scorer": "vader",
+        }
+    ),
     "sft_checkpoint": pd.DataFrame([{**CHECKPOINT, "method": "sft"}]),
     "dpo_checkpoint": pd.DataFrame([{**CHECKPOINT, "method": "dpo", "status": "skipped: no rows", "steps": 0}]),
-    "evaluation": pd.DataFrame([_evaluation_row("base", 0.0, 0.0, 0.0),
-                                _evaluation_row("base_original", 0.05, -0.2, 0.3),
-                                _evaluation_row("sft", 0.31234, 0.1, 0.5)]),
+    "evaluation": pd.DataFrame(
+        [
+            _evaluation_row("base", 0.0, 0.0, 0.0),
+            _evaluation_row("base_original", 0.05, -0.2, 0.3),
+            _evaluation_row("sft", 0.31234, 0.1, 0.5),
+        ]
+    ),
 }
 
 
@@ -77,8 +121,10 @@ def test_report_has_commit_profile_sizes_evaluation_and_plot(tmp_path, profile_p
     assert "| mean draft reward (step 0) | 0.100 |" in text and "| mean revision reward (step 1) | 0.800 |" in text
     assert "| sft | trained | 2 | 4 | 0.693 | 0.412 | 12.346 |" in text
     assert "| dpo | skipped: no rows | 2 | 0 |" in text
-    assert ("| model | prompts | samples_per_prompt | mean_reward | difference_vs_base | ci95_low | ci95_high | "
-            "win_rate_vs_base | on_topic_rate | degenerate_rate | refusal_rate |") in text
+    assert (
+        "| model | prompts | samples_per_prompt | mean_reward | difference_vs_base | ci95_low | ci95_high | "
+        "win_rate_vs_base | on_topic_rate | degenerate_rate | refusal_rate |"
+    ) in text
     assert "| sft | 2 | 3 | 0.512 | 0.312 | 0.100 | 0.500 | 0.500 | 0.900 | 0.000 | 0.100 |" in text
     assert "base_original: contains 0; sft: excludes 0." in text
     assert "`base_original` is the null control" in text
@@ -91,8 +137,11 @@ def test_report_warns_when_tables_come_from_different_runs(tmp_path, profile_pat
     """A later run of another profile rewrote raw_prompts but not (yet) the evaluation."""
     more = pd.DataFrame({"task": "sentiment", "prompt_id": [f"q{i}" for i in range(4)], "prompt": "x", "split": "test"})
     evaluation = TABLES["evaluation"][TABLES["evaluation"]["model"] != "base_original"]  # an evaluation before it
-    tables = {**TABLES, "raw_prompts": pd.concat([TABLES["raw_prompts"], more], ignore_index=True),
-              "evaluation": evaluation}
+    tables = {
+        **TABLES,
+        "raw_prompts": pd.concat([TABLES["raw_prompts"], more], ignore_index=True),
+        "evaluation": evaluation,
+    }
     text = write_report("sentiment", _warehouse(tmp_path / "w.duckdb", tables), profile_path, tmp_path).read_text()
     assert "- the evaluation used 2 test prompts, raw_prompts holds 6" in text
     assert "- 6 test prompts, the profile allows 2" in text
@@ -106,18 +155,27 @@ def test_provenance_names_each_steps_run_and_commit(tmp_path, profile_path):
     from dsc_assets.build.provenance import provenance
 
     with dg.DagsterInstance.ephemeral() as instance:
-        instance.report_runless_asset_event(dg.AssetMaterialization(
-            "drafts", partition="sentiment", metadata={"code_commit": "9082e7f1a2b3"}))
-        instance.report_runless_asset_event(dg.AssetMaterialization(
-            "evaluation", partition="sentiment", metadata={"code_commit": "befc302c4d5e (dirty)"}))
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization("drafts", partition="sentiment", metadata={"code_commit": "9082e7f1a2b3"})
+        )
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                "evaluation", partition="sentiment", metadata={"code_commit": "befc302c4d5e (dirty)"}
+            )
+        )
         instance.report_runless_asset_event(dg.AssetMaterialization("sft_checkpoint", partition="sentiment"))
-        instance.report_runless_asset_event(dg.AssetMaterialization(
-            "evaluation", partition="privacy", metadata={"code_commit": "not this task"}))
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization("evaluation", partition="privacy", metadata={"code_commit": "not this task"})
+        )
         runs = provenance(instance, "sentiment")
     assert [(r["asset"], r["commit"]) for r in runs] == [
-        ("drafts", "9082e7f1a2b3"), ("sft_checkpoint", "not recorded (before dsc recorded commits)"),
-        ("evaluation", "befc302c4d5e (dirty)")]
-    text = write_report("sentiment", _warehouse(tmp_path / "w.duckdb", TABLES), profile_path, tmp_path, runs=runs).read_text()
+        ("drafts", "9082e7f1a2b3"),
+        ("sft_checkpoint", "not recorded (before dsc recorded commits)"),
+        ("evaluation", "befc302c4d5e (dirty)"),
+    ]
+    text = write_report(
+        "sentiment", _warehouse(tmp_path / "w.duckdb", TABLES), profile_path, tmp_path, runs=runs
+    ).read_text()
     provenance_section = text.split("## Provenance", 1)[1]
     assert "| asset | materialized (UTC) | commit | run |" in provenance_section
     assert "| drafts |" in provenance_section and "| 9082e7f1a2b3 |" in provenance_section
@@ -132,10 +190,11 @@ def test_a_rerun_is_compared_with_the_report_it_replaces(tmp_path, profile_path)
     first = write_report("sentiment", _warehouse(tmp_path / "a.duckdb", TABLES), profile_path, tmp_path).read_text()
     assert "## Against the previous report" not in first
     rerun = TABLES["evaluation"].copy()
-    rerun.loc[rerun["model"] == "sft", "difference_vs_base"] = 0.45      # inside [0.1, 0.5]
+    rerun.loc[rerun["model"] == "sft", "difference_vs_base"] = 0.45  # inside [0.1, 0.5]
     rerun.loc[rerun["model"] == "base_original", ["difference_vs_base", "ci95_low", "ci95_high"]] = [-0.35, -0.6, -0.1]
-    second = write_report("sentiment", _warehouse(tmp_path / "b.duckdb", {**TABLES, "evaluation": rerun}),
-                          profile_path, tmp_path).read_text()
+    second = write_report(
+        "sentiment", _warehouse(tmp_path / "b.duckdb", {**TABLES, "evaluation": rerun}), profile_path, tmp_path
+    ).read_text()
     section = second.split("## Against the previous report", 1)[1]
     assert "outside: base_original." in section
     assert "| base_original | 0.050 | [-0.200, 0.300] | -0.350 | NO |" in section
@@ -186,15 +245,26 @@ def test_cli_unknown_profile_is_a_usage_error(dsc_home, monkeypatch, capsys):
 def _with_per_prompt() -> dict[str, pd.DataFrame]:
     """Four test prompts; sft gains 1, 1, 0.5, 0.3 over base and keeps the topic on all but the third."""
     ids = ["p4", "p5", "p6", "p7"]
-    results = {"base": ([0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]),
-               "base_original": ([0.1, -0.1, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]),
-               "sft": ([1.0, 1.0, 0.5, 0.3], [1.0, 1.0, 0.0, 1.0])}
+    results = {
+        "base": ([0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]),
+        "base_original": ([0.1, -0.1, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]),
+        "sft": ([1.0, 1.0, 0.5, 0.3], [1.0, 1.0, 0.0, 1.0]),
+    }
     evaluation = TABLES["evaluation"].copy()
-    evaluation["per_prompt"] = [per_prompt_json(ids, np.array(results[m][0]), {"on_topic": np.array(results[m][1]),
-                                                                                "place_kept": np.full(4, np.nan)})
-                                for m in evaluation["model"]]
-    prompts = pd.DataFrame({"task": "sentiment", "prompt_id": ["p1", "p2", "p3", *ids], "prompt": list("abcdefg"),
-                            "split": ["train"] * 3 + ["test"] * 4})
+    evaluation["per_prompt"] = [
+        per_prompt_json(
+            ids, np.array(results[m][0]), {"on_topic": np.array(results[m][1]), "place_kept": np.full(4, np.nan)}
+        )
+        for m in evaluation["model"]
+    ]
+    prompts = pd.DataFrame(
+        {
+            "task": "sentiment",
+            "prompt_id": ["p1", "p2", "p3", *ids],
+            "prompt": list("abcdefg"),
+            "split": ["train"] * 3 + ["test"] * 4,
+        }
+    )
     return {**TABLES, "raw_prompts": prompts, "evaluation": evaluation}
 
 
@@ -217,15 +287,26 @@ def test_prompts_option_recomputes_the_evaluation_over_those_prompts(tmp_path, p
 def test_prompts_option_needs_per_prompt_results(tmp_path, profile_path):
     """An evaluation written before the per-prompt column: say so, write nothing."""
     with pytest.raises(ReportError, match="no per-prompt results .* materialize `evaluation` again"):
-        write_report("sentiment", _warehouse(tmp_path / "w.duckdb", TABLES), profile_path, tmp_path / "out",
-                     prompt_subset="p4")
+        write_report(
+            "sentiment", _warehouse(tmp_path / "w.duckdb", TABLES), profile_path, tmp_path / "out", prompt_subset="p4"
+        )
     assert not (tmp_path / "out").exists()
 
 
 def test_prompt_selection_reads_ids_and_inclusive_ranges():
     keep = prompt_selection("privacy-121..privacy-216, sentiment-007")
-    assert [keep(i) for i in ("privacy-120", "privacy-121", "privacy-180", "privacy-216", "privacy-217",
-                               "sentiment-007", "sentiment-008")] == [False, True, True, True, False, True, False]
+    assert [
+        keep(i)
+        for i in (
+            "privacy-120",
+            "privacy-121",
+            "privacy-180",
+            "privacy-216",
+            "privacy-217",
+            "sentiment-007",
+            "sentiment-008",
+        )
+    ] == [False, True, True, True, False, True, False]
     for bad in ("", " , ", "a..", "..b"):
         with pytest.raises(ValueError, match="--prompts"):
             prompt_selection(bad)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsc_assets.lib.tasks import Scorer
-from resources.rewards import (
-    PiiScorer, RewardModels, VaderScorer, _tokens, chatml, continuation_logprob, next_token_logprobs,
-)
+from dsc_assets.lib.task_spec import Scorer
+from resources.judge import _tokens, chatml, continuation_logprob, next_token_logprobs
+from resources.rewards import PiiScorer, RewardModels, VaderScorer
 
 GLOWING = "A triumph. Gorgeous photography, a moving story and wonderful performances; I loved every minute."
 SCATHING = "A dreadful, boring mess. The acting is awful, the plot is stupid and I hated every minute of it."
@@ -18,8 +17,12 @@ CLEAN = "A local resident said the new library will open next spring."
 
 @pytest.fixture
 def models(tmp_path) -> RewardModels:
-    return RewardModels(cache_path=str(tmp_path / "cache.duckdb"), judge_model="smollm2-135m",
-                        model_cache_dir=str(tmp_path / "models"), n_ctx=1024)
+    return RewardModels(
+        cache_path=str(tmp_path / "cache.duckdb"),
+        judge_model="smollm2-135m",
+        model_cache_dir=str(tmp_path / "models"),
+        n_ctx=1024,
+    )
 
 
 def test_vader_orders_glowing_above_scathing(tmp_path):
@@ -38,19 +41,28 @@ def test_pii_counts_personal_data_and_caches(tmp_path):
     assert scorer.score(["news", "news"], [PERSONAL, CLEAN]) == [personal, clean]
     assert scorer.computed == 2 and scorer.cached == 2
     # The story's town is what the news reports, not personal data; a home address is.
-    place, home, road = scorer.score(["news"] * 3, [
-        "A kitchen fire broke out on Thursday night in Dayton, Ohio; no one was hurt.",
-        "A kitchen fire broke out at 14 Elm Street in Dayton, Ohio; no one was hurt.",
-        "Traffic on Main Street was closed for an hour after the crash near 2200 N. Oak Ave."])
+    place, home, road = scorer.score(
+        ["news"] * 3,
+        [
+            "A kitchen fire broke out on Thursday night in Dayton, Ohio; no one was hurt.",
+            "A kitchen fire broke out at 14 Elm Street in Dayton, Ohio; no one was hurt.",
+            "Traffic on Main Street was closed for an hour after the crash near 2200 N. Oak Ave.",
+        ],
+    )
     assert place == 0.0 and home == -1.0 and road == -1.0
-    assert [kind for kind, _ in scorer.entities_found("Margaret Ellison, 52, of 14 Elm Street")] == \
-        ["PERSON", "STREET_ADDRESS"]
+    assert [kind for kind, _ in scorer.entities_found("Margaret Ellison, 52, of 14 Elm Street")] == [
+        "PERSON",
+        "STREET_ADDRESS",
+    ]
 
 
 def test_continuation_logprob_matches_token_by_token_and_ranks_continuations(models):
     llama = models._model(logits_all=True).llama()
     prefix = _tokens(llama, chatml([{"role": "user", "content": "What is the capital of France?"}]))
-    likely, unlikely = _tokens(llama, "The capital of France is Paris."), _tokens(llama, "Bananas sing purple tax forms.")
+    likely, unlikely = (
+        _tokens(llama, "The capital of France is Paris."),
+        _tokens(llama, "Bananas sing purple tax forms."),
+    )
     batched = continuation_logprob(llama, prefix, likely)
     stepwise = sum(next_token_logprobs(llama, prefix + likely[:i])[likely[i]] for i in range(len(likely)))
     assert batched < 0 and batched == pytest.approx(stepwise, abs=1e-2)
@@ -62,9 +74,15 @@ def test_judge_scores_are_probabilities_and_deterministic(models):
     texts = ["Thank you for asking! Happy to help.", "Shut up, idiot, figure it out yourself."]
     first = judge.score(["Can you help me?"] * 2, texts)
     assert all(0.0 <= s <= 1.0 for s in first)
-    fresh = RewardModels(cache_path=models.cache_path + ".other", judge_model="smollm2-135m",
-                         model_cache_dir=models.model_cache_dir, n_ctx=1024)
-    again = fresh.for_task(Scorer(name="judge", options={"question": "Is the response polite?"})).score(["Can you help me?"] * 2, texts)
+    fresh = RewardModels(
+        cache_path=models.cache_path + ".other",
+        judge_model="smollm2-135m",
+        model_cache_dir=models.model_cache_dir,
+        n_ctx=1024,
+    )
+    again = fresh.for_task(Scorer(name="judge", options={"question": "Is the response polite?"})).score(
+        ["Can you help me?"] * 2, texts
+    )
     assert again == pytest.approx(first, abs=1e-6)
     inverted = models.for_task(Scorer(name="judge", options={"question": "Is the response polite?", "invert": True}))
     assert inverted.score(["Can you help me?"] * 2, texts) == pytest.approx([1 - s for s in first], abs=1e-6)

@@ -70,7 +70,9 @@ def test_instance_config_queues_runs_and_leaves_a_users_own_alone(tmp_path, monk
     _prepare_environment(None)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 1
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nconcurrency:\n  runs:\n    max_concurrent_runs: 2\n")
+    (home / "dagster.yaml").write_text(
+        "telemetry:\n  enabled: false\nconcurrency:\n  runs:\n    max_concurrent_runs: 2\n"
+    )
     _prepare_environment(None)  # the user's own file (no dsc marker): kept
     assert "max_concurrent_runs: 2" in (home / "dagster.yaml").read_text()
 
@@ -95,9 +97,16 @@ def test_a_process_exiting_as_the_cache_closes_exits_cleanly(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     failures = []
     for pair in range(0, len(offsets), 2):  # two at a time: 2 cores
-        procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / f"cache{i}.duckdb"), str(offsets[i])],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                 for i in (pair, pair + 1)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(script), str(tmp_path / f"cache{i}.duckdb"), str(offsets[i])],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for i in (pair, pair + 1)
+        ]
         for i, proc in zip((pair, pair + 1), procs):
             out, _ = proc.communicate(timeout=120)
             if proc.returncode != 0:

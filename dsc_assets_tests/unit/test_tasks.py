@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from dsc_assets.lib.tasks import TaskError, load_task, task_names
+from dsc_assets.lib.task_spec import TaskError
+from dsc_assets.lib.tasks import load_task, task_names
 
 SHIPPED = ["privacy", "roleplay", "safety", "sentiment", "sycophancy"]
 
@@ -54,7 +55,9 @@ def test_valid_minimal_task_loads_with_defaults(tmp_path):
 
 
 def test_missing_field_names_file_field_and_expected_value(tmp_path):
-    message = _error(tmp_path, task_yaml="description: d\nsystem_prompt: s\nrevision_template: '{response} {critique}'\n")
+    message = _error(
+        tmp_path, task_yaml="description: d\nsystem_prompt: s\nrevision_template: '{response} {critique}'\n"
+    )
     assert "demo/task.yaml" in message
     assert "field 'critique_template' is missing" in message
     assert "{response}" in message
@@ -129,8 +132,10 @@ def test_missing_files(tmp_path):
 
 
 def test_trainer_block_sets_only_the_preference_losses_settings(tmp_path):
-    minimal = ("description: d\nsystem_prompt: s\ncritique_template: '{response}'\n"
-               "revision_template: '{response} {critique}'\n")
+    minimal = (
+        "description: d\nsystem_prompt: s\ncritique_template: '{response}'\n"
+        "revision_template: '{response} {critique}'\n"
+    )
     _write_task(tmp_path, task_yaml=minimal + "trainer:\n  dpo_learning_rate: 5.0e-5\n  dpo_beta: 0.2\n")
     assert load_task("demo", tmp_path).spec.trainer.overrides() == {"dpo_learning_rate": 5e-5, "dpo_beta": 0.2}
     _write_task(tmp_path, task_yaml=minimal + "trainer:\n  dpo_learning_rate: null\n")  # explicit: SFT's rate
@@ -144,11 +149,13 @@ def test_trainer_block_sets_only_the_preference_losses_settings(tmp_path):
 def test_the_trainer_block_names_exactly_the_preference_checkpoints_own_settings():
     """PreferenceTraining repeats LoRATrainer's preference settings (with stricter ranges): a setting added to the
     preference methods (METHOD_SETTINGS) must be settable per task too, and nothing the other trainings read may be."""
-    from dsc_assets.lib.tasks import PreferenceTraining
+    from dsc_assets.lib.task_spec import PreferenceTraining
     from resources.trainer import METHOD_SETTINGS, LoRATrainer
 
     own = {name for method in ("dpo", "rdpo", "dlma") for name in METHOD_SETTINGS[method]}
-    shared = {name for method, names in METHOD_SETTINGS.items() if method not in ("dpo", "rdpo", "dlma") for name in names}
+    shared = {
+        name for method, names in METHOD_SETTINGS.items() if method not in ("dpo", "rdpo", "dlma") for name in names
+    }
     assert set(PreferenceTraining.model_fields) == own - shared
     assert set(PreferenceTraining.model_fields) <= set(LoRATrainer.model_fields)
 

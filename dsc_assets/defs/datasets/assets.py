@@ -15,12 +15,18 @@ from resources.settings import DscSettings
 
 
 def _dataset_output(
-    context: dg.AssetExecutionContext, settings: DscSettings, df: pd.DataFrame, name: str, task: Task,
-    records: list[dict], columns: list[str],
+    context: dg.AssetExecutionContext,
+    settings: DscSettings,
+    df: pd.DataFrame,
+    name: str,
+    task: Task,
+    records: list[dict],
+    columns: list[str],
 ) -> dg.Output:
     path, digest = save_dataset(settings.artifact_path("datasets", name, task.name), records)
     return table_output(
-        context, task,
+        context,
+        task,
         df.assign(dataset_path=str(path)),
         {"path": dg.MetadataValue.path(str(path)), "dataset_hash": dg.MetadataValue.text(digest)},
         columns,
@@ -39,11 +45,19 @@ def sft_dataset(
     unchanged = accepted["sample"].astype(str).str.strip() == accepted["draft"].astype(str).str.strip()
     accepted = accepted[~unchanged]
     records = [
-        {"prompt_id": row.prompt_id, "messages": [system_message(task), user_message(row.prompt), {"role": "assistant", "content": row.sample}]}
+        {
+            "prompt_id": row.prompt_id,
+            "messages": [system_message(task), user_message(row.prompt), {"role": "assistant", "content": row.sample}],
+        }
         for row in accepted.itertuples()
     ]
-    df = pd.DataFrame({"task": task.name, "prompt_id": [r["prompt_id"] for r in records],
-                       "messages": [json.dumps(r["messages"], ensure_ascii=False) for r in records]})
+    df = pd.DataFrame(
+        {
+            "task": task.name,
+            "prompt_id": [r["prompt_id"] for r in records],
+            "messages": [json.dumps(r["messages"], ensure_ascii=False) for r in records],
+        }
+    )
     return _dataset_output(context, settings, df, "sft_dataset", task, records, ["prompt_id", "messages"])
 
 
@@ -55,15 +69,28 @@ def dpo_dataset(
     turn), with both reward scores so rDPO can soften each pair's label."""
     task = partition_task(context)
     records = [
-        {"prompt_id": row.prompt_id, "prompt": [system_message(task), user_message(row.prompt)],
-         "chosen": [{"role": "assistant", "content": row.chosen}],
-         "rejected": [{"role": "assistant", "content": row.rejected}],
-         "score_chosen": float(row.score_chosen), "score_rejected": float(row.score_rejected)}
+        {
+            "prompt_id": row.prompt_id,
+            "prompt": [system_message(task), user_message(row.prompt)],
+            "chosen": [{"role": "assistant", "content": row.chosen}],
+            "rejected": [{"role": "assistant", "content": row.rejected}],
+            "score_chosen": float(row.score_chosen),
+            "score_rejected": float(row.score_rejected),
+        }
         for row in preference_pairs.itertuples()
     ]
-    df = preference_pairs[["task", "prompt_id", "prompt", "chosen", "rejected", "score_chosen", "score_rejected"]].copy()
-    return _dataset_output(context, settings, df.reset_index(drop=True), "dpo_dataset", task, records,
-                           ["prompt_id", "score_chosen", "score_rejected", "chosen"])
+    df = preference_pairs[
+        ["task", "prompt_id", "prompt", "chosen", "rejected", "score_chosen", "score_rejected"]
+    ].copy()
+    return _dataset_output(
+        context,
+        settings,
+        df.reset_index(drop=True),
+        "dpo_dataset",
+        task,
+        records,
+        ["prompt_id", "score_chosen", "score_rejected", "chosen"],
+    )
 
 
 @stage(group="datasets", reads=("task.system_prompt",), kinds=("duckdb", "huggingface"))
@@ -75,14 +102,24 @@ def dlma_pairs(
     task = partition_task(context)
     kept = self_reward_scores[self_reward_scores["self_reward"] > 0]
     records = [
-        {"prompt_id": row.prompt_id, "prompt": [system_message(task), user_message(row.prompt)],
-         "chosen": [{"role": "assistant", "content": row.positive}],
-         "rejected": [{"role": "assistant", "content": row.negative}], "self_reward": float(row.self_reward)}
+        {
+            "prompt_id": row.prompt_id,
+            "prompt": [system_message(task), user_message(row.prompt)],
+            "chosen": [{"role": "assistant", "content": row.positive}],
+            "rejected": [{"role": "assistant", "content": row.negative}],
+            "self_reward": float(row.self_reward),
+        }
         for row in kept.itertuples()
     ]
-    df = pd.DataFrame({
-        "task": task.name, "prompt_id": kept["prompt_id"], "prompt": kept["prompt"],
-        "chosen": kept["positive"], "rejected": kept["negative"], "self_reward": kept["self_reward"],
-    }).reset_index(drop=True)
+    df = pd.DataFrame(
+        {
+            "task": task.name,
+            "prompt_id": kept["prompt_id"],
+            "prompt": kept["prompt"],
+            "chosen": kept["positive"],
+            "rejected": kept["negative"],
+            "self_reward": kept["self_reward"],
+        }
+    ).reset_index(drop=True)
     context.log.info(f"{task.name}: kept {len(df)} of {len(self_reward_scores)} contrastive pairs (R > 0)")
     return _dataset_output(context, settings, df, "dlma_pairs", task, records, ["prompt_id", "self_reward", "chosen"])

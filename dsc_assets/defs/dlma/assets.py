@@ -21,8 +21,10 @@ def contrastive_pairs(
     """DLMA: one answer to each training prompt under the task's positive affix and one under its negative affix."""
     task = partition_task(context)
     if task.spec.contrastive is None:
-        raise dg.Failure(description=f"{task.folder / 'task.yaml'}: field 'contrastive' is missing "
-                                     "(expected a mapping with positive_affix and negative_affix)")
+        raise dg.Failure(
+            description=f"{task.folder / 'task.yaml'}: field 'contrastive' is missing "
+            "(expected a mapping with positive_affix and negative_affix)"
+        )
     train = raw_prompts[raw_prompts["split"] == "train"]
     params = sampling_params(task, settings)
     if not settings.builds("dlma"):
@@ -30,12 +32,30 @@ def contrastive_pairs(
         train = train.iloc[:0]
 
     chain, affixes = ChainMessages(task), task.spec.contrastive
-    positive = samples_frame(generate_step(
-        context, llm, params, task, train, "positive", 0, lambda row: chain.contrastive(row["prompt"], affixes.positive_affix)
-    ))
-    negative = samples_frame(generate_step(
-        context, llm, params, task, train, "negative", 0, lambda row: chain.contrastive(row["prompt"], affixes.negative_affix)
-    ))
+    positive = samples_frame(
+        generate_step(
+            context,
+            llm,
+            params,
+            task,
+            train,
+            "positive",
+            0,
+            lambda row: chain.contrastive(row["prompt"], affixes.positive_affix),
+        )
+    )
+    negative = samples_frame(
+        generate_step(
+            context,
+            llm,
+            params,
+            task,
+            train,
+            "negative",
+            0,
+            lambda row: chain.contrastive(row["prompt"], affixes.negative_affix),
+        )
+    )
     df = positive[["task", "prompt_id", "prompt"]].assign(positive=positive["text"], negative=negative["text"].values)
     stats = generation_metadata(pd.concat([positive, negative], ignore_index=True))
     stats.pop("preview")
@@ -52,15 +72,22 @@ def self_reward_scores(
     scorer = rewards.self_reward()
     affix = lambda a: f"{task.spec.system_prompt} {a}".strip()  # noqa: E731  same system text as generation
     values = scorer.self_reward_many(
-        contrastive_pairs["prompt"].tolist(), affix(task.spec.contrastive.positive_affix),
-        affix(task.spec.contrastive.negative_affix), contrastive_pairs["positive"].tolist(),
+        contrastive_pairs["prompt"].tolist(),
+        affix(task.spec.contrastive.positive_affix),
+        affix(task.spec.contrastive.negative_affix),
+        contrastive_pairs["positive"].tolist(),
         contrastive_pairs["negative"].tolist(),
     )
     df = contrastive_pairs.assign(self_reward=values).sort_values("self_reward", ascending=False).reset_index(drop=True)
     return table_output(
-        context, task,
+        context,
+        task,
         df,
-        {"self_reward": dg.MetadataValue.json(quantiles(df["self_reward"])),
-         "positive_share": dg.MetadataValue.float(round(float((df["self_reward"] > 0).mean()), 4) if len(df) else 0.0)},
+        {
+            "self_reward": dg.MetadataValue.json(quantiles(df["self_reward"])),
+            "positive_share": dg.MetadataValue.float(
+                round(float((df["self_reward"] > 0).mean()), 4) if len(df) else 0.0
+            ),
+        },
         ["prompt_id", "self_reward", "positive", "negative"],
     )

@@ -20,9 +20,20 @@ from resources.settings import DscSettings
 from resources.trainer import LoRATrainer
 
 
-@stage(group="evaluation", revision=4, reads=("task.system_prompt", "sampling", "task.scorer", "scorer_model",
-                                                       "task.acceptance.seed", "student", "trainer.export",
-                                                       "eval_samples_per_prompt"))
+@stage(
+    group="evaluation",
+    revision=4,
+    reads=(
+        "task.system_prompt",
+        "sampling",
+        "task.scorer",
+        "scorer_model",
+        "task.acceptance.seed",
+        "student",
+        "trainer.export",
+        "eval_samples_per_prompt",
+    ),
+)
 def evaluation(
     context: dg.AssetExecutionContext,
     raw_prompts: pd.DataFrame,
@@ -52,20 +63,19 @@ def evaluation(
     table over a subset of the test prompts (``dsc report --prompts``) without a model call."""
     task = partition_task(context)
     test = raw_prompts[raw_prompts["split"] == "test"]
-    checkpoints = (sft_checkpoint, dpo_checkpoint, rdpo_checkpoint, dlma_checkpoint, almost_sft_checkpoint,
-                   almost_rl_checkpoint)
+    checkpoints = [sft_checkpoint, dpo_checkpoint, rdpo_checkpoint, dlma_checkpoint]
+    checkpoints += [almost_sft_checkpoint, almost_rl_checkpoint]
     variants = _variants(context, task.name, checkpoints, student, trainer, settings)
     seed, samples = task.spec.acceptance.seed, settings.eval_samples_per_prompt
-    answers = {name: _answers(llm, task, test["prompt"].tolist(), sampling_params(task, settings), samples)
-               for name, llm in variants.items()}
+    answers = {
+        name: _answers(llm, task, test["prompt"].tolist(), sampling_params(task, settings), samples)
+        for name, llm in variants.items()
+    }
     table, rewards_by_model = _table(task, test, answers, rewards, samples)
-    model = reward_model.iloc[0] if len(reward_model) else None
-    if model is not None and model["status"] == "trained":
-        chats = [[system_message(task), user_message(p)] for p in test["prompt"]] * samples
-        rm_means = {name: float(np.mean(cached_scores(rewards.cache_path, model["version"], model["model_dir"], chats,
-                                                      texts))) if texts else float("nan")
-                    for name, texts in answers.items()}
-        table["reward_model_score"] = table["model"].map(rm_means)
+    if len(reward_model) and reward_model.iloc[0]["status"] == "trained":
+        table["reward_model_score"] = table["model"].map(
+            _reward_model_means(reward_model.iloc[0], task, test, answers, samples, student.cache_path)
+        )
     table = _guard_columns(table, task.name, test, answers, rewards_by_model, samples, seed)
     markdown = markdown_table(table.drop(columns=["task", PER_PROMPT]))
     report = settings.artifact_path("reports", task.name, "evaluation.md")
@@ -73,14 +83,34 @@ def evaluation(
     report.write_text(evaluation_report(task, test, markdown, answers, rewards_by_model))
     context.log.info(f"{task.name} evaluation:\n{markdown}")
     return dg.Output(
-        table, data_version=data_version(table),
-        metadata={"evaluation": dg.MetadataValue.md(markdown), "report": dg.MetadataValue.path(str(report)),
-                  "test_prompts": dg.MetadataValue.int(len(test)), **version_metadata(context, task)},
+        table,
+        data_version=data_version(table),
+        metadata={
+            "evaluation": dg.MetadataValue.md(markdown),
+            "report": dg.MetadataValue.path(str(report)),
+            "test_prompts": dg.MetadataValue.int(len(test)),
+            **version_metadata(context, task),
+        },
     )
 
 
-def _variants(context, task: str, checkpoints, student: LlamaCppLLM, trainer: LoRATrainer,
-              settings: DscSettings) -> dict[str, LlamaCppLLM]:
+def _reward_model_means(
+    model: pd.Series, task, test: pd.DataFrame, answers: dict[str, list[str]], samples: int, cache_path: str
+) -> dict[str, float]:
+    """Each model's mean ALMoST reward-model score over its answers (beside the external reward: one that rises
+    while the external reward does not is reward hacking)."""
+    chats = [[system_message(task), user_message(p)] for p in test["prompt"]] * samples
+    return {
+        name: float(np.mean(cached_scores(cache_path, model["version"], model["model_dir"], chats, texts)))
+        if texts
+        else float("nan")
+        for name, texts in answers.items()
+    }
+
+
+def _variants(
+    context, task: str, checkpoints, student: LlamaCppLLM, trainer: LoRATrainer, settings: DscSettings
+) -> dict[str, LlamaCppLLM]:
     """The models to evaluate: the exported base, the packaged student (null control), every trained checkpoint."""
     version = content_hash("exported_base", trainer.settings_identity("export"), student.model_identity(), length=16)
     base = trainer.exported_base(settings.artifact_path("checkpoints", "base", version, "base.gguf"))
@@ -89,7 +119,9 @@ def _variants(context, task: str, checkpoints, student: LlamaCppLLM, trainer: Lo
         if len(checkpoint) and checkpoint["status"].iloc[0] == "trained":
             variants[checkpoint["method"].iloc[0]] = student.with_model(checkpoint["gguf_path"].iloc[0])
         elif len(checkpoint):
-            context.log.warning(f"{task}: {checkpoint['method'].iloc[0]} not evaluated ({checkpoint['status'].iloc[0]})")
+            context.log.warning(
+                f"{task}: {checkpoint['method'].iloc[0]} not evaluated ({checkpoint['status'].iloc[0]})"
+            )
     return variants
 
 
@@ -97,8 +129,11 @@ def _answers(llm: LlamaCppLLM, task, prompts: list[str], params, samples: int) -
     """``samples`` seeded answers per prompt, sample-major: the first len(prompts) are k = 0, the single-sample
     evaluation's own request; more seeds average out sampling noise per prompt."""
     requests = [[system_message(task), user_message(prompt)] for prompt in prompts]
-    return [g.text for k in range(samples)
-            for g in llm.chat_many(requests, params.model_copy(update={"seed": params.seed + k}))]
+    return [
+        g.text
+        for k in range(samples)
+        for g in llm.chat_many(requests, params.model_copy(update={"seed": params.seed + k}))
+    ]
 
 
 def _table(task, test: pd.DataFrame, answers: dict[str, list[str]], rewards: RewardModels, samples: int):
@@ -106,19 +141,31 @@ def _table(task, test: pd.DataFrame, answers: dict[str, list[str]], rewards: Rew
     scorer, prompts, seed = rewards.for_task(task.spec.scorer), test["prompt"].tolist(), task.spec.acceptance.seed
     rewards_by_model = {}
     for name, texts in answers.items():
-        per_sample = [texts[k * len(prompts):(k + 1) * len(prompts)] for k in range(samples)]
+        per_sample = [texts[k * len(prompts) : (k + 1) * len(prompts)] for k in range(samples)]
         scores = np.asarray([scorer.score(prompts, chunk) for chunk in per_sample], dtype=float).reshape(samples, -1)
         rewards_by_model[name] = scores.mean(axis=0)  # one value per prompt: the bootstrap resamples prompts
     table = evaluation_table(rewards_by_model, seed=seed)
     if {"almost_sft", "almost_rl"} <= set(rewards_by_model):
-        rl_vs_sft = evaluation_table({"base": rewards_by_model["almost_sft"], "almost_rl": rewards_by_model["almost_rl"]},
-                                     seed=seed).iloc[[1]].assign(model="almost_rl vs almost_sft")
+        rl_vs_sft = (
+            evaluation_table(
+                {"base": rewards_by_model["almost_sft"], "almost_rl": rewards_by_model["almost_rl"]}, seed=seed
+            )
+            .iloc[[1]]
+            .assign(model="almost_rl vs almost_sft")
+        )
         table = pd.concat([table, rl_vs_sft], ignore_index=True)
     return table, rewards_by_model
 
 
-def _guard_columns(table: pd.DataFrame, task: str, test: pd.DataFrame, answers: dict[str, list[str]],
-                   rewards_by_model: dict[str, np.ndarray], samples: int, seed: int) -> pd.DataFrame:
+def _guard_columns(
+    table: pd.DataFrame,
+    task: str,
+    test: pd.DataFrame,
+    answers: dict[str, list[str]],
+    rewards_by_model: dict[str, np.ndarray],
+    samples: int,
+    seed: int,
+) -> pd.DataFrame:
     """Every guard's rate per model, each job guard against base, and the per-prompt results (JSON)."""
     prompts, guards, job = test["prompt"].tolist(), {}, {}
     for name, texts in answers.items():
@@ -131,18 +178,25 @@ def _guard_columns(table: pd.DataFrame, task: str, test: pd.DataFrame, answers: 
     table.insert(2, "samples_per_prompt", samples)
     table.insert(0, "task", task)
     ids = test["prompt_id"].tolist()
-    table[PER_PROMPT] = table["model"].map({name: per_prompt_json(ids, rewards_by_model[name], job[name]) for name in job})
+    table[PER_PROMPT] = table["model"].map(
+        {name: per_prompt_json(ids, rewards_by_model[name], job[name]) for name in job}
+    )
     return table
 
 
-def evaluation_report(task, test: pd.DataFrame, markdown: str, answers: dict[str, list[str]],
-                      rewards_by_model: dict[str, np.ndarray]) -> str:
+def evaluation_report(
+    task, test: pd.DataFrame, markdown: str, answers: dict[str, list[str]], rewards_by_model: dict[str, np.ndarray]
+) -> str:
     """The evaluation as a markdown page: the table and the first three prompts' answers, model by model."""
     examples = "".join(
         f"\n### {test['prompt_id'].iloc[i]}: {test['prompt'].iloc[i]}\n\n"
-        + "".join(f"- **{name}** ({rewards_by_model[name][i]:.3f}): {' '.join(texts[i].split())[:400]}\n"
-                  for name, texts in answers.items())
+        + "".join(
+            f"- **{name}** ({rewards_by_model[name][i]:.3f}): {' '.join(texts[i].split())[:400]}\n"
+            for name, texts in answers.items()
+        )
         for i in range(min(3, len(test)))
     )
-    return (f"# Evaluation: {task.name}\n\nScorer: {task.spec.scorer.name}; {len(test)} held-out prompts; "
-            f"differences are against the base student, 95% bootstrap intervals.\n\n{markdown}\n## Examples\n{examples}")
+    return (
+        f"# Evaluation: {task.name}\n\nScorer: {task.spec.scorer.name}; {len(test)} held-out prompts; "
+        f"differences are against the base student, 95% bootstrap intervals.\n\n{markdown}\n## Examples\n{examples}"
+    )

@@ -72,14 +72,30 @@ def critiques(
     chain = ChainMessages(task)
     rows = drafts.assign(response=drafts["text"])
     samples = generate_step(
-        context, llm, sampling_params(task, settings), task, rows, "critique", 1,
-        lambda row: chain.critique(row["prompt"], row["response"]), source_column="response",
+        context,
+        llm,
+        sampling_params(task, settings),
+        task,
+        rows,
+        "critique",
+        1,
+        lambda row: chain.critique(row["prompt"], row["response"]),
+        source_column="response",
     )
     return sample_output(context, samples_frame(samples), task, settings, llm)
 
 
-@stage(group="generation", reads=("task.system_prompt", "task.critique_template", "task.revision_template",
-                                      "task.revision_steps", "sampling", "generator"))
+@stage(
+    group="generation",
+    reads=(
+        "task.system_prompt",
+        "task.critique_template",
+        "task.revision_template",
+        "task.revision_steps",
+        "sampling",
+        "generator",
+    ),
+)
 def revisions(
     context: dg.AssetExecutionContext,
     drafts: pd.DataFrame,
@@ -104,12 +120,28 @@ def revisions(
     for step in range(1, spec.revision_steps + 1):
         if step > 1:
             later = generate_step(
-                context, llm, params, task, current, "critique", step,
-                lambda row: chain.critique(row["prompt"], row["response"]), source_column="response",
+                context,
+                llm,
+                params,
+                task,
+                current,
+                "critique",
+                step,
+                lambda row: chain.critique(row["prompt"], row["response"]),
+                source_column="response",
             )
             current = as_critiques(samples_frame(later))
         step_samples = generate_step(
-            context, llm, params, task, current, "revision", step, revise, source_column="response", critique_column="critique"
+            context,
+            llm,
+            params,
+            task,
+            current,
+            "revision",
+            step,
+            revise,
+            source_column="response",
+            critique_column="critique",
         )
         all_samples.extend(step_samples)
         current = samples_frame(step_samples).rename(columns={"text": "response"}).drop(columns=["critique"])

@@ -13,30 +13,50 @@ from resources.models import resolve_model
 from resources.rewards import RewardModels
 from resources.settings import DscSettings
 
-raw_prompts_quality = quality_check(assets.raw_prompts, "Prompts: columns, unique ids, train/test split with train rows.")
+raw_prompts_quality = quality_check(
+    assets.raw_prompts, "Prompts: columns, unique ids, train/test split with train rows."
+)
 drafts_quality = quality_check(assets.drafts, "Drafts: present, not empty, no prompt echo, no loops, few duplicates.")
-critiques_quality = quality_check(assets.critiques, "Critiques: no echo of the draft or the critique template, no loops.")
-revisions_quality = quality_check(assets.revisions, "Revisions: not empty, no echo of the prompt/draft/critique or templates.")
+critiques_quality = quality_check(
+    assets.critiques, "Critiques: no echo of the draft or the critique template, no loops."
+)
+revisions_quality = quality_check(
+    assets.revisions, "Revisions: not empty, no echo of the prompt/draft/critique or templates."
+)
 
 
-@dg.asset_check(asset=assets.raw_prompts, name="raw_prompts_fit_context", blocking=True,
-                partitions_def=task_partitions,
-                description="Every prompt fits the context windows it meets (generator, judge, student), counted with "
-                            "each model's tokenizer: a prompt that cannot fit stops the run before the first model call.")
+@dg.asset_check(
+    asset=assets.raw_prompts,
+    name="raw_prompts_fit_context",
+    blocking=True,
+    partitions_def=task_partitions,
+    description="Every prompt fits the context windows it meets (generator, judge, student), counted with "
+    "each model's tokenizer: a prompt that cannot fit stops the run before the first model call.",
+)
 def raw_prompts_fit_context(
-    context: dg.AssetCheckExecutionContext, llm: LLMResource, rewards: RewardModels, student: LlamaCppLLM,
+    context: dg.AssetCheckExecutionContext,
+    llm: LLMResource,
+    rewards: RewardModels,
+    student: LlamaCppLLM,
     settings: DscSettings,
 ) -> dg.AssetCheckResult:
     task = partition_task(context)
-    windows = [Window("judge", rewards.n_ctx, token_counter(resolve_model(rewards.judge_model, rewards.model_cache_dir).path),
-                      "judge.n_ctx"),
-               Window("student", student.n_ctx, token_counter(student.model_file().path), "student.n_ctx")]
+    windows = [
+        Window(
+            "judge",
+            rewards.n_ctx,
+            token_counter(resolve_model(rewards.judge_model, rewards.model_cache_dir).path),
+            "judge.n_ctx",
+        ),
+        Window("student", student.n_ctx, token_counter(student.model_file().path), "student.n_ctx"),
+    ]
     if isinstance(llm, LlamaCppLLM):  # a server's tokenizer is not known here
         windows.insert(0, Window("generator", llm.n_ctx, token_counter(llm.model_file().path), "generator.n_ctx"))
     max_tokens = task.sampling_for(settings.max_tokens_cap).max_tokens
     problems = [p for window in windows for p in context_problems(task, window, max_tokens, str(profile_file()))]
     return dg.AssetCheckResult(
-        passed=not problems, severity=dg.AssetCheckSeverity.ERROR,
+        passed=not problems,
+        severity=dg.AssetCheckSeverity.ERROR,
         description=problems[0] if problems else f"every prompt fits ({', '.join(w.field for w in windows)})",
         metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")},
     )

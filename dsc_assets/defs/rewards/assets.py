@@ -29,7 +29,8 @@ def reward_scores(
     final_rewards = rows.loc[rows["step"] == rows["step"].max(), "reward"] if len(rows) else draft_rewards
     context.log.info(f"{task.name}: draft reward {draft_rewards.mean():.3f}, final revision {final_rewards.mean():.3f}")
     return table_output(
-        context, task,
+        context,
+        task,
         rows.sort_values(["prompt_id", "step"]).reset_index(drop=True),
         {
             "scorer": dg.MetadataValue.text(task.spec.scorer.name),
@@ -42,6 +43,53 @@ def reward_scores(
     )
 
 
+ACCEPTED_COLUMNS = [
+    "task",
+    "prompt_id",
+    "prompt",
+    "draft",
+    "draft_reward",
+    "revision",
+    "revision_reward",
+    "sample",
+    "sample_reward",
+    "sample_step",
+    "accepted",
+    "acceptance_probability",
+]
+
+
+def _chain_state(task: str, prompt_id: str, chain: pd.DataFrame, acceptance) -> dict:
+    """One prompt's Metropolis-Hastings chain from its draft through its revision steps: the final state."""
+    draft = chain.iloc[0]
+    current, probabilities = draft, []
+    for _, proposal in chain.iloc[1:].iterrows():
+        decision = metropolis_hastings(
+            float(current["reward"]),
+            float(proposal["reward"]),
+            acceptance.temperature,
+            uniform_draw(acceptance.seed, task, prompt_id, int(proposal["step"])),
+        )
+        probabilities.append(decision.probability)
+        if decision.accepted:
+            current = proposal
+    last = chain.iloc[-1]
+    return {
+        "task": task,
+        "prompt_id": prompt_id,
+        "prompt": draft["prompt"],
+        "draft": draft["text"],
+        "draft_reward": float(draft["reward"]),
+        "revision": last["text"],
+        "revision_reward": float(last["reward"]),
+        "sample": current["text"],
+        "sample_reward": float(current["reward"]),
+        "sample_step": int(current["step"]),
+        "accepted": bool(current["step"] > 0),
+        "acceptance_probability": float(probabilities[-1]) if probabilities else 0.0,
+    }
+
+
 @stage(group="rewards", reads=("task.acceptance.temperature", "task.acceptance.seed"))
 def accepted_samples(context: dg.AssetExecutionContext, reward_scores: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     """One Metropolis-Hastings chain per prompt: starting from the draft, each revision step is accepted with
@@ -51,33 +99,13 @@ def accepted_samples(context: dg.AssetExecutionContext, reward_scores: pd.DataFr
     acceptance = task.spec.acceptance
     records = []
     for prompt_id, chain in reward_scores.sort_values("step").groupby("prompt_id", sort=True):
-        draft = chain.iloc[0]
-        current, probabilities = draft, []
-        for _, proposal in chain.iloc[1:].iterrows():
-            decision = metropolis_hastings(
-                float(current["reward"]), float(proposal["reward"]), acceptance.temperature,
-                uniform_draw(acceptance.seed, task.name, prompt_id, int(proposal["step"])),
-            )
-            probabilities.append(decision.probability)
-            if decision.accepted:
-                current = proposal
-        last = chain.iloc[-1]
-        records.append({
-            "task": task.name, "prompt_id": prompt_id, "prompt": draft["prompt"],
-            "draft": draft["text"], "draft_reward": float(draft["reward"]),
-            "revision": last["text"], "revision_reward": float(last["reward"]),
-            "sample": current["text"], "sample_reward": float(current["reward"]), "sample_step": int(current["step"]),
-            "accepted": bool(current["step"] > 0),
-            "acceptance_probability": float(probabilities[-1]) if probabilities else 0.0,
-        })
-    df = pd.DataFrame(records, columns=[
-        "task", "prompt_id", "prompt", "draft", "draft_reward", "revision", "revision_reward", "sample",
-        "sample_reward", "sample_step", "accepted", "acceptance_probability",
-    ])
+        records.append(_chain_state(task.name, prompt_id, chain, acceptance))
+    df = pd.DataFrame(records, columns=ACCEPTED_COLUMNS)
     rate = float(df["accepted"].mean()) if len(df) else 0.0
     context.log.info(f"{task.name}: acceptance rate {rate:.2f} at T={acceptance.temperature}")
     return table_output(
-        context, task,
+        context,
+        task,
         df,
         {
             "acceptance_rate": dg.MetadataValue.float(round(rate, 4)),
@@ -116,17 +144,27 @@ def preference_pairs(context: dg.AssetExecutionContext, accepted_samples: pd.Dat
         rejected = np.array([float(check(p, a)) for p, a in zip(accepted["prompt"], accepted["draft"])])
         lost |= (rejected == 1.0) & (chosen == 0.0)
     accepted = accepted[~lost]
-    df = pd.DataFrame({
-        "task": task.name, "prompt_id": accepted["prompt_id"], "prompt": accepted["prompt"],
-        "chosen": accepted["sample"], "rejected": accepted["draft"],
-        "score_chosen": accepted["sample_reward"], "score_rejected": accepted["draft_reward"],
-        "margin": accepted["sample_reward"] - accepted["draft_reward"],
-    }).reset_index(drop=True)
+    df = pd.DataFrame(
+        {
+            "task": task.name,
+            "prompt_id": accepted["prompt_id"],
+            "prompt": accepted["prompt"],
+            "chosen": accepted["sample"],
+            "rejected": accepted["draft"],
+            "score_chosen": accepted["sample_reward"],
+            "score_rejected": accepted["draft_reward"],
+            "margin": accepted["sample_reward"] - accepted["draft_reward"],
+        }
+    ).reset_index(drop=True)
     return table_output(
-        context, task,
-        df, {"mean_margin": dg.MetadataValue.float(round(float(df["margin"].mean()), 4) if len(df) else 0.0),
-             "dropped_unchanged": dg.MetadataValue.int(int(unchanged.sum())),
-             "dropped_no_margin": dg.MetadataValue.int(int(no_margin.sum())),
-             "dropped_by_guard": dg.MetadataValue.int(int(lost.sum()))},
+        context,
+        task,
+        df,
+        {
+            "mean_margin": dg.MetadataValue.float(round(float(df["margin"].mean()), 4) if len(df) else 0.0),
+            "dropped_unchanged": dg.MetadataValue.int(int(unchanged.sum())),
+            "dropped_no_margin": dg.MetadataValue.int(int(no_margin.sum())),
+            "dropped_by_guard": dg.MetadataValue.int(int(lost.sum())),
+        },
         ["prompt_id", "margin", "chosen", "rejected"],
     )

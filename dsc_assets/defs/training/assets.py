@@ -14,8 +14,14 @@ from resources.trainer import LoRATrainer
 
 
 def _checkpoint_asset(method: str, dataset_asset: str, description: str):
-    @stage(name=f"{method}_checkpoint", group="training", reads=(f"trainer.{method}", f"methods.{method}"),
-           kinds=("pytorch", "duckdb"), description=description, ins={"dataset": dg.AssetIn(dataset_asset)})
+    @stage(
+        name=f"{method}_checkpoint",
+        group="training",
+        reads=(f"trainer.{method}", f"methods.{method}"),
+        kinds=("pytorch", "duckdb"),
+        description=description,
+        ins={"dataset": dg.AssetIn(dataset_asset)},
+    )
     def _asset(
         context: dg.AssetExecutionContext, dataset: pd.DataFrame, trainer: LoRATrainer, settings: DscSettings
     ) -> dg.Output[pd.DataFrame]:
@@ -24,14 +30,19 @@ def _checkpoint_asset(method: str, dataset_asset: str, description: str):
     return _asset
 
 
-sft_checkpoint = _checkpoint_asset("sft", "sft_dataset", "dSC: LoRA supervised fine-tuning of the student on accepted revisions.")
+sft_checkpoint = _checkpoint_asset(
+    "sft", "sft_dataset", "dSC: LoRA supervised fine-tuning of the student on accepted revisions."
+)
 dpo_checkpoint = _checkpoint_asset(
     "dpo", "dpo_dataset", "Baseline: plain DPO on the self-critique pairs (chosen = revision, rejected = draft)."
 )
 rdpo_checkpoint = _checkpoint_asset(
-    "rdpo", "dpo_dataset",
+    "rdpo",
+    "dpo_dataset",
     "rDPO: DPO whose label per pair is softened by the external reward, p = σ((s_chosen − s_rejected)/τ).",
 )
 dlma_checkpoint = _checkpoint_asset(
-    "dlma", "dlma_pairs", "DLMA: DPO with the self-reward as a margin, L = −log σ(β·[h − γ·clamp(R, −40, 40)]).",
+    "dlma",
+    "dlma_pairs",
+    "DLMA: DPO with the self-reward as a margin, L = −log σ(β·[h − γ·clamp(R, −40, 40)]).",
 )

@@ -15,9 +15,31 @@ from resources.settings import METHODS, DscSettings
 from resources.trainer import LoRATrainer
 
 CHECKPOINT_COLUMNS = [
-    "task", "method", "status", "train_rows", "steps", "seconds", "first_loss", "last_loss", "data_hash", "adapter_dir",
-    "merged_dir", "gguf_path",
+    "task",
+    "method",
+    "status",
+    "train_rows",
+    "steps",
+    "seconds",
+    "first_loss",
+    "last_loss",
+    "data_hash",
+    "adapter_dir",
+    "merged_dir",
+    "gguf_path",
 ]
+
+
+# A skipped checkpoint's row: nothing trained, nothing written.
+SKIPPED = {
+    "steps": 0,
+    "seconds": 0.0,
+    "first_loss": np.nan,
+    "last_loss": np.nan,
+    "adapter_dir": "",
+    "merged_dir": "",
+    "gguf_path": "",
+}
 
 
 def dataset_records(df: pd.DataFrame) -> list[dict]:
@@ -25,8 +47,30 @@ def dataset_records(df: pd.DataFrame) -> list[dict]:
     return load_records(df["dataset_path"].iloc[0]) if len(df) else []
 
 
+def _trained_metadata(task: str, method: str, checkpoint, rows: int, data_hash: str, trainer: LoRATrainer) -> dict:
+    """What a person checks on a checkpoint: where it is, its steps and time, its data, its settings, its loss curve."""
+    summary, losses = checkpoint.summary, checkpoint.summary["losses"]
+    metadata = {
+        "path": dg.MetadataValue.path(str(checkpoint.folder)),
+        "gguf": dg.MetadataValue.path(summary["gguf_path"]),
+        "steps": dg.MetadataValue.int(summary["steps"]),
+        "train_seconds": dg.MetadataValue.float(summary["seconds"]),
+        "train_rows": dg.MetadataValue.int(rows),
+        "data_hash": dg.MetadataValue.text(data_hash),
+        "trainer": dg.MetadataValue.json(trainer.method_settings(method)),
+    }
+    if losses:
+        metadata["loss_curve"] = line_plot(losses, f"{task} {method}: training loss", "step", "loss")
+        metadata["first_loss"], metadata["last_loss"] = float(losses[0]), float(losses[-1])
+    return metadata
+
+
 def checkpoint_output(
-    context: dg.AssetExecutionContext, trainer: LoRATrainer, settings: DscSettings, method: str, records: list[dict],
+    context: dg.AssetExecutionContext,
+    trainer: LoRATrainer,
+    settings: DscSettings,
+    method: str,
+    records: list[dict],
     train=None,
 ) -> dg.Output[pd.DataFrame]:
     """Train (or reuse) one checkpoint folder and describe it in one table row."""
@@ -40,9 +84,7 @@ def checkpoint_output(
     if off or not records:
         status = "skipped: not in the profile's methods" if off else "skipped: empty dataset"
         (context.log.info if off else context.log.warning)(f"{task.name}: {method} checkpoint {status}")
-        df = pd.DataFrame([{**row, "status": status, "steps": 0, "seconds": 0.0, "first_loss": np.nan,
-                            "last_loss": np.nan, "adapter_dir": "", "merged_dir": "", "gguf_path": ""}],
-                          columns=CHECKPOINT_COLUMNS)
+        df = pd.DataFrame([{**row, "status": status, **SKIPPED}], columns=CHECKPOINT_COLUMNS)
         return dg.Output(df, data_version=data_version(df), metadata={"status": status, **versions})
     folder = settings.artifact_path("checkpoints", method, task.name, version)
     checkpoint = trainer.checkpoint(method, folder, f"{task.name}-{method}.gguf", records, train=train)
@@ -50,18 +92,21 @@ def checkpoint_output(
         context.log.info(f"{task.name}: reusing {method} checkpoint {folder}")
     summary = checkpoint.summary
     losses = summary["losses"]
-    df = pd.DataFrame([{
-        **row, "status": "trained", "steps": summary["steps"], "seconds": summary["seconds"],
-        "first_loss": losses[0] if losses else np.nan, "last_loss": losses[-1] if losses else np.nan,
-        "adapter_dir": summary["adapter_dir"], "merged_dir": summary["merged_dir"], "gguf_path": summary["gguf_path"],
-    }], columns=CHECKPOINT_COLUMNS)
-    metadata = {
-        "path": dg.MetadataValue.path(str(folder)), "gguf": dg.MetadataValue.path(summary["gguf_path"]),
-        "steps": dg.MetadataValue.int(summary["steps"]), "train_seconds": dg.MetadataValue.float(summary["seconds"]),
-        "train_rows": dg.MetadataValue.int(len(records)), "data_hash": dg.MetadataValue.text(data_hash),
-        "trainer": dg.MetadataValue.json(trainer.method_settings(method)), **versions,
-    }
-    if losses:
-        metadata["loss_curve"] = line_plot(losses, f"{task.name} {method}: training loss", "step", "loss")
-        metadata["first_loss"], metadata["last_loss"] = float(losses[0]), float(losses[-1])
+    df = pd.DataFrame(
+        [
+            {
+                **row,
+                "status": "trained",
+                "steps": summary["steps"],
+                "seconds": summary["seconds"],
+                "first_loss": losses[0] if losses else np.nan,
+                "last_loss": losses[-1] if losses else np.nan,
+                "adapter_dir": summary["adapter_dir"],
+                "merged_dir": summary["merged_dir"],
+                "gguf_path": summary["gguf_path"],
+            }
+        ],
+        columns=CHECKPOINT_COLUMNS,
+    )
+    metadata = {**_trained_metadata(task.name, method, checkpoint, len(records), data_hash, trainer), **versions}
     return dg.Output(df, data_version=dg.DataVersion(version), metadata=metadata)
