@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-fast install install-teacher llama llama-rebuild doctor browser bench ui
+.PHONY: run test test-fast install install-teacher lock lock-check llama llama-rebuild doctor browser bench ui
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,47 @@ llama: $(BIN)/python
 llama-rebuild: $(BIN)/python
 	$(BIN)/python -m resources.llama_build --rebuild
 
-install: llama
-	$(BIN)/pip install -q -e '.[test]'
+# Installs come from the hashed lock files (docs/install.md): every package pinned to one version and one set of
+# file hashes, so two installs get the same bytes. llama-cpp-python is not in them (`make llama` installs a wheel
+# built on this machine, whose hash no lock can know); dsc itself goes in last, editable and --no-deps, as hash
+# mode cannot hash an editable. lock-check stops first, with the fix, when pyproject.toml changed after `make lock`.
+# pip itself goes first, at the lock's version and hashes: pip 23.2 (what `python3 -m venv` brings here) rejects the
+# lock in hash mode, as dagster-graphql asks for `gql[requests]` and only `gql` is pinned (fixed in pip 23.3).
+LOCK := requirements/lock.txt
+TEACHER_LOCK := requirements/teacher.lock
+# $(call locked_pip,LOCKFILE): pip's entry (pin and hashes) cut out of the lock and installed on its own.
+locked_pip = sed -n '/^pip==/,/^    \#/p' $(1) > $(VENV)/pip.lock \
+	&& $(BIN)/python -m pip install -q --require-hashes -r $(VENV)/pip.lock
 
-install-teacher: llama
-	$(BIN)/pip install -q -e '.[teacher,test]'
+lock-check: $(BIN)/python
+	$(BIN)/python requirements/check_lock.py
+
+install: lock-check llama
+	$(call locked_pip,$(LOCK))
+	$(BIN)/pip install -q --require-hashes -r $(LOCK)
+	$(BIN)/pip install -q --no-deps -e .
+
+install-teacher: lock-check llama
+	$(call locked_pip,$(TEACHER_LOCK))
+	$(BIN)/pip install -q --require-hashes -r $(TEACHER_LOCK)
+	$(BIN)/pip install -q --no-deps -e .
+
+# `make lock` regenerates both lock files from pyproject.toml (run it after editing the dependencies, commit the
+# result) with pip-tools in a venv of its own, then stamps them for lock-check. It keeps the existing pins that
+# still fit; `make lock LOCK_ARGS=--upgrade` moves everything to the newest allowed, `LOCK_ARGS='-P duckdb'` one
+# package. teacher.lock is the same set plus the teacher's 22 packages, constrained to lock.txt's pins.
+PIP_TOOLS := pip==26.3 pip-tools==7.6.2
+LOCK_VENV := .dsc/lock-venv
+LOCK_ARGS ?=
+PIP_COMPILE = $(LOCK_VENV)/bin/pip-compile -q --generate-hashes --strip-extras --unsafe-package llama-cpp-python \
+	--no-emit-index-url --no-emit-find-links $(LOCK_ARGS)
+
+lock:
+	[ -x $(LOCK_VENV)/bin/python ] || $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install -q $(PIP_TOOLS)
+	$(PIP_COMPILE) --extra test -o $(LOCK) pyproject.toml
+	$(PIP_COMPILE) --extra test --extra teacher -c $(LOCK) -o $(TEACHER_LOCK) pyproject.toml
+	$(LOCK_VENV)/bin/python requirements/check_lock.py --stamp
 
 doctor: install
 	$(BIN)/dsc doctor
