@@ -9,7 +9,7 @@ import dagster as dg
 import pandas as pd
 
 from dsc_assets.defs.stage import version_metadata
-from dsc_assets.lib.samples import Sample, data_version, generation_metadata, preview  # noqa: F401
+from dsc_assets.lib.samples import Sample, data_version, generation_metadata, preview
 from dsc_assets.lib.task_spec import TaskError
 from dsc_assets.lib.tasks import Task, load_task
 from resources.llm import GenerationProgress, LLMResource, SamplingParams

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dsc_assets.lib.chat import system_message, user_message
+from dsc_assets.lib.chat import ChainMessages
 from dsc_assets.lib.task_spec import Almost
 from dsc_assets.lib.tasks import Task
 from resources.hashing import content_hash
@@ -41,14 +41,11 @@ def config_messages(task: Task, config: str, prompt: str) -> list[dict]:
     """The chat a configuration sends: the plain ones as the dSC drafts do, the prompted ones with the task's
     positive affix and its demonstrations as earlier turns."""
     _, prompted = CONFIGS[config]
+    chain, spec = ChainMessages(task), task.spec
     if not prompted:
-        return [system_message(task), user_message(prompt)]
-    spec = task.spec
+        return chain.draft(prompt)
     affix = spec.contrastive.positive_affix if spec.contrastive else ""
-    messages = [{"role": "system", "content": f"{spec.system_prompt} {affix}".strip()}]
-    for demo in spec.almost.demonstrations:
-        messages += [user_message(demo.prompt), {"role": "assistant", "content": demo.response}]
-    return messages + [user_message(prompt)]
+    return chain.contrastive(prompt, affix, [(demo.prompt, demo.response) for demo in spec.almost.demonstrations])
 
 
 def heldout_prompts(prompt_ids: list[str], almost: Almost, seed: int) -> set[str]:

@@ -23,14 +23,21 @@ class ChainMessages:
         content = self.spec.revision_template.format(prompt=prompt, response=response, critique=critique)
         return [self.system, user_message(content)]
 
-    def contrastive(self, prompt: str, affix: str) -> list[dict]:
+    def contrastive(self, prompt: str, affix: str, examples: list[tuple[str, str]] = ()) -> list[dict]:
+        """The request under the system prompt with ``affix`` (DLMA's contrast, ALMoST's better-prompted
+        configurations), after ``examples`` (prompt, answer) as earlier turns."""
         system = {"role": "system", "content": f"{self.spec.system_prompt} {affix}".strip()}
-        return [system, user_message(prompt)]
+        turns = [message for shown, answer in examples for message in (user_message(shown), assistant_message(answer))]
+        return [system, *turns, user_message(prompt)]
 
-
-def system_message(task: Task) -> dict:
-    return {"role": "system", "content": task.spec.system_prompt}
+    def answered(self, prompt: str, answer: str) -> list[dict]:
+        """A draft's request with its answer: one SFT conversation (system, user, assistant)."""
+        return [*self.draft(prompt), assistant_message(answer)]
 
 
 def user_message(content: str) -> dict:
     return {"role": "user", "content": content}
+
+
+def assistant_message(content: str) -> dict:
+    return {"role": "assistant", "content": content}

@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import dagster as dg
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, with_config
 from typing_extensions import TypedDict
 
 from dsc_assets.lib.paths import PROJECT_ROOT
 from dsc_assets.lib.quality import QualityRules
+from dsc_assets.lib.yaml_files import read_mapping
 from resources.llm import LlamaCppLLM, LLMResource
 from resources.openai_llm import OpenAICompatibleLLM
 from resources.rewards import RewardModels
-from resources.settings import METHODS, DscSettings  # noqa: F401  (re-exported for definitions)
+from resources.settings import METHODS
 from resources.trainer import LoRATrainer
 
 PROFILE_ENV, HOME_ENV = "DSC_PROFILE", "DSC_HOME"
@@ -148,14 +148,7 @@ def load_profile(name: str | None = None) -> Profile:
     if not path.is_file():
         known = sorted(p.stem for p in (PROJECT_ROOT / "profiles").glob("*.yaml"))
         raise ProfileError(f"profile '{name}' not found at {path} (known: {', '.join(known)})")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ProfileError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
-    if not isinstance(raw, dict):
-        raise ProfileError(f"{path}: expected a mapping of settings (generator, judge, ...), got {type(raw).__name__}")
+    raw = read_mapping(path, ProfileError, "generator, judge", empty={})
     try:
         return Profile.model_validate(raw)
     except ValidationError as error:
@@ -210,14 +203,7 @@ def build_generator(profile: Profile, home: Path) -> LLMResource:
             max_retries=gen.max_retries,
             max_concurrency=gen.max_concurrency,
         )
-    return LlamaCppLLM(
-        cache_path=cache,
-        model=gen.model,
-        model_cache_dir=str(home / "models"),
-        n_ctx=gen.n_ctx,
-        n_threads=gen.n_threads,
-        batch_size=gen.batch_size,
-    )
+    return _local_llm(gen, home)
 
 
 def build_rewards(profile: Profile, home: Path) -> RewardModels:
@@ -233,14 +219,18 @@ def build_rewards(profile: Profile, home: Path) -> RewardModels:
 
 
 def build_student(profile: Profile, home: Path) -> LlamaCppLLM:
-    student = profile.student
+    return _local_llm(profile.student, home)
+
+
+def _local_llm(model: GeneratorProfile | LocalModelProfile, home: Path) -> LlamaCppLLM:
+    """A profile's embedded model: its file, context, threads and batch, the home's cache and model folder."""
     return LlamaCppLLM(
         cache_path=str(home / "cache.duckdb"),
-        model=student.model,
+        model=model.model,
         model_cache_dir=str(home / "models"),
-        n_ctx=student.n_ctx,
-        n_threads=student.n_threads,
-        batch_size=student.batch_size,
+        n_ctx=model.n_ctx,
+        n_threads=model.n_threads,
+        batch_size=model.batch_size,
     )
 
 

@@ -11,11 +11,11 @@ import os
 from functools import cached_property
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
 from dsc_assets.lib.paths import PROJECT_ROOT
 from dsc_assets.lib.task_spec import FIELD_HINTS, REMOVED_METHOD, PromptRecord, TaskError, TaskSpec
+from dsc_assets.lib.yaml_files import read_mapping
 from resources.hashing import content_hash, file_sha256
 from resources.llm import SamplingParams
 
@@ -79,18 +79,7 @@ def _format_validation(path: Path, error: ValidationError) -> str:
 def _load_spec(path: Path) -> TaskSpec:
     if not path.is_file():
         raise TaskError(f"{path}: file is missing (every task folder needs a {TASK_FILE})")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise TaskError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
-    except UnicodeDecodeError:
-        raise TaskError(f"{path}: not UTF-8 text") from None
-    if not isinstance(raw, dict):
-        raise TaskError(
-            f"{path}: expected a mapping of settings (description, system_prompt, ...), got {type(raw).__name__}"
-        )
+    raw = read_mapping(path, TaskError, "description, system_prompt")
     if "method" in raw:
         raise TaskError(f"{path}: {REMOVED_METHOD}")
     try:

@@ -9,7 +9,7 @@ import sys
 
 import duckdb
 
-from dsc_assets.lib.profiles import PROJECT_ROOT
+from dsc_assets.lib.paths import PROJECT_ROOT
 from dsc_assets_tests.conftest import private_tasks, run_cli
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from dsc_assets.cli.main import main
-from dsc_assets.lib.profiles import PROJECT_ROOT
+from dsc_assets.lib.paths import PROJECT_ROOT
 from dsc_assets.lib.report import ReportError, interval_verdict, markdown_table, prompt_selection, write_report
 from dsc_assets.lib.stats import per_prompt_json
 

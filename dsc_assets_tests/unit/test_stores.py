@@ -11,7 +11,7 @@ import time
 import duckdb
 import pytest
 
-from dsc_assets.lib.profiles import PROJECT_ROOT
+from dsc_assets.lib.paths import PROJECT_ROOT
 from resources.stores import CacheBusyError, CallCache, close_all
 
 HOLD = """

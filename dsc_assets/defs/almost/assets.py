@@ -23,7 +23,7 @@ from dsc_assets.defs.stage import stage, version_metadata
 from dsc_assets.defs.steps import partition_task, sampling_params, table_output
 from dsc_assets.defs.training.checkpoint import checkpoint_output
 from dsc_assets.lib.almost import COMPARISON_COLUMNS, CONFIGS, RESPONSE_COLUMNS, config_messages, synthesize_comparisons
-from dsc_assets.lib.chat import ChainMessages, system_message, user_message
+from dsc_assets.lib.chat import ChainMessages, assistant_message
 from dsc_assets.lib.samples import data_version
 from dsc_assets.lib.stats import pair_accuracy
 from resources.checkpoints import train_or_reuse
@@ -158,8 +158,8 @@ def _comparison_records(task, train: pd.DataFrame) -> list[dict]:
     return [
         {
             "prompt": _rm_prompt(task, r.prompt),
-            "chosen": [{"role": "assistant", "content": r.chosen}],
-            "rejected": [{"role": "assistant", "content": r.rejected}],
+            "chosen": [assistant_message(r.chosen)],
+            "rejected": [assistant_message(r.rejected)],
         }
         for r in train.itertuples()
     ]
@@ -350,8 +350,7 @@ def almost_sft_checkpoint(
     """ALMoST SFT: LoRA supervised fine-tuning of the student on the reward-model-chosen demonstrations."""
     task = partition_task(context)
     records = [
-        {"messages": [system_message(task), user_message(r.prompt), {"role": "assistant", "content": r.response}]}
-        for r in rmsp_demonstrations.itertuples()
+        {"messages": ChainMessages(task).answered(r.prompt, r.response)} for r in rmsp_demonstrations.itertuples()
     ]
     return checkpoint_output(context, trainer, settings, "almost_sft", records, train=trainer.train_sft)
 

@@ -8,7 +8,7 @@ import pandas as pd
 
 from dsc_assets.defs.stage import stage
 from dsc_assets.defs.steps import partition_task, table_output
-from dsc_assets.lib.chat import system_message, user_message
+from dsc_assets.lib.chat import ChainMessages, assistant_message
 from dsc_assets.lib.tasks import Task
 from resources.datasets import save_dataset
 from resources.settings import DscSettings
@@ -47,7 +47,7 @@ def sft_dataset(
     records = [
         {
             "prompt_id": row.prompt_id,
-            "messages": [system_message(task), user_message(row.prompt), {"role": "assistant", "content": row.sample}],
+            "messages": ChainMessages(task).answered(row.prompt, row.sample),
         }
         for row in accepted.itertuples()
     ]
@@ -71,9 +71,9 @@ def dpo_dataset(
     records = [
         {
             "prompt_id": row.prompt_id,
-            "prompt": [system_message(task), user_message(row.prompt)],
-            "chosen": [{"role": "assistant", "content": row.chosen}],
-            "rejected": [{"role": "assistant", "content": row.rejected}],
+            "prompt": ChainMessages(task).draft(row.prompt),
+            "chosen": [assistant_message(row.chosen)],
+            "rejected": [assistant_message(row.rejected)],
             "score_chosen": float(row.score_chosen),
             "score_rejected": float(row.score_rejected),
         }
@@ -104,9 +104,9 @@ def dlma_pairs(
     records = [
         {
             "prompt_id": row.prompt_id,
-            "prompt": [system_message(task), user_message(row.prompt)],
-            "chosen": [{"role": "assistant", "content": row.positive}],
-            "rejected": [{"role": "assistant", "content": row.negative}],
+            "prompt": ChainMessages(task).draft(row.prompt),
+            "chosen": [assistant_message(row.positive)],
+            "rejected": [assistant_message(row.negative)],
             "self_reward": float(row.self_reward),
         }
         for row in kept.itertuples()

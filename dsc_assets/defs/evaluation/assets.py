@@ -7,7 +7,7 @@ import pandas as pd
 
 from dsc_assets.defs.stage import stage, version_metadata
 from dsc_assets.defs.steps import partition_task, sampling_params
-from dsc_assets.lib.chat import system_message, user_message
+from dsc_assets.lib.chat import ChainMessages
 from dsc_assets.lib.guards import JOB_GUARDS, guard_values, per_prompt, rates_of
 from dsc_assets.lib.report import markdown_table
 from dsc_assets.lib.samples import data_version
@@ -99,7 +99,7 @@ def _reward_model_means(
 ) -> dict[str, float]:
     """Each model's mean ALMoST reward-model score over its answers (beside the external reward: one that rises
     while the external reward does not is reward hacking)."""
-    chats = [[system_message(task), user_message(p)] for p in test["prompt"]] * samples
+    chats = [ChainMessages(task).draft(p) for p in test["prompt"]] * samples
     return {
         name: float(np.mean(cached_scores(cache_path, model["version"], model["model_dir"], chats, texts)))
         if texts
@@ -128,7 +128,7 @@ def _variants(
 def _answers(llm: LlamaCppLLM, task, prompts: list[str], params, samples: int) -> list[str]:
     """``samples`` seeded answers per prompt, sample-major: the first len(prompts) are k = 0, the single-sample
     evaluation's own request; more seeds average out sampling noise per prompt."""
-    requests = [[system_message(task), user_message(prompt)] for prompt in prompts]
+    requests = [ChainMessages(task).draft(prompt) for prompt in prompts]
     return [
         g.text
         for k in range(samples)
