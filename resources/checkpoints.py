@@ -6,10 +6,13 @@ marker and the next run trains again."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+from resources.artifacts import artifact_lock
 
 
 @dataclass
@@ -27,6 +30,15 @@ def train_or_reuse(
     summary_file = folder / "summary.json"
     if summary_file.exists():  # same data, same settings: this checkpoint exists already
         return Checkpoint(folder, json.loads(summary_file.read_text()), True)
+    with artifact_lock(folder):  # one process trains it; another asking for it meanwhile waits, then reuses it
+        if summary_file.exists():
+            return Checkpoint(folder, json.loads(summary_file.read_text()), True)
+        if folder.exists():  # a killed run's unfinished folder: train it again from nothing
+            shutil.rmtree(folder)
+        return _train(folder, summary_file, train, export)
+
+
+def _train(folder: Path, summary_file: Path, train, export) -> Checkpoint:
     started = time.perf_counter()
     result = train()
     exported = export(result) if export is not None else {}

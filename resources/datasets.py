@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from resources.artifacts import build_once
 from resources.hashing import content_hash
 
 
@@ -14,10 +15,12 @@ def save_dataset(folder: Path, records: list[dict]) -> tuple[Path, str]:
 
     digest = content_hash(records, length=16)
     path = folder / digest
-    if not (path / "dataset_info.json").exists():  # content-addressed: an existing folder already holds this data
-        partial = path.with_name(digest + ".partial")
-        Dataset.from_list(records).save_to_disk(str(partial))
-        partial.rename(path)
+    # content-addressed: a finished folder already holds this data (another process may be writing it: see artifacts.py)
+    build_once(
+        path,
+        lambda partial: Dataset.from_list(records).save_to_disk(str(partial)),
+        lambda folder: (folder / "dataset_info.json").exists(),
+    )
     return path, digest
 
 

@@ -4,8 +4,9 @@ replaced (in F16) and all else (tokenizer, chat template, untouched quantized te
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from resources.artifacts import build_once
 
 # LoRA targets that are plain linear weights in llama.cpp's tensor naming: what export has to rewrite.
 GGUF_NAMES = {
@@ -59,14 +60,17 @@ def gguf_replacements(state: dict, config: dict, target_modules: list[str], laye
 
 
 def export_merged_gguf(base_gguf: Path, merged_dir: Path, out_path: Path, target_modules: list[str]) -> None:
+    """Write ``out_path`` once (a process that finds it written, or being written, reuses it; see artifacts.py)."""
+    build_once(out_path, lambda partial: _write_gguf(base_gguf, merged_dir, partial, target_modules))
+
+
+def _write_gguf(base_gguf: Path, merged_dir: Path, partial: Path, target_modules: list[str]) -> None:
     import gguf
 
     reader = gguf.GGUFReader(str(base_gguf))
     config = json.loads((merged_dir / "config.json").read_text())
     replaced = gguf_replacements(load_safetensors(merged_dir), config, target_modules)
     architecture = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
-    partial = out_path.with_name(out_path.name + ".partial")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(str(partial), architecture)
     for item in reader.fields.values():
         if item.name == gguf.Keys.General.ARCHITECTURE or item.name.startswith("GGUF."):
@@ -88,4 +92,3 @@ def export_merged_gguf(base_gguf: Path, merged_dir: Path, out_path: Path, target
     for tensor in reader.tensors:
         writer.write_tensor_data(replaced.get(tensor.name, tensor.data), tensor_endianess=reader.endianess)
     writer.close()
-    os.replace(partial, out_path)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from resources.artifacts import build_once
+
 
 def quiet_progress() -> None:
     """Offline, and no progress bars from datasets (every hub library is told it is offline)."""
@@ -21,10 +23,14 @@ def quiet_progress() -> None:
 
 
 def hf_student(gguf_path: Path, sha256: str, cache_dir: Path) -> Path:
-    """A Hugging Face copy of a GGUF model, made once (atomic) under ``cache_dir/hf/<sha>``."""
+    """A Hugging Face copy of a GGUF model, made once under ``cache_dir/hf/<sha>`` (by one process: others wait and
+    reuse it; see artifacts.py)."""
     target = cache_dir / "hf" / sha256[:16]
-    if (target / "config.json").exists():
-        return target
+    build_once(target, lambda partial: _save_hf_copy(gguf_path, partial), lambda path: (path / "config.json").exists())
+    return target
+
+
+def _save_hf_copy(gguf_path: Path, out: Path) -> None:
     quiet_progress()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -35,8 +41,5 @@ def hf_student(gguf_path: Path, sha256: str, cache_dir: Path) -> Path:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    partial = target.with_name(target.name + f".partial-{os.getpid()}")
-    model.save_pretrained(str(partial))
-    tokenizer.save_pretrained(str(partial))
-    os.replace(partial, target)
-    return target
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))

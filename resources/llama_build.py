@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from resources.artifacts import artifact_lock
+
 LLAMA_CPP_VERSION = "0.3.36"  # must match the pin in pyproject.toml (a test checks)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MARKER_NAME = "dsc-llama-build.json"  # written into the environment's prefix after an install
@@ -160,11 +162,12 @@ def ensure_installed(rebuild: bool = False) -> dict:
     if not rebuild and marker and marker.get("key") == key and installed == LLAMA_CPP_VERSION:
         print(f"llama-cpp-python {installed} already built for this CPU (key {key})", flush=True)
         return marker
-    wheel = None if rebuild else find_wheel(build_dir(key))
-    if wheel is None:
-        wheel = build_wheel(args, key)
-    else:
-        print(f"reusing {wheel} (key {key})", flush=True)
+    with artifact_lock(build_dir(key)):  # two installs at once (two clones, one wheelhouse): one compiles
+        wheel = None if rebuild else find_wheel(build_dir(key))
+        if wheel is None:
+            wheel = build_wheel(args, key)
+        else:
+            print(f"reusing {wheel} (key {key})", flush=True)
     _pip("install", "-q", "--no-deps", "--force-reinstall", "--no-cache-dir", str(wheel))
     info = {"version": LLAMA_CPP_VERSION, "key": key, "cmake_args": args, "wheel": str(wheel)}
     (Path(sys.prefix) / MARKER_NAME).write_text(json.dumps(info, indent=2))

