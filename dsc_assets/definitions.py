@@ -18,6 +18,7 @@ from dsc_assets.lib.profiles import (
     build_trainer,
     dsc_home,
     load_profile,
+    usable_home,
 )
 from resources.settings import DscSettings
 from resources.stores import WarehouseIOManager
@@ -38,7 +39,7 @@ dsc_job = dg.define_asset_job(
 
 def build_resources(profile: Profile, home: Path) -> dict:
     """Every resource the graph needs, configured by a profile and rooted at a DSC_HOME."""
-    home.mkdir(parents=True, exist_ok=True)  # DuckDB creates files, not folders
+    usable_home(home)  # DuckDB creates files, not folders; a bad DSC_HOME is said here, not by DuckDB
     return {
         "llm": build_generator(profile, home),
         "rewards": build_rewards(profile, home),

@@ -22,11 +22,14 @@ def prepare_environment(profile: str | None) -> None:
     dsc's first line is the user's own and is left alone."""
     if profile:
         os.environ["DSC_PROFILE"] = profile
-    from dsc_assets.lib.profiles import dsc_home
+    from pathlib import Path
 
+    from dsc_assets.lib.profiles import dsc_home, usable_home
+
+    usable_home(dsc_home())  # first: every later step writes there
     # Runs land in a persistent instance, so `dagster dev` (same DAGSTER_HOME) shows their history.
-    dagster_home = os.environ.setdefault("DAGSTER_HOME", str(dsc_home() / "dagster"))
-    os.makedirs(dagster_home, exist_ok=True)
+    dagster_home = os.environ["DAGSTER_HOME"] = os.environ.get("DAGSTER_HOME") or str(dsc_home() / "dagster")
+    usable_home(Path(dagster_home), "DAGSTER_HOME")
     config = os.path.join(dagster_home, "dagster.yaml")
     wanted = (
         f"{INSTANCE_MARKER} (dsc_assets/cli/common.py); delete this first line to keep your own edits.\n"

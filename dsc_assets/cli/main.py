@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 def _guarded(args: argparse.Namespace) -> int:
     """Run a command; any error becomes its root cause on the first line (the trace only with --verbose)."""
     from dsc_assets.build.preflight import PreflightError
-    from dsc_assets.lib.profiles import ProfileError
+    from dsc_assets.lib.profiles import HomeError, ProfileError
     from dsc_assets.lib.task_spec import TaskError
     from resources.models import ModelError
 
@@ -149,7 +149,7 @@ def _guarded(args: argparse.Namespace) -> int:
             f"{command}: {len(error.problems)} problem(s) found before any model call; nothing was run", file=sys.stderr
         )
         return 2
-    except (ProfileError, TaskError, ModelError) as error:
+    except (ProfileError, TaskError, ModelError, HomeError) as error:
         print(f"{command}: {type(error).__name__}: {error}", file=sys.stderr)
         if args.verbose:
             traceback.print_exc()

@@ -136,6 +136,25 @@ def dsc_home() -> Path:
     return Path(os.environ.get(HOME_ENV) or PROJECT_ROOT / ".dsc").expanduser().resolve()
 
 
+class HomeError(ValueError):
+    """DSC_HOME (or DAGSTER_HOME) cannot hold what a run writes: the message names it, why, and the fix."""
+
+
+def usable_home(path: Path, variable: str = HOME_ENV) -> Path:
+    """``path`` as a folder this process can write (created if missing), or HomeError saying what is wrong."""
+    fix = f"set {variable} to a folder you can write, e.g. {variable}=$HOME/.dsc"
+    if path.exists() and not path.is_dir():
+        raise HomeError(f"{variable}={path} is a file, not a folder; {fix}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".dsc-write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise HomeError(f"{variable}={path} is not a writable folder ({error.strerror or error}); {fix}") from None
+    return path
+
+
 def profile_file(name: str | None = None) -> Path:
     """The YAML file of a profile name (``test``) or path (``my.yaml``)."""
     name = name or profile_name()

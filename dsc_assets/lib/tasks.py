@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from dsc_assets.lib.paths import PROJECT_ROOT
 from dsc_assets.lib.task_spec import FIELD_HINTS, REMOVED_METHOD, PromptRecord, TaskError, TaskSpec
-from dsc_assets.lib.yaml_files import read_mapping
+from dsc_assets.lib.yaml_files import read_mapping, read_utf8
 from resources.hashing import content_hash, file_sha256
 from resources.llm import SamplingParams
 
@@ -93,10 +93,7 @@ def _load_prompts(path: Path) -> tuple[list[PromptRecord], dict[str, int]]:
         raise TaskError(f"{path}: file is missing (one JSON object per line with 'id' and 'prompt')")
     records: list[PromptRecord] = []
     seen: dict[str, int] = {}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise TaskError(f"{path}: not UTF-8 text") from None
+    text = read_utf8(path, TaskError)
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue

@@ -63,3 +63,14 @@ def test_first_error_line_names_a_locked_database(tmp_path):
     assert result.returncode == 2
     first = _first_error_line(result.stderr)
     assert "warehouse.duckdb: locked by another process" in first and f"PID {holder.pid}" in first, first
+
+
+def test_an_unusable_dsc_home_is_a_configuration_error_that_names_it(tmp_path):
+    """A file where the home should be, or a home below a file: exit 2 before anything runs, naming DSC_HOME."""
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("")
+    for home in (a_file, a_file / "home"):
+        result = run_cli(["dsc", "plan", "--profile", "test"], {"DSC_HOME": str(home)})
+        assert result.returncode == 2, result.stderr
+        first = result.stderr.splitlines()[0]
+        assert first.startswith(f"dsc plan: HomeError: DSC_HOME={home} ") and "set DSC_HOME to a folder" in first

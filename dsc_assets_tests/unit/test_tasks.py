@@ -95,6 +95,29 @@ def test_invalid_yaml_reports_line(tmp_path):
     assert "not valid YAML at line" in message
 
 
+def test_an_unclosed_quote_is_reported_at_the_line_it_opens(tmp_path):
+    """YAML notices an unclosed quote only at the end of the file: the error names the quote's own line."""
+    lines = ["description: d", 'system_prompt: "You are helpful.', "critique_template: 'Critique: {response}'"]
+    lines += [f"# comment {i}" for i in range(40)] + ["revision_template: 'Revise {response} after {critique}'"]
+    message = _error(tmp_path, task_yaml="\n".join(lines) + "\n")
+    assert "task.yaml: not valid YAML at line 2, column 16: while scanning a quoted scalar" in message
+    assert "(noticed at line 45)" in message
+
+
+def test_a_prompts_file_that_is_not_utf8_names_its_line_and_byte(tmp_path):
+    folder = _write_task(tmp_path)
+    lines = (folder / "prompts.jsonl").read_bytes().split(b"\n")
+    lines[1] = lines[1][:12] + b"\xe9" + lines[1][12:]  # a Latin-1 e-acute
+    (folder / "prompts.jsonl").write_bytes(b"\n".join(lines))
+    with pytest.raises(TaskError) as info:
+        load_task("demo", tmp_path)
+    offset = len(lines[0]) + 1 + 12
+    assert str(info.value) == (
+        f"{folder / 'prompts.jsonl'}:2: not UTF-8 text (byte 0xe9 at byte offset {offset}, "
+        "column 13 of that line); save the file as UTF-8"
+    )
+
+
 def test_wrong_type_and_out_of_range_values(tmp_path):
     message = _error(
         tmp_path,
