@@ -27,15 +27,42 @@ from dsc_assets.cli.plan import cmd_plan, cmd_refresh
 from dsc_assets.cli.report import cmd_report
 from dsc_assets.cli.run import cmd_run
 
+EXIT_CODES = """exit codes:
+  0  ok
+  1  a run failed (everything already generated is kept in the cache), or `dsc gate` found an asset that is not OK
+  2  a usage or configuration error: unknown option, task or asset; a task file, profile, model or DSC_HOME
+     problem; nothing was run"""
+ENVIRONMENT = """environment:
+  DSC_PROFILE        the profile when --profile is not given (default: default)
+  DSC_HOME           where tables, the call cache, datasets, checkpoints and models go (default: .dsc)
+  DSC_PROMPTS_DIR    the tasks folder (default: prompts/)
+  DAGSTER_HOME       the Dagster instance: run history and the run queue (default: $DSC_HOME/dagster)
+  DSC_LLAMA_THREADS  threads per llama.cpp context (default: every core this process may use)"""
+HELP_EPILOG = f"{EXIT_CODES}\n\n{ENVIRONMENT}"
+
+
+def _subcommands(top: argparse.ArgumentParser):
+    """``add_parser`` that gives every subcommand the exit codes and environment in its --help."""
+    sub = top.add_subparsers(dest="command", required=True)
+    add = sub.add_parser
+
+    def add_parser(name: str, **kwargs):
+        kwargs["epilog"] = f"{kwargs['epilog']}\n\n{HELP_EPILOG}" if "epilog" in kwargs else HELP_EPILOG
+        return add(name, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+    sub.add_parser = add_parser
+    return sub
+
 
 def parser() -> argparse.ArgumentParser:
     """The command line: one subcommand per job, each with ``--verbose``."""
     top = argparse.ArgumentParser(
         prog="dsc",
         description="Align a language model with synthetic data.",
-        epilog="Exit codes: 0 ok, 1 failed, 2 usage or configuration error.",
+        epilog=HELP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = top.add_subparsers(dest="command", required=True)
+    sub = _subcommands(top)
     verbose = argparse.ArgumentParser(add_help=False)
     verbose.add_argument("--verbose", "-v", action="store_true", help="print the full trace of an error")
     for add in (_add_run, _add_plan_and_refresh, _add_gate, _add_doctor, _add_report):

@@ -356,7 +356,8 @@ def check_result(report: QualityReport) -> dg.AssetCheckResult:
         description=(
             "all expectations met"
             if report.success
-            else f"{len(failed)} failed: " + ", ".join(f"{o.expectation}({o.column or ''})" for o in failed)
+            else f"{len(failed)} failed: "
+            + "; ".join(f"{o.expectation}({o.column or ''}): observed {o.observed}" for o in failed)
         ),
         metadata={
             "expectations": dg.MetadataValue.int(len(report.outcomes)),

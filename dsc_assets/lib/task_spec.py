@@ -218,8 +218,9 @@ class TaskSpec(BaseModel):
 
 
 REMOVED_METHOD = (
-    "field 'method' is no longer a task setting: every task builds all four checkpoints (sft, dpo, rdpo, "
-    "dlma) and the evaluation compares them; delete the 'method:' line"
+    "field 'method' is no longer a task setting: every task builds all six checkpoints (sft, dpo, rdpo, dlma, "
+    "almost_sft, almost_rl; a profile's `methods` picks which) and the evaluation compares them; delete the "
+    "'method:' line"
 )
 
 # What a person should write, per field, when it is missing or wrong.

@@ -174,3 +174,19 @@ def test_gate_prints_failed_expectations_with_example_rows(tmp_path):
     assert re.search(r"drafts\s+FAILED\s", result.stdout), result.stdout
     assert "text_repetition" in result.stdout and "p1: I love it." in result.stdout
     assert "upstream raw_prompts is MISSING" in result.stdout  # and written outside a recorded run: not trusted
+
+
+def test_a_failed_checks_description_says_what_was_observed():
+    """What a run prints for a failed blocking check names the observed value, as `dsc gate` does."""
+    from dsc_assets.lib.quality import Outcome, QualityReport, check_result
+
+    report = QualityReport(
+        "drafts",
+        [
+            Outcome("expect_table_row_count_to_be_at_least", None, False, 0),
+            Outcome("expect_column_values_to_not_be_null", "text", True, None),
+        ],
+    )
+    result = check_result(report)
+    assert not result.passed
+    assert result.description == "1 failed: expect_table_row_count_to_be_at_least(): observed 0"
