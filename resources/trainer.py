@@ -27,6 +27,10 @@ from resources.models import resolve_model
 LossName = Literal["dpo", "rdpo", "dlma"]
 
 
+class NothingToTrain(ValueError):
+    """Every row was filtered out before the first step: the message says which rule dropped them and the fix."""
+
+
 @dataclass
 class TrainResult:
     output_dir: str
@@ -291,6 +295,12 @@ class LoRATrainer(dg.ConfigurableResource):
             processing_class=tokenizer,
             peft_config=lora,
         )
+        if len(trainer.train_dataset) == 0:  # TRL drops every pair longer than max_length before training
+            raise NothingToTrain(
+                f"all {len(dataset)} comparisons are longer than trainer.max_length={self.max_length} tokens "
+                "(TRL's RewardTrainer drops those); raise trainer.max_length in the profile or cap the answers "
+                "(max_tokens_cap)"
+            )
         trainer.train()
         return self._finish(trainer, tokenizer, output_dir, started, len(dataset))
 

@@ -48,6 +48,33 @@ def _stale_reasons(verdict: "Verdict", reasons: list[str]) -> list[str]:
     return stale
 
 
+def unbuilt_steps_above(
+    asset: str,
+    upstream: dict[str, list[str]],
+    table_of: Callable[[str], pd.DataFrame | None],
+    materialized: Callable[[str], bool],
+) -> list[str]:
+    """Why a table is missing when an unchecked step above it (a checkpoint, the reward model) did not produce:
+    each nearest such step that never materialized (its run failed) or skipped itself, with its own reason."""
+    reasons, seen, queue = [], set(), list(upstream.get(asset, []))
+    while queue:
+        parent = queue.pop(0)
+        if parent in seen:
+            continue
+        seen.add(parent)
+        table = table_of(parent) if parent not in CHECKED_ASSETS else None
+        status = str(table["status"].iloc[0]) if table is not None and "status" in table and len(table) else ""
+        if parent not in CHECKED_ASSETS and not materialized(parent):
+            reasons.append(
+                f"upstream {parent} was not built: its step failed (see `dsc run`'s output or the run in the UI)"
+            )
+        elif status.startswith("skipped") and "not in the profile's methods" not in status:
+            reasons.append(f"upstream {parent} {status}")
+        else:
+            queue += upstream.get(parent, [])
+    return reasons
+
+
 def gate_verdicts(
     task: Task,
     table_of: Callable[[str], pd.DataFrame | None],
@@ -81,8 +108,11 @@ def gate_verdicts(
         if table is None or (table.empty and not materialized(asset)):
             verdict.status = MISSING
             verdict.reasons.append("no table yet" if table is None else f"no rows for task '{task.name}'")
+            verdict.reasons += unbuilt_steps_above(asset, upstream, table_of, materialized)
         else:
             verdict.rows = len(table)
+            if table.empty:  # built, and empty: say which step above stopped short, if one did
+                verdict.reasons += unbuilt_steps_above(asset, upstream, table_of, materialized)
             verdict.report = report_for(asset, table, task, rewards, overrides, methods)
             if not verdict.report.success:
                 verdict.status = FAILED

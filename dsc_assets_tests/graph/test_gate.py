@@ -143,3 +143,42 @@ def test_gate_exit_codes_for_missing_tables_and_usage_errors(tmp_path):
     )
     usage = run_cli(["dsc", "gate", "--partition", "sentiment", "--check-only", "--assets", "sft_checkpoint"], env)
     assert usage.returncode == 2 and "no quality suite for sft_checkpoint" in usage.stderr.splitlines()[0]
+
+
+def test_the_gate_names_a_training_step_above_that_skipped_or_failed():
+    """ALMoST's best-of-N needs the reward model: when it skipped itself (every comparison filtered out) the gate's
+    line for the empty table says so, with the reason; when it never got built (its step crashed), that instead of a
+    bare "no rows"."""
+    task = load_task("sentiment")
+    upstream = {"rmsp_demonstrations": ["raw_prompts", "reward_model"], "reward_model": ["synthetic_comparisons"]}
+    skipped = pd.DataFrame(
+        [{"task": "sentiment", "status": "skipped: all 20 comparisons are longer than trainer.max_length=96 tokens"}]
+    )
+    empty_rmsp = pd.DataFrame(
+        columns=["task", "prompt_id", "prompt", "response", "rm_score", "candidates", "candidate_scores"]
+    )
+    tables = {"raw_prompts": _raw_prompts(), "reward_model": skipped, "rmsp_demonstrations": empty_rmsp}
+    only = {"raw_prompts", "rmsp_demonstrations"}
+    verdict = gate_verdicts(task, tables.get, lambda asset: True, {}, upstream, None, {}, only=only)[
+        "rmsp_demonstrations"
+    ]
+    assert (
+        "upstream reward_model skipped: all 20 comparisons are longer than trainer.max_length=96 tokens"
+        in verdict.reasons
+    )
+
+    crashed = gate_verdicts(
+        task,
+        {"raw_prompts": _raw_prompts(), "rmsp_demonstrations": empty_rmsp}.get,
+        lambda asset: asset == "raw_prompts",
+        {},
+        upstream,
+        None,
+        {},
+        only=only,
+    )
+    assert crashed["rmsp_demonstrations"].status == MISSING
+    assert any(
+        r.startswith("upstream reward_model was not built: its step failed")
+        for r in crashed["rmsp_demonstrations"].reasons
+    ), crashed["rmsp_demonstrations"].reasons

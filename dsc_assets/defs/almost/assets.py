@@ -31,7 +31,7 @@ from resources.hashing import content_hash
 from resources.llm import LlamaCppLLM, LLMResource
 from resources.reward_model import cached_scores, reward_scorer
 from resources.settings import DscSettings
-from resources.trainer import LoRATrainer
+from resources.trainer import LoRATrainer, NothingToTrain
 
 
 def _train_prompts(raw_prompts: pd.DataFrame) -> pd.DataFrame:
@@ -185,6 +185,14 @@ def _heldout_accuracy(task, heldout: pd.DataFrame, model: pd.Series, cache_path:
     return accuracy, longer, by_rule
 
 
+def _skipped_reward_model(context, task, row: dict, reason: str) -> dg.Output[pd.DataFrame]:
+    context.log.warning(f"{task.name}: reward_model skipped: {reason}")
+    status = f"skipped: {reason}"
+    df = pd.DataFrame([{**row, "status": status, "model_dir": ""}], columns=REWARD_MODEL_COLUMNS)
+    metadata = {"status": dg.MetadataValue.text(status), **version_metadata(context, task)}
+    return dg.Output(df, data_version=data_version(df), metadata=metadata)
+
+
 @stage(group="almost", reads=("task.system_prompt", "trainer.reward_model"), kinds=("pytorch", "duckdb"))
 def reward_model(
     context: dg.AssetExecutionContext,
@@ -204,18 +212,17 @@ def reward_model(
     data_hash = content_hash(records, length=16)
     version = content_hash("reward_model", data_hash, trainer.settings_identity("reward_model"), length=16)
     row = {"task": task.name, "version": version, "train_pairs": len(train), "heldout_pairs": len(heldout)}
-    if not records:
-        context.log.warning(f"{task.name}: no comparisons to train a reward model on")
-        df = pd.DataFrame([{**row, "status": "skipped: no comparisons", "model_dir": ""}], columns=REWARD_MODEL_COLUMNS)
-        return dg.Output(
-            df, data_version=data_version(df), metadata={"status": "skipped", **version_metadata(context, task)}
-        )
     folder = settings.artifact_path("checkpoints", "reward_model", task.name, version)
-    summary = train_or_reuse(
-        folder,
-        lambda: trainer.train_reward_model(Dataset.from_list(records), str(folder)),
-        lambda result: {"model_dir": result.merged_dir},
-    ).summary
+    try:
+        if not records:
+            raise NothingToTrain("no kept train-fold comparisons to train a reward model on")
+        summary = train_or_reuse(
+            folder,
+            lambda: trainer.train_reward_model(Dataset.from_list(records), str(folder)),
+            lambda result: {"model_dir": result.merged_dir},
+        ).summary
+    except NothingToTrain as reason:  # ALMoST stops here for this task; the gate names this step and why
+        return _skipped_reward_model(context, task, row, str(reason))
     row.update(
         status="trained",
         steps=summary["steps"],
