@@ -114,3 +114,29 @@ def test_almost_branch_materializes_keeps_the_best_sample_and_rebuilds_exactly_o
     }, plan.stdout
     below = {(name, "sentiment") for name in ALMOST_BRANCH.split(",")[1:]}
     assert _stale(plan.stdout) == below, plan.stdout  # raw_prompts and everything outside ALMoST stay fresh
+
+
+def test_comparisons_all_longer_than_max_length_skip_the_reward_model_and_the_gate_says_why(tmp_path):
+    """A task whose every comparison is longer than the trainer's max_length (TRL drops those): reward_model
+    skips with the rule and the fix in its table, the run succeeds, and `dsc gate` names the skipped step on the
+    line of the table it left empty."""
+    root = private_tasks(tmp_path / "prompts", {"sentiment": 3})
+    profile = tmp_path / "short.yaml"  # the test profile with a max_length no comparison fits in
+    profile.write_text(open("profiles/test.yaml").read().replace("  max_length: 96\n", "  max_length: 16\n"))
+    env = {
+        "DSC_PROFILE": str(profile),
+        "DSC_PROMPTS_DIR": str(root),
+        "DSC_HOME": str(tmp_path / "home"),
+        "DAGSTER_HOME": str(tmp_path / "dagster"),
+    }
+    select = "raw_prompts,almost_responses,synthetic_comparisons,reward_model,rmsp_demonstrations"
+    run = run_cli(["dsc", "run", "--tasks", "sentiment", "--select", select], env, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    with duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True) as con:
+        model = con.execute("SELECT * FROM dsc.reward_model").df().iloc[0]
+        demos = con.execute("SELECT count(*) FROM dsc.rmsp_demonstrations").fetchone()[0]
+    assert model["status"].startswith("skipped: all ") and "longer than trainer.max_length=16 tokens" in model["status"]
+    assert "raise trainer.max_length" in model["status"] and demos == 0
+    gate = run_cli(["dsc", "gate", "--tasks", "sentiment", "--check-only", "--assets", "rmsp_demonstrations"], env)
+    line = next(line for line in gate.stdout.splitlines() if line.strip().startswith("rmsp_demonstrations"))
+    assert "upstream reward_model skipped: all " in line, gate.stdout
