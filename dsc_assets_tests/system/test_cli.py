@@ -149,3 +149,36 @@ def test_first_error_line_names_a_server_fault(tmp_path):
     first = _first_error_line(result.stderr)
     assert first.startswith("dsc run: sentiment: drafts failed: GenerationError:") and "500" in first, first
     assert "Stack Trace" not in result.stderr and "DagsterExecutionStepExecutionError" not in result.stderr
+
+
+def _session_members(session: int) -> list[str]:
+    listing = subprocess.run(["ps", "-eo", "sid=,pid=,args="], capture_output=True, text=True).stdout
+    return [line for line in listing.splitlines() if line.split()[0] == str(session)]
+
+
+def test_a_run_killed_with_sigkill_leaves_no_process_behind(tmp_path):
+    """`kill -9` of `dsc run` mid-step: the step's helpers (Dagster's compute-log `tail -F` mirrors and their
+    watch_orphans guards) end by themselves once their parent is gone (the guards poll each second), so within a
+    few seconds nothing of the run's session is left."""
+    env = {**os.environ, **_env(tmp_path), "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+    run = subprocess.Popen(
+        ["dsc", "run", "--tasks", "sentiment", "--select", "raw_prompts,drafts"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    for line in run.stdout:  # mid-step: the drafts are being generated
+        if "to generate" in line:
+            break
+    assert any("tail" in line or "watch_orphans" in line for line in _session_members(run.pid)), _session_members(
+        run.pid
+    )  # helpers exist mid-step
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    deadline = time.monotonic() + 15
+    while _session_members(run.pid) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert not _session_members(run.pid), _session_members(run.pid)
