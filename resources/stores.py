@@ -151,6 +151,15 @@ class CallCache:
                 ],
             )
 
+    def mean_seconds(self, model: str | None = None) -> float:
+        """Mean seconds of the computed calls of ``model`` (of every model when None); 0.0 without any."""
+        with self._connection() as con:
+            if con is None or not _has_table(con):
+                return 0.0
+            where, args = ("WHERE seconds > 0 AND model = ?", [model]) if model else ("WHERE seconds > 0", [])
+            value = con.execute(f"SELECT avg(seconds) FROM calls {where}", args).fetchone()[0]
+            return float(value or 0.0)
+
     def count(self, kind: str | None = None) -> int:
         with self._connection() as con:
             if con is None or not _has_table(con):

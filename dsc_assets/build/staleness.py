@@ -16,14 +16,10 @@ import dagster as dg
 
 from dsc_assets.defs.inputs import Environment
 from dsc_assets.defs.stage import STAGES, current_versions, observe_inputs
-from dsc_assets.lib.chat import ChainMessages
 from dsc_assets.lib.dagster_private import FAILED, PLANNED, check_history
 from dsc_assets.lib.task_spec import TaskError
-from dsc_assets.lib.tasks import Task
-from resources.hashing import call_key
 from resources.llm import LLMResource
 from resources.settings import DscSettings
-from resources.stores import CallCache
 
 UPSTREAM_STALE, BLOCKED = "upstream stale", "blocked"
 
@@ -218,54 +214,3 @@ def _blocked_by(asset: str, upstream: dict[str, list[str]], checks: dict[str, st
             return parent
         queue += upstream.get(parent, [])
     return None
-
-
-@dataclass
-class Cost:
-    calls: int = 0
-    cached: int = 0
-    prompt_tokens: int = 0
-    max_completion_tokens: int = 0
-
-
-def generation_cost(task: Task, settings: DscSettings, llm: LLMResource) -> dict[str, Cost]:
-    """Model calls a rebuild of the task's generation assets would make, found by replaying the chain against the
-    call cache (no model is called). After a miss the following texts are unknown, so those steps count as calls."""
-    params = task.sampling_for(settings.max_tokens_cap)
-    identity, cache, chain = llm.model_identity(), CallCache(llm.cache_path, read_only=True), ChainMessages(task)
-    costs = {name: Cost() for name in ("drafts", "critiques", "revisions", "contrastive_pairs")}
-    train = [p for p in task.prompts if task.split_of(p.id) == "train"][: settings.max_prompts_per_task]
-
-    def ask(asset: str, messages: list[dict] | None) -> str | None:
-        cost = costs[asset]
-        hit = cache.get(call_key("chat", identity, messages, params)) if messages is not None else None
-        if hit is None:
-            cost.calls += 1
-            cost.prompt_tokens += sum(len(m["content"]) for m in messages) // 4 if messages else 0  # ~4 chars a token
-            cost.max_completion_tokens += params.max_tokens
-            return None
-        cost.cached += 1
-        return hit["text"]
-
-    # The chain of one prompt: draft, critique 1, revision 1, then (critique k, revision k) made inside revisions.
-    sequence = ["drafts", "critiques", "revisions"] + ["revisions"] * 2 * (task.spec.revision_steps - 1)
-    for record in train:
-        response = critique = None
-        known = True
-        for position, asset in enumerate(sequence):
-            if position == 0:
-                messages = chain.draft(record.prompt)
-            elif position % 2 == 1:
-                messages = chain.critique(record.prompt, response) if known else None
-            else:
-                messages = chain.revision(record.prompt, response, critique) if known else None
-            text = ask(asset, messages)
-            known = known and text is not None
-            if position % 2 == 1:
-                critique = text
-            else:
-                response = text
-        if task.spec.contrastive is not None and settings.builds("dlma"):  # off: contrastive_pairs asks nothing
-            for affix in (task.spec.contrastive.positive_affix, task.spec.contrastive.negative_affix):
-                ask("contrastive_pairs", chain.contrastive(record.prompt, affix))
-    return costs

@@ -13,22 +13,36 @@ def _print_plan(entries, costs) -> None:
         print("dsc plan: nothing is stale")
         return
     width = max(len(e.asset) for e in entries)
-    print(f"{'asset':<{width}}  {'task':<12} {'model calls':>11}  reasons")
+    print(f"{'asset':<{width}}  {'task':<12} {'model calls':>16}  reasons")
     for entry in entries:
         cost = costs.get((entry.asset, entry.task))
-        calls = f"{cost.calls} (+{cost.cached} cached)" if cost else "-"
-        print(f"{entry.asset:<{width}}  {entry.task:<12} {calls:>11}  {'; '.join(entry.reasons)}")
+        calls = f"{cost.model_calls} (+{cost.cached} cached)" if cost and (cost.model_calls or cost.cached) else "-"
+        reasons = ["never built" if r == "missing" else r for r in entry.reasons]
+        print(f"{entry.asset:<{width}}  {entry.task:<12} {calls:>16}  {'; '.join(reasons)}")
     total = [c for key, c in costs.items() if any((e.asset, e.task) == key for e in entries)]
+    never = sum(1 for e in entries if "missing" in e.reasons)
     print(
-        f"\nrefresh would make {sum(c.calls for c in total)} model calls "
-        f"(~{sum(c.prompt_tokens for c in total)} prompt tokens, at most {sum(c.max_completion_tokens for c in total)} "
-        f"completion tokens); {sum(c.cached for c in total)} calls come from the cache"
+        f"\n{never} asset partition(s) never built, {len(entries) - never} stale. A refresh would make "
+        f"{sum(c.calls for c in total)} generations and {sum(c.scores for c in total)} scores "
+        f"({sum(c.model_calls for c in total)} model calls; ~{sum(c.prompt_tokens for c in total)} prompt tokens, at "
+        f"most {sum(c.max_completion_tokens for c in total)} completion tokens) and {sum(c.steps for c in total)} "
+        f"training steps; {sum(c.cached for c in total)} calls come from the cache. {_time(total)} Counts of what "
+        "depends on texts not generated yet are upper bounds (two answers may share a score)."
     )
+
+
+def _time(costs) -> str:
+    seconds = sum(c.seconds for c in costs)
+    if not seconds:
+        return "No time estimate: this home has measured no call or training step yet."
+    return f"Estimated time at the rates this home measured: {seconds / 60:.1f} min."
 
 
 def _plan(args: argparse.Namespace):
     dg, defs, profile = load(args)
-    from dsc_assets.build.staleness import generation_cost, plan
+    from dsc_assets.build.cost import run_cost
+    from dsc_assets.build.staleness import plan
+    from dsc_assets.defs.inputs import Environment
     from dsc_assets.lib.task_spec import TaskError
     from dsc_assets.lib.tasks import load_task
 
@@ -44,7 +58,7 @@ def _plan(args: argparse.Namespace):
             task = load_task(task_name)
         except TaskError:
             continue
-        for asset, cost in generation_cost(task, resources["settings"], resources["llm"]).items():
+        for asset, cost in run_cost(task, Environment(resources)).items():
             costs[(asset, task_name)] = cost
     return dg, defs, instance, tasks, entries, costs, only
 
