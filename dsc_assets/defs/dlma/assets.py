@@ -71,6 +71,7 @@ def self_reward_scores(
     task = partition_task(context)
     scorer = rewards.self_reward()
     affix = lambda a: f"{task.spec.system_prompt} {a}".strip()  # noqa: E731  same system text as generation
+    before = scorer.computed
     values = scorer.self_reward_many(
         contrastive_pairs["prompt"].tolist(),
         affix(task.spec.contrastive.positive_affix),
@@ -79,12 +80,18 @@ def self_reward_scores(
         contrastive_pairs["negative"].tolist(),
     )
     df = contrastive_pairs.assign(self_reward=values).sort_values("self_reward", ascending=False).reset_index(drop=True)
+    calls = scorer.computed - before  # four log-probabilities per pair
+    context.log.info(
+        f"{task.name}: {4 * len(df)} log-probabilities, {4 * len(df) - calls} from the cache, {calls} computed"
+    )
     return table_output(
         context,
         task,
         df,
         {
             "self_reward": dg.MetadataValue.json(quantiles(df["self_reward"])),
+            "model_calls": dg.MetadataValue.int(calls),
+            "cache_hits": dg.MetadataValue.int(4 * len(df) - calls),
             "positive_share": dg.MetadataValue.float(
                 round(float((df["self_reward"] > 0).mean()), 4) if len(df) else 0.0
             ),

@@ -22,7 +22,10 @@ def reward_scores(
     task = partition_task(context)
     scorer = rewards.for_task(task.spec.scorer)
     rows = pd.concat([drafts, revisions], ignore_index=True)[["task", "prompt_id", "step", "kind", "prompt", "text"]]
+    before = (scorer.computed, scorer.cached)
     rows["reward"] = scorer.score(rows["prompt"].tolist(), rows["text"].tolist()) if len(rows) else []
+    calls, hits = scorer.computed - before[0], scorer.cached - before[1]
+    context.log.info(f"{task.name}: {len(rows)} answers scored, {hits} from the cache, {calls} computed")
     rows["scorer"] = task.spec.scorer.name
     low, high = scorer.score_range()
     draft_rewards = rows.loc[rows["step"] == 0, "reward"]
@@ -34,6 +37,8 @@ def reward_scores(
         rows.sort_values(["prompt_id", "step"]).reset_index(drop=True),
         {
             "scorer": dg.MetadataValue.text(task.spec.scorer.name),
+            "model_calls": dg.MetadataValue.int(calls),
+            "cache_hits": dg.MetadataValue.int(hits),
             "score_range": dg.MetadataValue.text(f"[{low}, {high}]"),
             "draft_reward": dg.MetadataValue.json(quantiles(draft_rewards)),
             "revision_reward": dg.MetadataValue.json(quantiles(final_rewards)),
