@@ -9,7 +9,8 @@ import dagster as dg
 import pandas as pd
 
 from dsc_assets.defs.stage import version_metadata
-from dsc_assets.lib.samples import Sample, data_version, generation_metadata, preview
+from dsc_assets.lib.samples import Sample, data_version, generation_metadata
+from dsc_assets.lib.tables import preview
 from dsc_assets.lib.task_spec import TaskError
 from dsc_assets.lib.tasks import Task, load_task
 from resources.llm import GenerationProgress, LLMResource, SamplingParams
@@ -82,7 +83,6 @@ def table_output(
         df,
         data_version=data_version(df),
         metadata={
-            "num_rows": dg.MetadataValue.int(len(df)),
             **metadata,
             "preview": preview(df, preview_columns),
             **version_metadata(context, task, **run_context),

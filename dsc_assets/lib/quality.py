@@ -19,6 +19,8 @@ import dagster as dg
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from dsc_assets.lib.tables import clip
+
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no usage statistics from an offline tool
 
 
@@ -141,7 +143,7 @@ class QualityReport:
                 f"{_fmt(o.observed)} | {o.unexpected_count} |"
             )
         examples = [
-            f"- `{o.column}`: " + "; ".join(f"{e.get('prompt_id', '?')}: {_clip(e.get('value'))}" for e in o.examples)
+            f"- `{o.column}`: " + "; ".join(f"{e.get('prompt_id', '?')}: {clip(e.get('value'))}" for e in o.examples)
             for o in self.failed()
             if o.examples
         ]
@@ -151,12 +153,7 @@ class QualityReport:
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
-    return "-" if value is None else _clip(value, 60)
-
-
-def _clip(value: Any, width: int = 120) -> str:
-    flat = " ".join(str(value).split()).replace("|", "\\|")
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
+    return "-" if value is None else clip(value, 60)
 
 
 _GX: dict[str, Any] = {}

@@ -20,6 +20,7 @@ from dsc_assets.lib.commit import git_commit
 from dsc_assets.lib.paths import PROJECT_ROOT
 from dsc_assets.lib.profiles import load_profile
 from dsc_assets.lib.stats import PER_PROMPT, subset_table
+from dsc_assets.lib.tables import cell, markdown_table
 from dsc_assets.lib.tasks import load_task
 from resources.stores import read_table
 
@@ -51,17 +52,6 @@ class ReportError(Exception):
 def _table(con: duckdb.DuckDBPyConnection, name: str, task: str) -> pd.DataFrame | None:
     """The task's rows of ``dsc.<name>``; None when the table does not exist (the asset never ran)."""
     return read_table(con, name, task)
-
-
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return "—" if math.isnan(value) else f"{value:.3f}".replace("-0.000", "0.000")
-    return str(value)
-
-
-def markdown_table(df: pd.DataFrame) -> str:
-    header = "| " + " | ".join(df.columns) + " |\n|" + "---|" * len(df.columns) + "\n"
-    return header + "".join("| " + " | ".join(_cell(v) for v in row) + " |\n" for row in df.itertuples(index=False))
 
 
 def previous_evaluation(report: Path) -> tuple[pd.DataFrame, str] | None:
@@ -129,7 +119,7 @@ def _data_sizes(con: duckdb.DuckDBPyConnection, task: str, prompts: pd.DataFrame
     scores = _table(con, "reward_scores", task)
     if scores is not None and {"kind", "step", "reward"} <= set(scores.columns):
         for (kind, step), reward in scores.groupby(["kind", "step"])["reward"].mean().items():
-            rows.append((f"mean {kind} reward (step {step})", _cell(float(reward))))
+            rows.append((f"mean {kind} reward (step {step})", cell(float(reward))))
     return rows
 
 

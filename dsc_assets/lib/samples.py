@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields
 import dagster as dg
 import pandas as pd
 
+from dsc_assets.lib.tables import preview
 from resources.hashing import content_hash
 from resources.llm import Generation
 
@@ -68,25 +69,12 @@ def data_version(df: pd.DataFrame) -> dg.DataVersion:
     return dg.DataVersion(content_hash(stable, length=32))
 
 
-def _clip(text: object, width: int = 160) -> str:
-    flat = " ".join(str(text).split()).replace("|", "\\|")
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
-
-
-def preview(df: pd.DataFrame, columns: list[str], rows: int = 3) -> dg.MetadataValue:
-    shown = df[columns].head(rows)
-    header = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
-    body = "".join("| " + " | ".join(_clip(v) for v in row) + " |\n" for row in shown.itertuples(index=False))
-    return dg.MetadataValue.md(header + body if len(shown) else "_no rows_")
-
-
 def generation_metadata(df: pd.DataFrame) -> dict:
     """What a person checks first on a generation asset: size, tokens, speed, cache use, a few samples."""
     fresh = df[~df["cached"]] if len(df) else df
     seconds = float(fresh["seconds"].sum()) if len(fresh) else 0.0
     completion = int(fresh["completion_tokens"].sum()) if len(fresh) else 0
     return {
-        "num_rows": dg.MetadataValue.int(len(df)),
         "model_calls": dg.MetadataValue.int(len(fresh)),
         "cache_hits": dg.MetadataValue.int(int(df["cached"].sum()) if len(df) else 0),
         "prompt_tokens": dg.MetadataValue.int(int(df["prompt_tokens"].sum()) if len(df) else 0),

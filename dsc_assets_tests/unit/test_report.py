@@ -12,8 +12,9 @@ import pytest
 
 from dsc_assets.cli.main import main
 from dsc_assets.lib.paths import PROJECT_ROOT
-from dsc_assets.lib.report import ReportError, interval_verdict, markdown_table, prompt_selection, write_report
+from dsc_assets.lib.report import ReportError, interval_verdict, prompt_selection, write_report
 from dsc_assets.lib.stats import per_prompt_json
+from dsc_assets.lib.tables import markdown_table
 
 PROFILE = "# a tiny study profile\nmax_prompts_per_task: 3\nmax_eval_prompts_per_task: 2\neval_samples_per_prompt: 3\n"
 

@@ -9,9 +9,9 @@ from dsc_assets.defs.stage import stage, version_metadata
 from dsc_assets.defs.steps import partition_task, sampling_params
 from dsc_assets.lib.chat import ChainMessages
 from dsc_assets.lib.guards import JOB_GUARDS, guard_values, per_prompt, rates_of
-from dsc_assets.lib.report import markdown_table
 from dsc_assets.lib.samples import data_version
 from dsc_assets.lib.stats import PER_PROMPT, add_guard_differences, evaluation_table, per_prompt_json
+from dsc_assets.lib.tables import markdown_table
 from resources.hashing import content_hash
 from resources.llm import LlamaCppLLM
 from resources.reward_model import cached_scores

@@ -10,7 +10,8 @@ import pandas as pd
 from dsc_assets.defs.stage import stage, version_metadata
 from dsc_assets.defs.steps import generate_step, partition_task, sample_output, sampling_params
 from dsc_assets.lib.chat import ChainMessages
-from dsc_assets.lib.samples import Sample, data_version, preview, samples_frame
+from dsc_assets.lib.samples import Sample, data_version, samples_frame
+from dsc_assets.lib.tables import preview
 from resources.llm import LLMResource
 from resources.settings import DscSettings
 
@@ -39,7 +40,6 @@ def raw_prompts(context: dg.AssetExecutionContext, settings: DscSettings) -> dg.
         df,
         data_version=data_version(df),
         metadata={
-            "num_rows": dg.MetadataValue.int(len(df)),
             "train_rows": dg.MetadataValue.int(int(counts.get("train", 0))),
             "test_rows": dg.MetadataValue.int(int(counts.get("test", 0))),
             "prompts_in_file": dg.MetadataValue.int(len(task.prompts)),
