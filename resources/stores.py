@@ -173,26 +173,35 @@ def _has_table(con: duckdb.DuckDBPyConnection) -> bool:
     return con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'calls'").fetchone()[0] > 0
 
 
-def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
-    """Open the file, waiting while another process holds it; say who and what to do when that lasts too long."""
-    wait = float(os.environ.get(WAIT_ENV, "300"))
-    deadline, pause = time.monotonic() + wait, 0.02
+def open_when_free(path: str, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
+    """Open a DuckDB file, waiting (with backoff) while another process holds its lock; after ``wait_s`` the lock
+    error itself (duckdb.IOException). The one wait loop for DuckDB's one-writer-process rule."""
+    deadline, pause = time.monotonic() + wait_s, 0.02
     while True:
         try:
             return duckdb.connect(path, read_only=read_only)
         except duckdb.IOException as error:
-            if "lock" not in str(error).lower():
+            if "lock" not in str(error).lower() or time.monotonic() > deadline:
                 raise
-            if time.monotonic() > deadline:
-                raise CacheBusyError(
-                    f"cannot open the call cache {path}: another process kept it open for more than {wait:.0f}s "
-                    f"({error}). dsc and its runs open it only for a moment per call, so this is a process that "
-                    "keeps it open (a DuckDB shell, a notebook, an old dsc or dagster process): close it, then "
-                    "re-execute the failed run in the Dagster UI (Runs > the run > Re-execute) or rerun the dsc "
-                    "command; every call finished so far is cached."
-                ) from error
             time.sleep(pause)
             pause = min(pause * 2, 0.5)
+
+
+def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """Open the file, waiting while another process holds it; say who and what to do when that lasts too long."""
+    wait = float(os.environ.get(WAIT_ENV, "300"))
+    try:
+        return open_when_free(path, read_only, wait)
+    except duckdb.IOException as error:
+        if "lock" not in str(error).lower():
+            raise
+        raise CacheBusyError(
+            f"cannot open the call cache {path}: another process kept it open for more than {wait:.0f}s "
+            f"({error}). dsc and its runs open it only for a moment per call, so this is a process that "
+            "keeps it open (a DuckDB shell, a notebook, an old dsc or dagster process): close it, then "
+            "re-execute the failed run in the Dagster UI (Runs > the run > Re-execute) or rerun the dsc "
+            "command; every call finished so far is cached."
+        ) from error
 
 
 def close_all() -> None:

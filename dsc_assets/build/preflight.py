@@ -24,6 +24,7 @@ from dsc_assets.lib.context_window import Window, context_problems, token_counte
 from dsc_assets.lib.task_spec import TaskError
 from dsc_assets.lib.tasks import Task, load_task
 from resources.models import ModelError, resolve_model
+from resources.stores import open_when_free
 
 
 class PreflightError(RuntimeError):
@@ -56,21 +57,15 @@ LOCK_GRACE_ENV = "DSC_LOCK_GRACE_S"
 
 def _lock_held_through(path: Path, grace_s: float) -> Exception | None:
     """The lock error if ``path`` stayed locked by another process for ``grace_s`` seconds, else None."""
-    import time
-
     import duckdb
 
-    deadline = time.monotonic() + grace_s
-    while True:
-        try:
-            duckdb.connect(str(path)).close()
-            return None
-        except duckdb.IOException as error:
-            if "lock" not in str(error).lower():
-                raise
-            if time.monotonic() >= deadline:
-                return error
-            time.sleep(0.05)
+    try:
+        open_when_free(str(path), False, grace_s).close()
+        return None
+    except duckdb.IOException as error:
+        if "lock" not in str(error).lower():
+            raise
+        return error
 
 
 def lock_problems(home: Path, grace_s: float | None = None) -> list[str]:
