@@ -226,15 +226,8 @@ def build_generator(profile: Profile, home: Path) -> LLMResource:
 
 
 def build_rewards(profile: Profile, home: Path) -> RewardModels:
-    judge = profile.judge
-    return RewardModels(
-        cache_path=str(home / "cache.duckdb"),
-        judge_model=judge.model,
-        model_cache_dir=str(home / "models"),
-        n_ctx=judge.n_ctx,
-        n_threads=judge.n_threads,
-        batch_size=judge.batch_size,
-    )
+    settings = _local_model_settings(profile.judge, home)
+    return RewardModels(judge_model=settings.pop("model"), **settings)
 
 
 def build_student(profile: Profile, home: Path) -> LlamaCppLLM:
@@ -242,15 +235,19 @@ def build_student(profile: Profile, home: Path) -> LlamaCppLLM:
 
 
 def _local_llm(model: GeneratorProfile | LocalModelProfile, home: Path) -> LlamaCppLLM:
-    """A profile's embedded model: its file, context, threads and batch, the home's cache and model folder."""
-    return LlamaCppLLM(
-        cache_path=str(home / "cache.duckdb"),
-        model=model.model,
-        model_cache_dir=str(home / "models"),
-        n_ctx=model.n_ctx,
-        n_threads=model.n_threads,
-        batch_size=model.batch_size,
-    )
+    return LlamaCppLLM(**_local_model_settings(model, home))
+
+
+def _local_model_settings(model: GeneratorProfile | LocalModelProfile, home: Path) -> dict:
+    """A profile's embedded model: its file, context, threads and batch, with the home's cache and model folder."""
+    return {
+        "cache_path": str(home / "cache.duckdb"),
+        "model": model.model,
+        "model_cache_dir": str(home / "models"),
+        "n_ctx": model.n_ctx,
+        "n_threads": model.n_threads,
+        "batch_size": model.batch_size,
+    }
 
 
 def build_trainer(profile: Profile, home: Path) -> LoRATrainer:
