@@ -83,3 +83,33 @@ def test_a_failed_build_leaves_no_partial_and_no_target(tmp_path):
     assert not target.exists() and not partials(target)
     assert build_once(target, lambda partial: partial.write_text("whole")) is True
     assert target.read_text() == "whole" and build_once(target, lambda partial: partial.write_text("again")) is False
+
+
+# A checkpoint is trained in place and finished by its summary.json (resources/checkpoints.py): its own lock path.
+TRAINER = """
+import os, sys, time
+from pathlib import Path
+from resources.checkpoints import train_or_reuse
+from resources.trainer import TrainResult
+
+folder, log = Path(sys.argv[1]), Path(sys.argv[2])
+
+def train():
+    with open(log, "a") as out:
+        out.write(f"trained {os.getpid()}\\n")
+    (folder / "merged").mkdir(parents=True)
+    time.sleep(1.0)
+    return TrainResult(str(folder), str(folder / "adapter"), str(folder / "merged"), [1.0, 0.5], 2, 1.0)
+
+checkpoint = train_or_reuse(folder, train, lambda result: {"gguf_path": str(folder / "model.gguf")})
+assert checkpoint.summary["steps"] == 2 and checkpoint.summary["losses"] == [1.0, 0.5]
+"""
+
+
+def test_three_processes_asking_for_one_checkpoint_train_it_once(tmp_path):
+    folder, log = tmp_path / "checkpoints" / "sft" / "sentiment" / "abc", tmp_path / "log"
+    racers = [
+        subprocess.Popen([sys.executable, "-c", TRAINER, str(folder), str(log)], cwd=PROJECT_ROOT) for _ in range(3)
+    ]
+    assert [p.wait(timeout=120) for p in racers] == [0, 0, 0]
+    assert len(log.read_text().splitlines()) == 1 and (folder / "summary.json").exists()

@@ -130,6 +130,9 @@ def test_the_readme_is_short_starts_with_the_command_and_holds_no_study_table():
     lines = (PROJECT_ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= 200, f"README.md has {len(lines)} lines (at most 200: details go to docs/)"
     assert any("dsc run" in line for line in lines[:60]), "the first `dsc run` belongs in the README's first 60 lines"
-    results = [line for line in lines if line.startswith("|") and any(
-        word in line.lower() for word in ("difference", "ci95", "vs base", "win rate"))]
+    results = [
+        line
+        for line in lines
+        if line.startswith("|") and any(word in line.lower() for word in ("difference", "ci95", "vs base", "win rate"))
+    ]
     assert not results, f"study results belong in reports/README.md, not the README: {results[:3]}"
