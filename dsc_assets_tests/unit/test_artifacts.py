@@ -113,3 +113,40 @@ def test_three_processes_asking_for_one_checkpoint_train_it_once(tmp_path):
     ]
     assert [p.wait(timeout=120) for p in racers] == [0, 0, 0]
     assert len(log.read_text().splitlines()) == 1 and (folder / "summary.json").exists()
+
+
+# A split model (the teacher's shape: raw byte parts in several packages), assembled by three processes at once.
+ASSEMBLER = """
+import sys
+from pathlib import Path
+from resources.models import SplitModel, _assemble
+
+sha, cache = sys.argv[1], Path(sys.argv[2])
+model = SplitModel("dsc_probe_part{n}", "dsc-probe-part{n}", 3, "probe.gguf", sha, "chatml", "make install-teacher")
+print(_assemble("probe", model, cache).read_bytes().hex())
+"""
+
+
+def test_three_processes_assembling_a_split_model_get_the_verified_file(tmp_path):
+    import hashlib
+
+    parts = [bytes([n]) * 300_000 for n in (1, 2, 3)]  # big enough that the racers overlap
+    for n, data in enumerate(parts, start=1):
+        (tmp_path / "site" / f"dsc_probe_part{n}" / "data").mkdir(parents=True)
+        (tmp_path / "site" / f"dsc_probe_part{n}" / "__init__.py").write_text("")
+        (tmp_path / "site" / f"dsc_probe_part{n}" / "data" / f"part{n:02d}.bin").write_bytes(data)
+    whole = b"".join(parts)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{PROJECT_ROOT}"}
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", ASSEMBLER, hashlib.sha256(whole).hexdigest(), str(tmp_path / "models")],
+            cwd=PROJECT_ROOT,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+        )
+        for _ in range(3)
+    ]
+    outputs = [racer.communicate(timeout=120)[0].strip() for racer in racers]
+    assert [racer.returncode for racer in racers] == [0, 0, 0]
+    assert set(outputs) == {whole.hex()} and not partials(tmp_path / "models" / "probe.gguf")
