@@ -4,13 +4,8 @@ The data says "a larger, better-prompted model answers better than a smaller, wo
 four ranked configurations become comparisons, a heuristic filter drops implausible ones, a reward model learns the
 ranking, picks the best of N samples per prompt (reward-model-guided self-play, single turn), and the student is
 distilled on those demonstrations (SFT) and then trained against the reward model (RL). Needs an ``almost:`` block
-in the task's ``task.yaml``; a task without one builds empty ALMoST tables.
-
-Configurations (teacher = the ``llm`` resource, student = the ``student`` resource):
-    A  teacher, system prompt + positive affix + demonstrations    (best)
-    B  teacher, system prompt only
-    C  student, system prompt + positive affix + demonstrations
-    D  student, system prompt only                                 (worst)
+in the task's ``task.yaml``; a task without one builds empty ALMoST tables. The four configurations (A, the
+teacher best prompted, to D, the student plainly prompted) and the comparison rules are in lib/almost.py.
 """
 
 import json
@@ -63,7 +58,7 @@ def almost_responses(
     task = partition_task(context)
     train = _train_prompts(raw_prompts)
     params = sampling_params(task, settings)
-    rows = []
+    rows, hits = [], 0
     if not settings.builds("almost"):
         context.log.info(f"{task.name}: ALMoST is not in this profile's methods; it builds nothing")
     elif task.spec.almost is not None:
@@ -71,6 +66,7 @@ def almost_responses(
             model = llm if role == "teacher" else student
             requests = [config_messages(task, config, prompt) for prompt in train["prompt"]]
             for (_, row), generation in zip(train.iterrows(), model.chat_many(requests, params)):
+                hits += generation.cached
                 rows.append(
                     {
                         "task": task.name,
@@ -88,9 +84,12 @@ def almost_responses(
         context.log.warning(f"{task.name}: task.yaml has no 'almost:' block; ALMoST builds nothing for it")
     df = pd.DataFrame(rows, columns=RESPONSE_COLUMNS)
     words = df.assign(words=df["text"].str.split().str.len()).groupby("config")["words"].mean().round(1).to_dict()
-    return table_output(
-        context, task, df, {"mean_words_by_config": dg.MetadataValue.json(words)}, ["prompt_id", "config", "text"]
-    )
+    metadata = {
+        "mean_words_by_config": dg.MetadataValue.json(words),
+        "model_calls": dg.MetadataValue.int(len(df) - hits),
+    }
+    metadata["cache_hits"] = dg.MetadataValue.int(hits)
+    return table_output(context, task, df, metadata, ["prompt_id", "config", "text"])
 
 
 @stage(

@@ -67,10 +67,7 @@ def evaluation(
     checkpoints += [almost_sft_checkpoint, almost_rl_checkpoint]
     variants = _variants(context, task.name, checkpoints, student, trainer, settings)
     seed, samples = task.spec.acceptance.seed, settings.eval_samples_per_prompt
-    answers = {
-        name: _answers(llm, task, test["prompt"].tolist(), sampling_params(task, settings), samples)
-        for name, llm in variants.items()
-    }
+    answers, hits = _answer_all(context, task, variants, test, sampling_params(task, settings), samples)
     table, rewards_by_model = _table(task, test, answers, rewards, samples)
     if len(reward_model) and reward_model.iloc[0]["status"] == "trained":
         table["reward_model_score"] = table["model"].map(
@@ -89,6 +86,7 @@ def evaluation(
             "evaluation": dg.MetadataValue.md(markdown),
             "report": dg.MetadataValue.path(str(report)),
             "test_prompts": dg.MetadataValue.int(len(test)),
+            "cache_hits": dg.MetadataValue.int(hits),
             **version_metadata(context, task),
         },
     )
@@ -125,14 +123,23 @@ def _variants(
     return variants
 
 
-def _answers(llm: LlamaCppLLM, task, prompts: list[str], params, samples: int) -> list[str]:
+def _answer_all(context, task, variants: dict, test: pd.DataFrame, params, samples: int):
+    """Every model's answers (texts, sample-major) and how many came from the cache."""
+    generations = {
+        name: _answers(llm, task, test["prompt"].tolist(), params, samples) for name, llm in variants.items()
+    }
+    answers = {name: [g.text for g in answered] for name, answered in generations.items()}
+    hits = sum(g.cached for answered in generations.values() for g in answered)
+    context.log.info(f"{task.name}: {sum(map(len, answers.values()))} answers, {hits} from the cache")
+    return answers, hits
+
+
+def _answers(llm: LlamaCppLLM, task, prompts: list[str], params, samples: int) -> list:
     """``samples`` seeded answers per prompt, sample-major: the first len(prompts) are k = 0, the single-sample
     evaluation's own request; more seeds average out sampling noise per prompt."""
     requests = [ChainMessages(task).draft(prompt) for prompt in prompts]
     return [
-        g.text
-        for k in range(samples)
-        for g in llm.chat_many(requests, params.model_copy(update={"seed": params.seed + k}))
+        g for k in range(samples) for g in llm.chat_many(requests, params.model_copy(update={"seed": params.seed + k}))
     ]
 
 
