@@ -83,3 +83,27 @@ def test_every_command_help_names_its_exit_codes_and_environment():
         assert "exit codes:" in result.stdout and "2  a usage or configuration error" in result.stdout
         for variable in ("DSC_PROFILE", "DSC_HOME", "DSC_PROMPTS_DIR", "DAGSTER_HOME", "DSC_LLAMA_THREADS"):
             assert variable in result.stdout, (command, variable)
+
+
+def test_plan_on_a_new_home_says_never_built_and_counts_every_kind_of_call(tmp_path):
+    """What `dsc plan` prints before anything was built (no model is called): "never built" per asset, and the
+    generations, scores and training steps a run would make (system/test_pipeline.py checks the counts against a
+    real run)."""
+    import re
+
+    result = run_cli(
+        ["dsc", "plan", "--profile", "test", "--tasks", "sentiment"],
+        {"DSC_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path / "dagster")},
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [
+        line for line in result.stdout.splitlines() if line.startswith(("drafts ", "evaluation ", "reward_scores "))
+    ]
+    assert len(rows) == 3 and all(row.endswith("never built") for row in rows), rows
+    assert "missing" not in result.stdout
+    summary = re.search(
+        r"(\d+) asset partition\(s\) never built, 0 stale\. A refresh would make (\d+) generations "
+        r"and (\d+) scores .* and (\d+) training steps",
+        result.stdout.replace("\n", " "),
+    )
+    assert summary and all(int(n) > 0 for n in summary.groups()), result.stdout

@@ -66,37 +66,3 @@ def test_a_run_without_dlma_and_almost_makes_no_model_call_for_them(tmp_path):
         ["dsc", "gate", "--tasks", "sentiment", "--check-only", "--assets", "dlma_pairs,rmsp_demonstrations"], env
     )
     assert gate.returncode == 0, gate.stdout[-3000:] + gate.stderr[-3000:]
-
-
-def test_plan_counts_the_calls_a_run_then_makes(tmp_path):
-    """`dsc plan` on a new home, then `dsc run` of the whole graph for one task (test profile): the run makes
-    exactly the generations the plan counted (counted from the cache afterwards), no more scores than it counted
-    (scores of texts not generated yet are upper bounds: two answers may share one), and the plan says "never
-    built", not "stale"."""
-    import re
-
-    root = private_tasks(tmp_path / "prompts", {"sentiment": 3})
-    env = {
-        "DSC_PROFILE": "test",
-        "DSC_PROMPTS_DIR": str(root),
-        "DSC_HOME": str(tmp_path / "home"),
-        "DAGSTER_HOME": str(tmp_path / "dagster"),
-    }
-    planned = run_cli(["dsc", "plan", "--tasks", "sentiment"], env)
-    assert planned.returncode == 0, planned.stderr[-3000:]
-    summary = re.search(
-        r"(\d+) asset partition\(s\) never built, 0 stale\. A refresh would make (\d+) generations "
-        r"and (\d+) scores",
-        planned.stdout,
-    )
-    assert summary, planned.stdout
-    generations, scores = int(summary.group(2)), int(summary.group(3))
-    assert "never built" in planned.stdout and "missing" not in planned.stdout
-    run = run_cli(["dsc", "run", "--tasks", "sentiment"], env, timeout=1500)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    with duckdb.connect(str(tmp_path / "home" / "cache.duckdb"), read_only=True) as con:
-        made = dict(con.execute("SELECT kind, count(*) FROM calls GROUP BY kind").fetchall())
-    assert made["chat"] == generations
-    assert 0 < made["score"] <= scores
-    again = run_cli(["dsc", "plan", "--tasks", "sentiment"], env)
-    assert "nothing is stale" in again.stdout, again.stdout

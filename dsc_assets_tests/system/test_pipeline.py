@@ -9,7 +9,9 @@ import duckdb
 import pandas as pd
 from datasets import load_from_disk
 
+from dsc_assets.build.cost import run_cost
 from dsc_assets.definitions import build_definitions
+from dsc_assets.defs.inputs import Environment
 from dsc_assets.lib.profiles import load_profile
 from dsc_assets.lib.stats import subset_table
 from dsc_assets.lib.tasks import load_task
@@ -23,9 +25,17 @@ def _table(home, asset: str) -> pd.DataFrame:
 
 def test_full_graph_then_reproducible_evaluation(dsc_home):
     defs = build_definitions(load_profile("test"), dsc_home)
+    planned = run_cost(load_task("sentiment"), Environment(defs.resources))  # what `dsc plan` counts, new home
     instance = dg.DagsterInstance.ephemeral()
     result = defs.resolve_job_def("dsc_job").execute_in_process(partition_key="sentiment", instance=instance)
     assert result.success
+    # The run makes exactly the generations the plan counted and no more scores than it counted (scores of texts not
+    # generated yet are an upper bound: two identical answers share one), counted from the cache afterwards.
+    stores.close_all()
+    with duckdb.connect(str(dsc_home / "cache.duckdb"), read_only=True) as con:
+        made = dict(con.execute("SELECT kind, count(*) FROM calls GROUP BY kind").fetchall())
+    assert made["chat"] == sum(cost.calls for cost in planned.values())
+    assert 0 < made["score"] <= sum(cost.scores for cost in planned.values())
     materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
     assert {
         "reward_scores",
