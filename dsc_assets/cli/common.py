@@ -102,6 +102,17 @@ def print_failures(result, command: str, task: str, verbose: bool = False) -> No
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {}}}}  # a job's own logger runs only when configured
 
 
+def execute(job, task: str, instance, selection) -> object:
+    """One task's run of ``job`` (``selection``: asset keys, None for all) in this process, failures returned."""
+    return job.execute_in_process(
+        run_config=QUIET_RUN_CONFIG,
+        partition_key=task,
+        instance=instance,
+        asset_selection=selection,
+        raise_on_error=False,
+    )
+
+
 def quiet(job, args: argparse.Namespace):
     """The job with a console logger that leaves error traces to --verbose (and to the Dagster UI)."""
     from dsc_assets.build.failures import quiet_console_logger

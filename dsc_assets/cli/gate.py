@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from dsc_assets.cli.common import QUIET_RUN_CONFIG, UsageError, load, print_failures, quiet, run_preflight, task_list
+from dsc_assets.cli.common import (
+    UsageError,
+    execute,
+    load,
+    print_failures,
+    quiet,
+    run_preflight,
+    task_list,
+)
 
 GATE_HELP = """Exit codes: 0 every printed asset is OK; 1 one is FAILED (its own suite), BLOCKED (an upstream suite
 failed), STALE (built from older upstream data or older task files) or MISSING (no table or no rows for the task);
@@ -39,13 +47,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
         data_assets = [dg.AssetKey(name) for name in sorted(needed)]
         for task in tasks:
             print(f"dsc gate: materializing the data assets of '{task}' ...", flush=True)
-            result = job.execute_in_process(
-                run_config=QUIET_RUN_CONFIG,
-                partition_key=task,
-                instance=instance,
-                asset_selection=data_assets,
-                raise_on_error=False,
-            )
+            result = execute(job, task, instance, data_assets)
             if not result.success:
                 print_failures(result, "dsc gate", task, args.verbose)
     problems = []

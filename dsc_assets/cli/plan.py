@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dsc_assets.cli.common import QUIET_RUN_CONFIG, load, print_failures, quiet, run_preflight, selection, task_list
+from dsc_assets.cli.common import (
+    execute,
+    load,
+    print_failures,
+    quiet,
+    run_preflight,
+    selection,
+    task_list,
+)
 
 
 def _print_plan(entries, costs) -> None:
@@ -110,13 +118,7 @@ def cmd_refresh(args: argparse.Namespace) -> int:
         for task in sorted({e.task for e in roots}):
             selection = [dg.AssetKey(e.asset) for e in roots if e.task == task]
             print(f"dsc refresh: {task}: {', '.join(k.path[-1] for k in selection)}", flush=True)
-            result = job.execute_in_process(
-                run_config=QUIET_RUN_CONFIG,
-                partition_key=task,
-                instance=instance,
-                asset_selection=selection,
-                raise_on_error=False,
-            )
+            result = execute(job, task, instance, selection)
             if not result.success:
                 print_failures(result, "dsc refresh", task, args.verbose)
                 return 1

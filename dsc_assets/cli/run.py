@@ -7,7 +7,7 @@ import sys
 import time
 
 from dsc_assets.cli.common import (
-    QUIET_RUN_CONFIG,
+    execute,
     healthy,
     prepare_environment,
     print_failures,
@@ -35,13 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for task in tasks:
         started = time.perf_counter()
         print(f"dsc run: task '{task}' ...", flush=True)
-        result = job.execute_in_process(
-            run_config=QUIET_RUN_CONFIG,
-            partition_key=task,
-            instance=instance,
-            raise_on_error=False,
-            asset_selection=chosen,
-        )
+        result = execute(job, task, instance, chosen)
         seconds = time.perf_counter() - started
         materialized = [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()]
         print(
