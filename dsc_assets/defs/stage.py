@@ -167,7 +167,7 @@ def observe_inputs(instance: dg.DagsterInstance, versions: Mapping[tuple[str, st
     return recorded
 
 
-def version_metadata(context: dg.AssetExecutionContext, task: Task, *_: Any, **__: Any) -> dict:
+def version_metadata(context: dg.AssetExecutionContext, task: Task) -> dict:
     """What this materialization read, recorded with it: its input version (``task_version``; per input in
     ``input_versions``) and the data version of each parent it read (``upstream_data_versions``).
 

@@ -64,10 +64,8 @@ def generate_step(
     ]
 
 
-def sample_output(
-    context, df: pd.DataFrame, task: Task, settings: DscSettings, llm: LLMResource
-) -> dg.Output[pd.DataFrame]:
-    metadata = {**generation_metadata(df), **version_metadata(context, task, settings, llm)}
+def sample_output(context, df: pd.DataFrame, task: Task) -> dg.Output[pd.DataFrame]:
+    metadata = {**generation_metadata(df), **version_metadata(context, task)}
     return dg.Output(df, data_version=data_version(df), metadata=metadata)
 
 
@@ -77,7 +75,6 @@ def table_output(
     df: pd.DataFrame,
     metadata: dict,
     preview_columns: list[str],
-    **run_context,
 ) -> dg.Output[pd.DataFrame]:
     return dg.Output(
         df,
@@ -85,6 +82,6 @@ def table_output(
         metadata={
             **metadata,
             "preview": preview(df, preview_columns),
-            **version_metadata(context, task, **run_context),
+            **version_metadata(context, task),
         },
     )

@@ -59,7 +59,7 @@ def contrastive_pairs(
     df = positive[["task", "prompt_id", "prompt"]].assign(positive=positive["text"], negative=negative["text"].values)
     stats = generation_metadata(pd.concat([positive, negative], ignore_index=True))
     stats.pop("preview")
-    return table_output(context, task, df, stats, ["prompt_id", "positive", "negative"], settings=settings, llm=llm)
+    return table_output(context, task, df, stats, ["prompt_id", "positive", "negative"])
 
 
 @stage(group="dlma", reads=("task.system_prompt", "task.contrastive", "self_reward_model"))

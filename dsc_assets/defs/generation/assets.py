@@ -44,7 +44,7 @@ def raw_prompts(context: dg.AssetExecutionContext, settings: DscSettings) -> dg.
             "test_rows": dg.MetadataValue.int(int(counts.get("test", 0))),
             "prompts_in_file": dg.MetadataValue.int(len(task.prompts)),
             "preview": preview(df, ["prompt_id", "split", "prompt"]),
-            **version_metadata(context, task, settings),
+            **version_metadata(context, task),
         },
     )
 
@@ -60,7 +60,7 @@ def drafts(
     samples = generate_step(
         context, llm, sampling_params(task, settings), task, train, "draft", 0, lambda row: chain.draft(row["prompt"])
     )
-    return sample_output(context, samples_frame(samples), task, settings, llm)
+    return sample_output(context, samples_frame(samples), task)
 
 
 @stage(group="generation", reads=("task.system_prompt", "task.critique_template", "sampling", "generator"))
@@ -82,7 +82,7 @@ def critiques(
         lambda row: chain.critique(row["prompt"], row["response"]),
         source_column="response",
     )
-    return sample_output(context, samples_frame(samples), task, settings, llm)
+    return sample_output(context, samples_frame(samples), task)
 
 
 @stage(
@@ -145,4 +145,4 @@ def revisions(
         )
         all_samples.extend(step_samples)
         current = samples_frame(step_samples).rename(columns={"text": "response"}).drop(columns=["critique"])
-    return sample_output(context, samples_frame(all_samples), task, settings, llm)
+    return sample_output(context, samples_frame(all_samples), task)
