@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from resources.artifacts import artifact_lock
+from resources.artifacts import artifact_lock, build_once
 
 LLAMA_CPP_VERSION = "0.3.36"  # must match the pin in pyproject.toml (a test checks)
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -118,13 +118,12 @@ def _pip(*args: str, env: dict | None = None) -> None:
     subprocess.run(command, check=True, env=env)
 
 
-def build_wheel(args: list[str], key: str, version: str = LLAMA_CPP_VERSION) -> Path:
-    """Compile llama-cpp-python with these flags into the wheelhouse (atomic: a killed build leaves nothing)."""
-    target = build_dir(key, version)
-    target.parent.mkdir(parents=True, exist_ok=True)
+def compile_wheel(args: list[str], key: str, out: Path, version: str = LLAMA_CPP_VERSION) -> None:
+    """Compile llama-cpp-python with these flags into the folder ``out`` (the wheel and its build.json)."""
     started = time.time()
-    with tempfile.TemporaryDirectory(prefix="dsc-llama-", dir=target.parent) as tmp:
-        source, out = Path(tmp) / "src", Path(tmp) / "out"
+    out.mkdir(parents=True)
+    with tempfile.TemporaryDirectory(prefix="dsc-llama-", dir=out.parent) as tmp:
+        source = Path(tmp) / "src"
         # The sdist may come from pip's download cache; the *built wheel* never does (--no-cache-dir below).
         _pip("download", "-q", "--no-deps", "--no-binary", ":all:", f"llama-cpp-python=={version}", "-d", str(source))
         sdist = next(source.glob("llama_cpp_python-*"))
@@ -135,21 +134,34 @@ def build_wheel(args: list[str], key: str, version: str = LLAMA_CPP_VERSION) -> 
         )
         print(f"building llama-cpp-python {version} with CMAKE_ARGS={env['CMAKE_ARGS']} (a few minutes)", flush=True)
         _pip("wheel", "-q", "--no-deps", "--no-cache-dir", str(sdist), "-w", str(out), env=env)
-        wheel = find_wheel(out)
-        if wheel is None:
-            raise SystemExit(f"llama-cpp-python build produced no wheel in {out}")
-        info = {
-            "version": version,
-            "key": key,
-            "cmake_args": args,
-            "wheel": wheel.name,
-            "built_seconds": round(time.time() - started, 1),
-            "machine": platform.machine(),
-        }
-        (out / "build.json").write_text(json.dumps(info, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(out, target)
+    wheel = find_wheel(out)
+    if wheel is None:
+        raise SystemExit(f"llama-cpp-python build produced no wheel in {out}")
+    info = {
+        "version": version,
+        "key": key,
+        "cmake_args": args,
+        "wheel": wheel.name,
+        "built_seconds": round(time.time() - started, 1),
+        "machine": platform.machine(),
+    }
+    (out / "build.json").write_text(json.dumps(info, indent=2))
+
+
+def build_wheel(
+    args: list[str], key: str, version: str = LLAMA_CPP_VERSION, rebuild: bool = False, compile=compile_wheel
+) -> Path:
+    """The wheel for these flags, compiled once however many installs ask at the same time (two clones sharing a
+    wheelhouse): one compiles into a partial folder and renames it into place, the others wait and reuse it; a
+    killed build leaves nothing. ``compile(args, key, out, version)`` writes the wheel into ``out``."""
+    target = build_dir(key, version)
+    if rebuild and target.exists():
+        with artifact_lock(target):
+            shutil.rmtree(target, ignore_errors=True)
+    if build_once(target, lambda out: compile(args, key, out, version), lambda folder: find_wheel(folder) is not None):
+        print(f"built {find_wheel(target)} (key {key})", flush=True)
+    else:
+        print(f"reusing {find_wheel(target)} (key {key})", flush=True)
     return find_wheel(target)
 
 
@@ -162,12 +174,7 @@ def ensure_installed(rebuild: bool = False) -> dict:
     if not rebuild and marker and marker.get("key") == key and installed == LLAMA_CPP_VERSION:
         print(f"llama-cpp-python {installed} already built for this CPU (key {key})", flush=True)
         return marker
-    with artifact_lock(build_dir(key)):  # two installs at once (two clones, one wheelhouse): one compiles
-        wheel = None if rebuild else find_wheel(build_dir(key))
-        if wheel is None:
-            wheel = build_wheel(args, key)
-        else:
-            print(f"reusing {wheel} (key {key})", flush=True)
+    wheel = build_wheel(args, key, rebuild=rebuild)  # two installs at once (one wheelhouse): one compiles
     _pip("install", "-q", "--no-deps", "--force-reinstall", "--no-cache-dir", str(wheel))
     info = {"version": LLAMA_CPP_VERSION, "key": key, "cmake_args": args, "wheel": str(wheel)}
     (Path(sys.prefix) / MARKER_NAME).write_text(json.dumps(info, indent=2))

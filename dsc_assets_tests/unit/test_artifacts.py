@@ -150,3 +150,41 @@ def test_three_processes_assembling_a_split_model_get_the_verified_file(tmp_path
     outputs = [racer.communicate(timeout=120)[0].strip() for racer in racers]
     assert [racer.returncode for racer in racers] == [0, 0, 0]
     assert set(outputs) == {whole.hex()} and not partials(tmp_path / "models" / "probe.gguf")
+
+
+# The llama.cpp wheel (resources/llama_build.py), built by three installs sharing one wheelhouse. The compile (five
+# minutes of cmake, run by `make install` on every clean clone) is replaced by one that writes a wheel-named file
+# slowly: what is tested is the wheelhouse's build-once protocol around it.
+WHEEL_BUILDER = """
+import os, sys, time
+from pathlib import Path
+from resources import llama_build
+
+log = Path(sys.argv[1])
+
+def compile(args, key, out, version):
+    out.mkdir(parents=True)
+    with open(log, "a") as handle:
+        handle.write(f"compiled {os.getpid()}\\n")
+    time.sleep(1.0)
+    (out / f"llama_cpp_python-{version}-cp3-none-any.whl").write_text("wheel")
+
+wheel = llama_build.build_wheel(["-DGGML_NATIVE=OFF"], "probekey", compile=compile)
+print(wheel)
+"""
+
+
+def test_three_installs_sharing_a_wheelhouse_compile_the_wheel_once(tmp_path):
+    log, house = tmp_path / "log", tmp_path / "wheels"
+    env = {**os.environ, "DSC_WHEELHOUSE": str(house)}
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WHEEL_BUILDER, str(log)], cwd=PROJECT_ROOT, env=env, text=True, stdout=subprocess.PIPE
+        )
+        for _ in range(3)
+    ]
+    outputs = [racer.communicate(timeout=120)[0].strip().splitlines()[-1] for racer in racers]
+    assert [racer.returncode for racer in racers] == [0, 0, 0]
+    assert len(log.read_text().splitlines()) == 1
+    target = house / "llama-cpp-python-0.3.36-probekey"
+    assert set(outputs) == {str(target / "llama_cpp_python-0.3.36-cp3-none-any.whl")} and not partials(target)
