@@ -46,6 +46,8 @@ def _train(folder: Path, summary_file: Path, train, export) -> Checkpoint:
         "steps": result.steps,
         "seconds": round(time.perf_counter() - started, 2),
         "losses": result.losses,
+        "precision": result.precision,
+        "step_seconds": result.step_seconds,
         "adapter_dir": str(result.adapter_dir),
         "merged_dir": str(result.merged_dir),
         **exported,

@@ -6,15 +6,39 @@ from __future__ import annotations
 from typing import Any
 
 
-def sequence_logps(model, inputs):
-    """Each sequence's summed log-probability over its completion tokens, and how many tokens that is."""
+def sequence_logps(model, inputs, fused: bool = False):
+    """Each sequence's summed log-probability over its completion tokens, and how many tokens that is. ``fused``:
+    through the LM head TRL's DPOTrainer installs (``fused_lm_head``), which projects only the completion positions,
+    in tiles, and never holds the (batch, length, vocabulary) logits; else the plain forward and a full log-softmax."""
     import torch
 
+    mask = inputs["completion_mask"][:, 1:]
+    if fused:
+        labels = inputs["input_ids"].masked_fill(inputs["completion_mask"] == 0, -100)
+        out = model(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            labels=labels,
+            use_cache=False,
+            fused_lm_head=True,
+        )
+        return out.log_probs[:, -mask.size(1) :].sum(dim=1), mask.sum(dim=1).to(out.log_probs.dtype)
     logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False).logits
     targets = inputs["input_ids"][:, 1:]
-    mask = inputs["completion_mask"][:, 1:].to(logits.dtype)
+    mask = mask.to(logits.dtype)
     logps = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return (logps * mask).sum(dim=1), mask.sum(dim=1)
+
+
+def reference_logps(trainer, model, inputs, like):
+    """The frozen reference's (chosen, rejected) log-probabilities: computed once per dataset where TRL put them
+    in the batch (``precompute_ref_log_probs``), else now, with the adapter off."""
+    import torch
+
+    if "ref_chosen_logps" in inputs:
+        return inputs["ref_chosen_logps"].to(like), inputs["ref_rejected_logps"].to(like)
+    with torch.no_grad(), trainer.accelerator.unwrap_model(trainer.model).disable_adapter():
+        return sequence_logps(model, inputs, trainer.fused_head)[0].chunk(2)
 
 
 def dpo_trainer_class():
@@ -40,8 +64,13 @@ def dpo_trainer_class():
     class RefinedDPOTrainer(DPOTrainer):
         """DPOTrainer with the loss chosen by ``dsc_loss``: dpo, rdpo (soft labels) or dlma (self-reward margin)."""
 
-        def __init__(self, *args, dsc_loss: str = "dpo", dlma_gamma: float = 0.2, sft_weight: float = 0.0, **kwargs):
-            self.dsc_loss, self.dlma_gamma, self.sft_weight = dsc_loss, dlma_gamma, sft_weight
+        def __init__(self, *args, dsc_loss="dpo", dlma_gamma=0.2, sft_weight=0.0, fused_head=False, **kwargs):
+            self.dsc_loss, self.dlma_gamma, self.sft_weight, self.fused_head = (
+                dsc_loss,
+                dlma_gamma,
+                sft_weight,
+                fused_head,
+            )
             super().__init__(*args, **kwargs)
 
         def _set_signature_columns_if_needed(self):
@@ -56,10 +85,9 @@ def dpo_trainer_class():
             return dpo_loss(h, self.beta)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            logps, tokens = sequence_logps(model, inputs)
+            logps, tokens = sequence_logps(model, inputs, self.fused_head)
             (policy_chosen, policy_rejected), chosen_tokens = logps.chunk(2), tokens.chunk(2)[0]
-            with torch.no_grad(), self.accelerator.unwrap_model(self.model).disable_adapter():
-                ref_chosen, ref_rejected = sequence_logps(model, inputs)[0].chunk(2)
+            ref_chosen, ref_rejected = reference_logps(self, model, inputs, logps)
             h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
             loss = self._pair_loss(h, inputs)
             mode = "train" if model.training else "eval"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,23 +22,9 @@ from resources.dpo import dpo_trainer_class
 from resources.export import export_merged_gguf
 from resources.hf import hf_student, quiet_progress
 from resources.models import resolve_model
+from resources.train_result import TrainResult, step_seconds, step_timer
 
 LossName = Literal["dpo", "rdpo", "dlma"]
-
-
-class NothingToTrain(ValueError):
-    """Every row was filtered out before the first step: the message says which rule dropped them and the fix."""
-
-
-@dataclass
-class TrainResult:
-    output_dir: str
-    adapter_dir: str
-    merged_dir: str
-    losses: list[float] = field(default_factory=list)
-    steps: int = 0
-    seconds: float = 0.0
-    samples_per_s: float = 0.0
 
 
 # The settings only some trainings read; every other setting (LoRA, optimizer, lengths, device) is read by all.
@@ -55,6 +40,8 @@ METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
 }
 # The untrained base through the export path (the evaluation's `base`) reads only which tensors are written in F16.
 EXPORT_SETTINGS = ("base_model", "target_modules")
+# How the same numbers are computed (up to rounding): not part of a checkpoint's identity.
+COMPUTE_ONLY = ("dpo_precompute_ref", "dpo_fused_head")
 _METHOD_SPECIFIC = {name for names in METHOD_SETTINGS.values() for name in names}
 
 
@@ -66,7 +53,14 @@ class LoRATrainer(dg.ConfigurableResource):
     base_model: str = Field(default="smollm2-135m", description="Student: known model name or .gguf path.")
     model_cache_dir: str = Field(default=".dsc/models", description="Where the HF copy of the student is kept.")
     device: str = Field(default="auto", description="cpu, cuda or auto.")
-    dtype: str = Field(default="float32", description="float32, bfloat16 or float16.")
+    dtype: str = Field(
+        default="float32",
+        description=(
+            "float32; bf16-mixed (bf16 autocast, float32 weights); bfloat16 or float16 (weights stored so); auto "
+            "(bf16-mixed where the hardware has bf16 units and they measure faster, else float32: "
+            "resources/precision.py)."
+        ),
+    )
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
@@ -103,13 +97,46 @@ class LoRATrainer(dg.ConfigurableResource):
     rl_num_generations: int = Field(default=4, ge=2, description="ALMoST RL: samples per prompt (RLOO's k).")
     rl_max_completion_length: int = Field(default=64, ge=8, description="ALMoST RL: tokens per sampled answer.")
 
+    dpo_precompute_ref: bool = Field(
+        default=True,
+        description=(
+            "DPO, rDPO and DLMA: the frozen reference's log-probabilities computed once per dataset (TRL's "
+            "precompute_ref_log_probs) instead of in every step of every epoch. The same numbers up to rounding."
+        ),
+    )
+
+    dpo_fused_head: bool = Field(
+        default=False,
+        description=(
+            "DPO, rDPO and DLMA: log-probabilities through TRL's fused LM head (only the answer's positions projected, "
+            "in tiles) instead of full logits and a log-softmax. Same numbers; measured slower on a 2-core CPU "
+            "(7.40 vs 6.08 s per step, bench/precision.py), so off; it saves memory on long answers and big vocabularies."
+        ),
+    )
+
     _base: Path | None = PrivateAttr(default=None)
+    _precision: tuple[str, str] | None = PrivateAttr(default=None)
+
+    def precision(self) -> tuple[str, str]:
+        """(the dtype trainings run in, why): ``dtype`` with ``auto`` decided for this machine."""
+        if self._precision is None:
+            from resources.precision import resolve
+
+            self._precision = resolve(self.dtype, self.device, Path(self.model_cache_dir))
+        return self._precision
+
+    def _weights_dtype(self):
+        import torch
+
+        resolved = self.precision()[0]
+        return torch.float32 if resolved == "bf16-mixed" else getattr(torch, resolved)
 
     def method_settings(self, method: str | None = None) -> dict[str, Any]:
         """Everything that decides a checkpoint besides its data. Where the student's HF copy is kept decides nothing:
         moving DSC_HOME must not retrain. With ``method``, the settings only other trainings read are left out
         (``METHOD_SETTINGS``): a new ``dpo_beta`` retrains DPO, not SFT; ``export`` is the untrained base's."""
-        settings = self.model_dump(mode="json", exclude={"model_cache_dir"})
+        settings = self.model_dump(mode="json", exclude={"model_cache_dir", *COMPUTE_ONLY})
+        settings["dtype"] = self.precision()[0]  # auto is not a number: what it resolved to on this machine is
         if method == "export":
             return {k: settings[k] for k in EXPORT_SETTINGS}
         if method is not None:
@@ -138,7 +165,7 @@ class LoRATrainer(dg.ConfigurableResource):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         device = self.device if self.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        model = AutoModelForCausalLM.from_pretrained(str(self.base_dir()), dtype=getattr(torch, self.dtype))
+        model = AutoModelForCausalLM.from_pretrained(str(self.base_dir()), dtype=self._weights_dtype())
         tokenizer = AutoTokenizer.from_pretrained(str(self.base_dir()))
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -171,11 +198,15 @@ class LoRATrainer(dg.ConfigurableResource):
             save_strategy="no",
             report_to=[],
             disable_tqdm=True,
-            bf16=self.dtype == "bfloat16",
-            fp16=self.dtype == "float16",
+            bf16=self.precision()[0] in ("bfloat16", "bf16-mixed"),
+            fp16=self.precision()[0] == "float16",
             use_cpu=self.device == "cpu" or (self.device == "auto" and not torch.cuda.is_available()),
             dataloader_pin_memory=False,
         )
+
+    def _prepare(self, trainer) -> None:
+        """Before ``trainer.train()``: time its steps."""
+        trainer.add_callback(step_timer())
 
     def _dpo_rate(self) -> dict:
         return {} if self.dpo_learning_rate is None else {"learning_rate": self.dpo_learning_rate}
@@ -198,6 +229,8 @@ class LoRATrainer(dg.ConfigurableResource):
             trainer.state.global_step,
             round(seconds, 2),
             round(rows * max(self.epochs, 1) / seconds, 3) if seconds else 0.0,
+            self.precision()[0],
+            step_seconds(trainer),
         )
 
     def train_sft(self, dataset, output_dir: str) -> TrainResult:
@@ -222,6 +255,7 @@ class LoRATrainer(dg.ConfigurableResource):
             processing_class=tokenizer,
             peft_config=self._lora(),
         )
+        self._prepare(trainer)
         trainer.train()
         return self._finish(trainer, tokenizer, output_dir, started, len(dataset))
 
@@ -248,7 +282,12 @@ class LoRATrainer(dg.ConfigurableResource):
         started = time.perf_counter()
         trainer = trainer_class(
             model=model,
-            args=DPOConfig(**{**self._common_args(output_dir), **self._dpo_rate()}, beta=self.dpo_beta),
+            args=DPOConfig(
+                **{**self._common_args(output_dir), **self._dpo_rate()},
+                beta=self.dpo_beta,
+                precompute_ref_log_probs=self.dpo_precompute_ref,
+                precompute_ref_batch_size=max(8, self.per_device_batch_size),
+            ),
             train_dataset=dataset,
             processing_class=tokenizer,
             peft_config=self._lora(),
@@ -256,91 +295,23 @@ class LoRATrainer(dg.ConfigurableResource):
             dsc_loss=loss,
             dlma_gamma=self.dlma_gamma,
             sft_weight=self.dpo_sft_weight,
+            fused_head=self.dpo_fused_head,
         )
+        self._prepare(trainer)
         trainer.train()
         return self._finish(trainer, tokenizer, output_dir, started, len(dataset))
 
     def train_reward_model(self, dataset, output_dir: str) -> TrainResult:
-        """ALMoST's reward model: the student with a scalar head, LoRA, TRL's RewardTrainer (pairwise
-        −log σ(r_chosen − r_rejected)) on conversational ``prompt``/``chosen``/``rejected`` rows."""
-        quiet_progress()
-        import torch
-        from peft import LoraConfig
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-        from trl import RewardConfig, RewardTrainer
+        """ALMoST's reward model (resources/almost_trainer.py)."""
+        from resources.almost_trainer import train_reward_model
 
-        tokenizer = AutoTokenizer.from_pretrained(str(self.base_dir()))
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        torch.manual_seed(self.seed)  # the scalar head starts random
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(self.base_dir()), num_labels=1, dtype=getattr(torch, self.dtype)
-        )
-        model.config.pad_token_id = tokenizer.pad_token_id
-        lora = LoraConfig(
-            r=self.lora_r,
-            lora_alpha=self.lora_alpha,
-            lora_dropout=self.lora_dropout,
-            target_modules=list(self.target_modules),
-            task_type="SEQ_CLS",
-            modules_to_save=["score"],
-        )
-        started = time.perf_counter()
-        # TRL's configs default to gradient checkpointing (and bf16 where not set): both slow a CPU down.
-        args = RewardConfig(**self._common_args(output_dir), gradient_checkpointing=False)
-        trainer = RewardTrainer(
-            model=model,
-            args=args,
-            train_dataset=dataset.select_columns(["prompt", "chosen", "rejected"]),
-            processing_class=tokenizer,
-            peft_config=lora,
-        )
-        if len(trainer.train_dataset) == 0:  # TRL drops every pair longer than max_length before training
-            raise NothingToTrain(
-                f"all {len(dataset)} comparisons are longer than trainer.max_length={self.max_length} tokens "
-                "(TRL's RewardTrainer drops those); raise trainer.max_length in the profile or cap the answers "
-                "(max_tokens_cap)"
-            )
-        trainer.train()
-        return self._finish(trainer, tokenizer, output_dir, started, len(dataset))
+        return train_reward_model(self, dataset, output_dir)
 
     def train_rl(self, prompts, policy_dir: str, reward_function, output_dir: str) -> TrainResult:
-        """ALMoST's RL from synthetic feedback: RLOO (TRL 1.16 has no PPO) from the SFT policy in ``policy_dir``,
-        LoRA on top of it, so the KL reference (adapter off) is the SFT policy; the reward is ``reward_function``."""
-        quiet_progress()
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from trl import RLOOConfig, RLOOTrainer
+        """ALMoST's RL from synthetic feedback (resources/almost_trainer.py)."""
+        from resources.almost_trainer import train_rl
 
-        tokenizer = AutoTokenizer.from_pretrained(policy_dir)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        tokenizer.padding_side = "left"  # generation pads on the left
-        model = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=getattr(torch, self.dtype))
-        common = self._common_args(output_dir)
-        common.pop("max_length")
-        # One optimizer step = one group of k samples for each of batch prompts; k must divide the batch.
-        common.update(per_device_train_batch_size=self.rl_num_generations, gradient_accumulation_steps=1)
-        args = RLOOConfig(
-            **common,
-            num_generations=self.rl_num_generations,
-            beta=self.rl_beta,
-            max_completion_length=self.rl_max_completion_length,
-            gradient_checkpointing=False,
-            temperature=0.7,
-            log_completions=False,
-        )
-        started = time.perf_counter()
-        trainer = RLOOTrainer(
-            model=model,
-            reward_funcs=reward_function,
-            args=args,
-            train_dataset=prompts.select_columns(["prompt"]),
-            processing_class=tokenizer,
-            peft_config=self._lora(),
-        )
-        trainer.train()
-        return self._finish(trainer, tokenizer, output_dir, started, len(prompts))
+        return train_rl(self, prompts, policy_dir, reward_function, output_dir)
 
     def export_gguf(self, merged_dir: str, out_path: str) -> str:
         """Write the merged model as GGUF: the student's GGUF with every fine-tuned weight replaced (in F16) and all

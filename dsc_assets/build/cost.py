@@ -184,20 +184,24 @@ def _training(replay: Replay, rows: int) -> None:
     trainer = replay.env.trainer
     batch = trainer.per_device_batch_size * trainer.grad_accum
     steps = trainer.max_steps if trainer.max_steps > 0 else math.ceil(math.ceil(rows / batch) * trainer.epochs)
-    per_step = _seconds_per_step(replay.settings.artifact_path("checkpoints"))
+    rates = _seconds_per_step(replay.settings.artifact_path("checkpoints"))
     for asset, method in {**CHECKPOINTS, "reward_model": "almost"}.items():
         if replay.settings.builds(method) and (method != "almost" or replay.task.spec.almost is not None):
+            folder = asset.removesuffix("_checkpoint")  # checkpoints/<method folder>/<task>/<version>/
             replay.cost(asset).steps += steps
-            replay.cost(asset).seconds += steps * per_step
+            replay.cost(asset).seconds += steps * rates.get(folder, rates.get("", 0.0))
 
 
-def _seconds_per_step(checkpoints: Path) -> float:
-    """Seconds per optimizer step over the checkpoints trained in this home (their summaries); 0.0 before any."""
-    seconds = steps = 0.0
+def _seconds_per_step(checkpoints: Path) -> dict[str, float]:
+    """Seconds per optimizer step of each kind of checkpoint trained in this home (their summaries: setup and export
+    included), and of all of them under ""; empty before any."""
+    totals: dict[str, list[float]] = {}
     for summary in checkpoints.glob("*/*/*/summary.json") if checkpoints.is_dir() else []:
         data = json.loads(summary.read_text())
-        seconds, steps = seconds + float(data.get("seconds", 0)), steps + float(data.get("steps", 0))
-    return seconds / steps if steps else 0.0
+        for key in (summary.parent.parent.parent.name, ""):
+            seconds, steps = totals.setdefault(key, [0.0, 0.0])
+            totals[key] = [seconds + float(data.get("seconds", 0)), steps + float(data.get("steps", 0))]
+    return {key: seconds / steps for key, (seconds, steps) in totals.items() if steps}
 
 
 def _evaluation(replay: Replay, test) -> None:

@@ -195,3 +195,57 @@ def test_the_sft_term_adds_the_chosen_answers_nll_to_every_preference_loss(tmp_p
     assert nll > 0.5  # a 135M model does not know these sentences by heart
     assert first["dpo", 2.0] - np.log(2) == pytest.approx(2 * nll, rel=1e-3)
     assert first["rdpo", 1.0] == pytest.approx(first["dpo", 1.0], rel=1e-4)  # at h = 0 rDPO's term is ln 2 too
+
+
+def _pairs(with_self_reward: bool = False) -> list[dict]:
+    return [
+        {
+            "prompt": [SYSTEM, {"role": "user", "content": f"Review {film}."}],
+            "chosen": [{"role": "assistant", "content": f"{film} is wonderful, warm and moving."}],
+            "rejected": [{"role": "assistant", "content": f"{film} is dull garbage."}],
+            **({"self_reward": 0.5 + 0.1 * n} if with_self_reward else {}),
+        }
+        for n, film in enumerate(FILMS)
+    ]
+
+
+@pytest.mark.parametrize("loss", ["dpo", "dlma"])
+def test_reference_computed_once_and_the_fused_head_give_the_same_losses(tmp_path, loss):
+    """The reference's log-probabilities computed once per dataset through TRL's fused LM head, and the policy's
+    through it, give the losses of the reference recomputed every step through full logits: the same numbers."""
+    losses = {}
+    for once in (False, True):
+        trainer = _trainer(tmp_path, max_steps=3, learning_rate=5e-3, dpo_sft_weight=1.0)
+        trainer = trainer.with_overrides({"dpo_precompute_ref": once, "dpo_fused_head": once})
+        result = trainer.train_dpo(Dataset.from_list(_pairs(loss == "dlma")), str(tmp_path / f"{once}"), loss=loss)
+        losses[once] = result.losses
+    assert len(losses[True]) == 3 and losses[True] == pytest.approx(losses[False], rel=2e-3)
+    assert losses[True][-1] < losses[True][0]
+
+
+@pytest.mark.skipif(
+    not {"amx_bf16", "avx512_bf16"} & __import__("resources.precision").precision.cpu_flags(),
+    reason="bf16 autocast on a CPU without bf16 units is emulated (about 10x slower); nothing to measure there",
+)
+def test_bf16_mixed_keeps_lora_weights_in_float32_and_learns_like_float32(sft_result, tmp_path):
+    from safetensors import safe_open
+
+    trainer, float32, _ = sft_result
+    rows = [
+        {
+            "messages": [
+                SYSTEM,
+                {"role": "user", "content": f"Review {film}."},
+                {"role": "assistant", "content": f"{film} is a delight: warm, funny and beautifully made."},
+            ]
+        }
+        for film in FILMS
+    ]
+    mixed = trainer.with_overrides({"dtype": "bf16-mixed"}).train_sft(Dataset.from_list(rows), str(tmp_path / "m"))
+    assert mixed.precision == "bf16-mixed" and float32.precision == "float32"
+    with safe_open(f"{mixed.adapter_dir}/adapter_model.safetensors", "pt") as adapter:
+        assert {str(adapter.get_tensor(name).dtype) for name in adapter.keys()} == {"torch.float32"}
+    assert mixed.losses[0] == pytest.approx(float32.losses[0], rel=0.01)  # the same model, rounded differently
+    learned = {name: r.losses[0] - np.mean(r.losses[-2:]) for name, r in (("mixed", mixed), ("float32", float32))}
+    assert learned["mixed"] > 0.8 * learned["float32"]  # learns like float32, not like bf16 weights
+    assert np.mean(mixed.losses[-2:]) == pytest.approx(np.mean(float32.losses[-2:]), rel=0.05)

@@ -179,7 +179,11 @@ def test_three_installs_sharing_a_wheelhouse_compile_the_wheel_once(tmp_path):
     env = {**os.environ, "DSC_WHEELHOUSE": str(house)}
     racers = [
         subprocess.Popen(
-            [sys.executable, "-c", WHEEL_BUILDER, str(log)], cwd=PROJECT_ROOT, env=env, text=True, stdout=subprocess.PIPE
+            [sys.executable, "-c", WHEEL_BUILDER, str(log)],
+            cwd=PROJECT_ROOT,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
         )
         for _ in range(3)
     ]

@@ -26,7 +26,8 @@ from resources.hashing import content_hash
 from resources.llm import LlamaCppLLM, LLMResource
 from resources.reward_model import cached_scores, reward_scorer
 from resources.settings import DscSettings
-from resources.trainer import LoRATrainer, NothingToTrain
+from resources.train_result import NothingToTrain
+from resources.trainer import LoRATrainer
 
 
 def _train_prompts(raw_prompts: pd.DataFrame) -> pd.DataFrame:

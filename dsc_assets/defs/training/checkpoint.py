@@ -58,7 +58,10 @@ def _trained_metadata(task: str, method: str, checkpoint, rows: int, data_hash: 
         "train_rows": dg.MetadataValue.int(rows),
         "data_hash": dg.MetadataValue.text(data_hash),
         "trainer": dg.MetadataValue.json(trainer.method_settings(method)),
+        "precision": dg.MetadataValue.text(" — ".join(trainer.precision())),
     }
+    if summary.get("step_seconds"):  # checkpoints trained before it was recorded have none
+        metadata["seconds_per_step"] = dg.MetadataValue.float(summary["step_seconds"])
     if losses:
         metadata["loss_curve"] = line_plot(losses, f"{task} {method}: training loss", "step", "loss")
         metadata["first_loss"], metadata["last_loss"] = float(losses[0]), float(losses[-1])
@@ -87,6 +90,7 @@ def checkpoint_output(
         df = pd.DataFrame([{**row, "status": status, **SKIPPED}], columns=CHECKPOINT_COLUMNS)
         return dg.Output(df, data_version=data_version(df), metadata={"status": status, **versions})
     folder = settings.artifact_path("checkpoints", method, task.name, version)
+    context.log.info(f"{task.name}: {method} checkpoint {version}: trainer precision %s (%s)" % trainer.precision())
     checkpoint = trainer.checkpoint(method, folder, f"{task.name}-{method}.gguf", records, train=train)
     if checkpoint.reused:
         context.log.info(f"{task.name}: reusing {method} checkpoint {folder}")
