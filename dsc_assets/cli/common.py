@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 
 class UsageError(Exception):
@@ -147,3 +148,15 @@ def selection(args: argparse.Namespace, defs) -> set[str] | None:
     if chosen - known:
         raise UsageError(f"unknown asset(s) {', '.join(sorted(chosen - known))}; known: {', '.join(sorted(known))}")
     return chosen
+
+
+def dagster_instance():
+    """The DAGSTER_HOME instance, created under a lock on that folder: Dagster creates its SQLite run and schedule
+    storage without a retry (unlike its event log), so two commands starting together in a new DAGSTER_HOME could
+    both try to create the same tables ("table … already exists")."""
+    import dagster as dg
+
+    from resources.artifacts import artifact_lock
+
+    with artifact_lock(Path(os.environ["DAGSTER_HOME"]) / "instance"):
+        return dg.DagsterInstance.get()

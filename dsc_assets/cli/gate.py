@@ -6,6 +6,7 @@ import argparse
 
 from dsc_assets.cli.common import (
     UsageError,
+    dagster_instance,
     execute,
     load,
     print_failures,
@@ -31,7 +32,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"no quality suite for {', '.join(unknown)}; checked: {', '.join(CHECKED_ASSETS)}")
     run_preflight(profile, tasks, locks=True)
-    instance = dg.DagsterInstance.get()
+    instance = dagster_instance()
     from dsc_assets.build.staleness import asset_order
 
     _, upstream = asset_order(defs)

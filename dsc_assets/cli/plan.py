@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from dsc_assets.cli.common import (
+    dagster_instance,
     execute,
     load,
     print_failures,
@@ -58,7 +59,7 @@ def _plan(args: argparse.Namespace):
     only = selection(args, defs)
     run_preflight(profile, tasks, locks=args.command == "refresh")
     resources = defs.resources
-    instance = dg.DagsterInstance.get()
+    instance = dagster_instance()
     entries = plan(defs, instance, tasks, resources["settings"], resources["llm"], only)
     costs = {}
     for task_name in {e.task for e in entries}:

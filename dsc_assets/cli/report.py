@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dsc_assets.cli.common import prepare_environment, task_list
+from dsc_assets.cli.common import dagster_instance, prepare_environment, task_list
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -45,9 +45,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 1
     failed = []
     try:
-        import dagster as dg
-
-        instance = dg.DagsterInstance.get()  # DAGSTER_HOME: the one `dsc run` and `make ui` record runs in
+        instance = dagster_instance()  # DAGSTER_HOME: the one `dsc run` and `make ui` record runs in
     except Exception as error:  # noqa: BLE001 - the report is still worth writing without run history
         print(f"dsc report: no Dagster run history ({error}); the report will not name the runs", file=sys.stderr)
         instance = None

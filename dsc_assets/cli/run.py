@@ -7,6 +7,7 @@ import sys
 import time
 
 from dsc_assets.cli.common import (
+    dagster_instance,
     execute,
     healthy,
     prepare_environment,
@@ -30,7 +31,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     job = quiet(defs.resolve_job_def("dsc_job"), args)
     chosen = [dg.AssetKey(name) for name in sorted(selection(args, defs) or [])] or None
-    instance = dg.DagsterInstance.get()
+    instance = dagster_instance()
     failed = []
     for task in tasks:
         started = time.perf_counter()

@@ -27,10 +27,8 @@ def _trainer(tmp_path, **overrides) -> LoRATrainer:
     return LoRATrainer(**{**settings, **overrides})
 
 
-@pytest.fixture(scope="module")
-def sft_result(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sft")
-    rows = [
+def _sft_rows() -> list[dict]:
+    return [
         {
             "messages": [
                 SYSTEM,
@@ -40,8 +38,13 @@ def sft_result(tmp_path_factory):
         }
         for film in FILMS
     ]
+
+
+@pytest.fixture(scope="module")
+def sft_result(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sft")
     trainer = _trainer(tmp)
-    return trainer, trainer.train_sft(Dataset.from_list(rows), str(tmp / "sft")), tmp
+    return trainer, trainer.train_sft(Dataset.from_list(_sft_rows()), str(tmp / "sft")), tmp
 
 
 def test_sft_steps_reduce_training_loss(sft_result):
@@ -227,25 +230,17 @@ def test_reference_computed_once_and_the_fused_head_give_the_same_losses(tmp_pat
     not {"amx_bf16", "avx512_bf16"} & __import__("resources.precision").precision.cpu_flags(),
     reason="bf16 autocast on a CPU without bf16 units is emulated (about 10x slower); nothing to measure there",
 )
-def test_bf16_mixed_keeps_lora_weights_in_float32_and_learns_like_float32(sft_result, tmp_path):
+def test_bf16_mixed_keeps_lora_weights_in_float32_and_learns_within_5_percent_of_float32(sft_result, tmp_path):
     from safetensors import safe_open
 
     trainer, float32, _ = sft_result
-    rows = [
-        {
-            "messages": [
-                SYSTEM,
-                {"role": "user", "content": f"Review {film}."},
-                {"role": "assistant", "content": f"{film} is a delight: warm, funny and beautifully made."},
-            ]
-        }
-        for film in FILMS
-    ]
-    mixed = trainer.with_overrides({"dtype": "bf16-mixed"}).train_sft(Dataset.from_list(rows), str(tmp_path / "m"))
+    mixed = trainer.with_overrides({"dtype": "bf16-mixed"}).train_sft(
+        Dataset.from_list(_sft_rows()), str(tmp_path / "m")
+    )
     assert mixed.precision == "bf16-mixed" and float32.precision == "float32"
     with safe_open(f"{mixed.adapter_dir}/adapter_model.safetensors", "pt") as adapter:
         assert {str(adapter.get_tensor(name).dtype) for name in adapter.keys()} == {"torch.float32"}
     assert mixed.losses[0] == pytest.approx(float32.losses[0], rel=0.01)  # the same model, rounded differently
     learned = {name: r.losses[0] - np.mean(r.losses[-2:]) for name, r in (("mixed", mixed), ("float32", float32))}
-    assert learned["mixed"] > 0.8 * learned["float32"]  # learns like float32, not like bf16 weights
+    assert learned["mixed"] > 0.8 * learned["float32"]  # at most a fifth less learned in 6 steps (bench: study size)
     assert np.mean(mixed.losses[-2:]) == pytest.approx(np.mean(float32.losses[-2:]), rel=0.05)
