@@ -1,5 +1,6 @@
 """ALMoST's two trainings on the LoRATrainer's settings: the reward model (a scalar head) and RL from synthetic
-feedback (RLOO). Functions of the trainer resource (``owner``), kept apart from resources/trainer.py to keep each file short."""
+feedback (RLOO). Functions of the trainer resource (``owner``), kept apart from resources/trainer.py to keep each
+file short."""
 
 from __future__ import annotations
 

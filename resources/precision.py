@@ -9,9 +9,9 @@ in ``precision.json`` so a checkpoint's identity does not flip between runs); fl
 never ``auto``, is what a checkpoint's identity holds.
 
 Measured on a 2-core AMD EPYC with AVX-512 BF16 (bench/precision.py, study settings, 8 steps): SFT 1.26x and DPO
-1.65x per step faster than float32 (DPO with the fused LM head on both sides), with the loss after 8 steps 1.4% (SFT) and 4.0% (DPO) above float32's at the
-same step. Keeping the LoRA branch or the LM head in float32 changed neither loss (measured, then dropped). That is
-why float32 stays the default and ``auto`` is a profile's choice.
+1.65x per step faster than float32 (DPO with the fused LM head on both sides), with the loss after 8 steps 1.4%
+(SFT) and 4.0% (DPO) above float32's at the same step. Keeping the LoRA branch or the LM head in float32 changed
+neither loss (measured, then dropped). That is why float32 stays the default and ``auto`` is a profile's choice.
 """
 
 from __future__ import annotations
@@ -23,15 +23,12 @@ import platform
 import time
 from pathlib import Path
 
+from resources.llama_build import cpu_flags  # the CPU's flags, as the llama.cpp build reads them
+
 CHOICES = ("auto", "float32", "bf16-mixed", "bfloat16", "float16")
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 MIN_SPEEDUP = 1.5  # of the probe's matrix product; the trainer's step gains far less than its matmul (docs)
 PROBE_SHAPE = (1024, 576, 1536)  # tokens x hidden x MLP width of the 135M student (SmolLM2: 576, 1536)
-
-
-def cpu_flags() -> set[str]:
-    line = next((line for line in _cpuinfo_lines() if line.startswith("flags") and ":" in line), "")
-    return set(line.split(":", 1)[1].split()) if line else set()
 
 
 def matmul_rates(shape: tuple[int, int, int] = PROBE_SHAPE, repeats: int = 5) -> dict[str, float]:

@@ -108,9 +108,10 @@ class LoRATrainer(dg.ConfigurableResource):
     dpo_fused_head: bool = Field(
         default=False,
         description=(
-            "DPO, rDPO and DLMA: log-probabilities through TRL's fused LM head (only the answer's positions projected, "
-            "in tiles) instead of full logits and a log-softmax. Same numbers; measured slower on a 2-core CPU "
-            "(7.40 vs 6.08 s per step, bench/precision.py), so off; it saves memory on long answers and big vocabularies."
+            "DPO, rDPO and DLMA: log-probabilities through TRL's fused LM head (only the answer's positions "
+            "projected, in tiles) instead of full logits and a log-softmax. Same numbers; measured slower on a 2-core "
+            "CPU (7.40 vs 6.08 s per step, bench/precision.py), so off; it saves memory on long answers and big "
+            "vocabularies."
         ),
     )
 

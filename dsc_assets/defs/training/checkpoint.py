@@ -90,7 +90,8 @@ def checkpoint_output(
         df = pd.DataFrame([{**row, "status": status, **SKIPPED}], columns=CHECKPOINT_COLUMNS)
         return dg.Output(df, data_version=data_version(df), metadata={"status": status, **versions})
     folder = settings.artifact_path("checkpoints", method, task.name, version)
-    context.log.info(f"{task.name}: {method} checkpoint {version}: trainer precision %s (%s)" % trainer.precision())
+    dtype, why = trainer.precision()
+    context.log.info(f"{task.name}: {method} checkpoint {version}: trainer precision {dtype} ({why})")
     checkpoint = trainer.checkpoint(method, folder, f"{task.name}-{method}.gguf", records, train=train)
     if checkpoint.reused:
         context.log.info(f"{task.name}: reusing {method} checkpoint {folder}")
