@@ -80,7 +80,8 @@ class Completion:
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
-    seconds: float
+    seconds: float  # its share of the engine's time (a batch's shares sum to its wall time): what it cost
+    latency: float  # from admission to its last token
 
 
 @dataclass
@@ -97,6 +98,7 @@ class _Slot:
     seq_id: int
     sampler: Any
     started: float
+    share: float = 0.0  # this sequence's part of the engine's time: each step's seconds / sequences in the step
     fed: int = 0  # prompt tokens already in the KV cache
     completion: list[int] = field(default_factory=list)
     text: bytes = b""
@@ -245,10 +247,17 @@ class BatchEngine:
                             self._sampler(top_k, top_p, temperature, repeat_penalty, seed),
                             time.perf_counter(),
                         )
+                    step_started, in_step = time.perf_counter(), list(slots.values())
                     sample_at = self._fill_batch(slots)
                     self._decode()
-                    for slot, batch_index in sample_at:
-                        token = llama_cpp.llama_sampler_sample(slot.sampler.sampler, self.ctx, batch_index)
+                    tokens = [
+                        (slot, llama_cpp.llama_sampler_sample(slot.sampler.sampler, self.ctx, batch_index))
+                        for slot, batch_index in sample_at
+                    ]
+                    share = (time.perf_counter() - step_started) / len(in_step)
+                    for slot in in_step:
+                        slot.share += share
+                    for slot, token in tokens:
                         finished = self._advance(slot, token)
                         if finished is not None:
                             del slots[slot.seq_id]
@@ -319,7 +328,8 @@ class BatchEngine:
             finish_reason=finish,
             prompt_tokens=len(request.prompt),
             completion_tokens=len(slot.completion),
-            seconds=time.perf_counter() - slot.started,
+            seconds=slot.share,
+            latency=time.perf_counter() - slot.started,
         )
 
     # -- scoring ---------------------------------------------------------------------------------------------

@@ -64,9 +64,14 @@ class Replay:
         return self.costs.setdefault(asset, Cost())
 
     def rate(self, model: str) -> float:
-        """Seconds per computed call of ``model`` as measured in the cache (a model never run: every model's)."""
+        """Seconds per computed call of ``model`` as measured in the cache: each call's share of its batch's time.
+        A checkpoint not trained yet (``new:<method>``) answers at the packaged student's rate; a model never run
+        at every model's."""
         if model not in self.rates:
-            self.rates[model] = self.cache.mean_seconds(model) or self.cache.mean_seconds()
+            measured = model
+            if model.startswith("new:"):
+                measured = self.env.memo(("student",), self.env.student.model_identity)
+            self.rates[model] = self.cache.mean_seconds(measured) or self.cache.mean_seconds()
         return self.rates[model]
 
     def chat(self, asset: str, model: str, messages: list[dict] | None, seed_offset: int = 0) -> str | None:
@@ -185,20 +190,23 @@ def _training(replay: Replay, rows: int) -> None:
     batch = trainer.per_device_batch_size * trainer.grad_accum
     steps = trainer.max_steps if trainer.max_steps > 0 else math.ceil(math.ceil(rows / batch) * trainer.epochs)
     rates = _seconds_per_step(replay.settings.artifact_path("checkpoints"))
+    precision = replay.env.memo(("precision",), lambda: trainer.precision()[0])
     for asset, method in {**CHECKPOINTS, "reward_model": "almost"}.items():
         if replay.settings.builds(method) and (method != "almost" or replay.task.spec.almost is not None):
             folder = asset.removesuffix("_checkpoint")  # checkpoints/<method folder>/<task>/<version>/
+            rate = next((rates[k] for k in ((folder, precision), (folder, ""), ("", precision)) if k in rates), 0.0)
             replay.cost(asset).steps += steps
-            replay.cost(asset).seconds += steps * rates.get(folder, rates.get("", 0.0))
+            replay.cost(asset).seconds += steps * (rate or rates.get(("", ""), 0.0))
 
 
-def _seconds_per_step(checkpoints: Path) -> dict[str, float]:
-    """Seconds per optimizer step of each kind of checkpoint trained in this home (their summaries: setup and export
-    included), and of all of them under ""; empty before any."""
-    totals: dict[str, list[float]] = {}
+def _seconds_per_step(checkpoints: Path) -> dict[tuple[str, str], float]:
+    """Seconds per optimizer step of the checkpoints trained in this home (their summaries: setup and export
+    included), keyed by (kind, precision), with "" for any kind or any precision; empty before any."""
+    totals: dict[tuple[str, str], list[float]] = {}
     for summary in checkpoints.glob("*/*/*/summary.json") if checkpoints.is_dir() else []:
         data = json.loads(summary.read_text())
-        for key in (summary.parent.parent.parent.name, ""):
+        kind, precision = summary.parent.parent.parent.name, str(data.get("precision") or "float32")
+        for key in ((kind, precision), (kind, ""), ("", precision), ("", "")):
             seconds, steps = totals.setdefault(key, [0.0, 0.0])
             totals[key] = [seconds + float(data.get("seconds", 0)), steps + float(data.get("steps", 0))]
     return {key: seconds / steps for key, (seconds, steps) in totals.items() if steps}

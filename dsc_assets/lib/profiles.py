@@ -167,11 +167,36 @@ def load_profile(name: str | None = None) -> Profile:
     if not path.is_file():
         known = sorted(p.stem for p in (PROJECT_ROOT / "profiles").glob("*.yaml"))
         raise ProfileError(f"profile '{name}' not found at {path} (known: {', '.join(known)})")
-    raw = read_mapping(path, ProfileError, "generator, judge", empty={})
+    raw = profile_mapping(path)
     try:
         return Profile.model_validate(raw)
     except ValidationError as error:
         raise ProfileError(_format_profile_errors(path, error)) from None
+
+
+def profile_mapping(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A profile file's settings with ``extends: <profile>`` resolved: the named profile's mapping, with this file's
+    keys merged over it (mappings key by key, anything else replaced), so a variant says only what differs."""
+    if path.resolve() in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
+        raise ProfileError(f"{path}: 'extends' forms a cycle ({chain})")
+    raw = read_mapping(path, ProfileError, "generator, judge", empty={})
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str) or not parent:
+        raise ProfileError(f"{path}: field 'extends' must name a profile (got {parent!r})")
+    parent_path = path.parent / parent if parent.endswith((".yaml", ".yml")) else profile_file(parent)
+    if not parent_path.is_file():
+        raise ProfileError(f"{path}: 'extends: {parent}' names no profile ({parent_path} not found)")
+    return _merged(profile_mapping(parent_path, (*_seen, path.resolve())), raw)
+
+
+def _merged(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _known_keys(parent: tuple) -> list[str]:

@@ -15,10 +15,11 @@ from typing import Callable
 
 import duckdb
 import pandas as pd
+import yaml
 
 from dsc_assets.lib.commit import git_commit
 from dsc_assets.lib.paths import PROJECT_ROOT
-from dsc_assets.lib.profiles import load_profile
+from dsc_assets.lib.profiles import load_profile, profile_mapping
 from dsc_assets.lib.stats import PER_PROMPT, subset_table
 from dsc_assets.lib.tables import cell, markdown_table
 from dsc_assets.lib.tasks import load_task
@@ -258,6 +259,11 @@ def _header(task: str, con, profile_path: Path, prompts: pd.DataFrame, problems:
         profile_path.read_text().rstrip("\n"),
         "```",
         "",
+    ]
+    if "extends" in (yaml.safe_load(profile_path.read_text()) or {}):
+        merged = yaml.safe_dump(profile_mapping(profile_path), sort_keys=False).rstrip("\n")
+        lines += ["Its settings with `extends` resolved:", "", "```yaml", merged, "```", ""]
+    lines += [
         "## Data",
         "",
         "| | |",

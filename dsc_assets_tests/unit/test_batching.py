@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -52,6 +53,19 @@ def test_a_batch_gives_the_same_texts_from_a_fresh_cache(tmp_path):
     assert any(g.finish_reason == "length" for g in first) and all(
         g.completion_tokens == PARAMS.max_tokens for g in first if g.finish_reason == "length"
     )
+
+
+def test_a_batchs_recorded_seconds_are_shares_that_sum_to_its_wall_time(tmp_path):
+    """Each answer records its part of the engine's time (what `dsc plan` multiplies by the calls it counts), not its
+    latency: seven answers at four sequences at a time would otherwise count the batch's time up to four times."""
+    llm = _llm(tmp_path, "shares")
+    first = llm.chat_many([_messages(QUESTIONS[0])], PARAMS)[0]  # model loaded and engine built before the timing
+    started = time.perf_counter()
+    generations = llm.chat_many([_messages(q) for q in QUESTIONS[1:]], PARAMS)
+    wall = time.perf_counter() - started
+    total = sum(g.seconds for g in generations)
+    assert 0.7 * wall < total <= wall, (total, wall)
+    assert llm.cache.mean_seconds(llm.model_identity()) == pytest.approx((total + first.seconds) / len(QUESTIONS))
 
 
 def test_batch_size_one_reproduces_create_chat_completion(tmp_path):

@@ -140,6 +140,23 @@ def test_profile_keys_and_ranges_fail_like_task_files(tmp_path):
     assert "field 'trainer.per_device_batch_size' Input should be greater than or equal to 1 (got 0)" in message
 
 
+def test_a_profile_extends_another_with_only_what_differs(tmp_path):
+    bf16 = load_profile("study_bf16")
+    study = load_profile("study")
+    assert bf16.trainer == {**study.trainer, "dtype": "auto"}
+    assert bf16.model_dump(exclude={"trainer"}) == study.model_dump(exclude={"trainer"})
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\nmax_prompts_per_task: 3\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    message = str(pytest.raises(ProfileError, load_profile, str(tmp_path / "a.yaml")).value)
+    assert "'extends' forms a cycle" in message and "a.yaml -> " in message
+    (tmp_path / "c.yaml").write_text("extends: nowhere\ntrainer: {epochss: 1}\n")
+    message = str(pytest.raises(ProfileError, load_profile, str(tmp_path / "c.yaml")).value)
+    assert "'extends: nowhere' names no profile" in message
+    (tmp_path / "d.yaml").write_text("extends: study\ntrainer: {epochss: 1}\n")
+    message = str(pytest.raises(ProfileError, load_profile, str(tmp_path / "d.yaml")).value)
+    assert "field 'trainer.epochss' is not a profile setting; did you mean 'epochs'" in message
+
+
 def test_cli_fails_fast_with_the_problem_first(tmp_path, prompts_copy):
     _edit_task(prompts_copy, scorer={"name": "bleurt"})
     started = time.perf_counter()
