@@ -18,7 +18,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     from dsc_assets.build.provenance import provenance
     from dsc_assets.lib.paths import PROJECT_ROOT
     from dsc_assets.lib.profiles import dsc_home, load_profile, profile_file
-    from dsc_assets.lib.report import ReportError, consistency_problems, prompt_selection, write_report
+    from dsc_assets.lib.report import (
+        ReportError,
+        consistency_problems,
+        prompt_selection,
+        study_family,
+        write_report,
+    )
 
     if args.prompts is not None:
         try:
@@ -27,7 +33,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             print(f"dsc report: {error}", file=sys.stderr)
             return 2
 
-    tasks = task_list(args.tasks, load_profile().tasks)
+    profile = load_profile()
+    tasks = task_list(args.tasks, profile.tasks)
     path = profile_file()
     out = Path(args.out) if args.out else PROJECT_ROOT / "reports" / path.stem
     database = dsc_home() / "warehouse.duckdb"
@@ -50,11 +57,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"dsc report: no Dagster run history ({error}); the report will not name the runs", file=sys.stderr)
         instance = None
     try:
+        family_tasks = list(dict.fromkeys([*profile.tasks, *tasks]))  # every task of the study, not only these
+        family = study_family(con, family_tasks, profile.methods)
         for task in tasks:
             problems = consistency_problems(con, task, path)
             runs = provenance(instance, task) if instance is not None else None
             try:
-                written = write_report(task, con, path, out, problems, runs, prompt_subset=args.prompts)
+                written = write_report(task, con, path, out, problems, runs, prompt_subset=args.prompts, family=family)
                 print(f"dsc report: {task}: wrote {written}")
             except ReportError as error:
                 print(f"dsc report: {error}; nothing written", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +21,7 @@ import yaml
 from dsc_assets.lib.commit import git_commit
 from dsc_assets.lib.paths import PROJECT_ROOT
 from dsc_assets.lib.profiles import load_profile, profile_mapping
-from dsc_assets.lib.stats import PER_PROMPT, subset_table
+from dsc_assets.lib.stats import PER_PROMPT, holm_adjusted, subset_table
 from dsc_assets.lib.tables import cell, markdown_table
 from dsc_assets.lib.tasks import load_task
 from resources.stores import read_table
@@ -104,6 +105,60 @@ def interval_verdict(low: float, high: float) -> str:
     if math.isnan(low) or math.isnan(high):
         return "no interval"
     return "excludes 0" if low > 0 or high < 0 else "contains 0"
+
+
+CONTROLS = ("base", "base_original")  # the reference and the null control: not claims, not in the family
+METHOD_MODELS = {
+    "sft": ["sft"],
+    "dpo": ["dpo"],
+    "rdpo": ["rdpo"],
+    "dlma": ["dlma"],
+    "almost": ["almost_sft", "almost_rl vs almost_sft"],
+}
+
+
+@dataclass
+class Family:
+    """The study's family of claims: every (task, method contrast) the profile plans, with raw and Holm-adjusted
+    p-values. A planned contrast without a table yet counts with p = 1, so reporting part of a study never makes the
+    correction weaker than the whole study's."""
+
+    raw: dict[tuple[str, str], float]
+    adjusted: dict[tuple[str, str], float]
+    missing: list[tuple[str, str]]
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+
+def study_family(con: duckdb.DuckDBPyConnection, tasks: list[str], methods: list[str]) -> Family:
+    """Holm over every method x task of the profile (``tasks``, ``methods``), from each task's evaluation table."""
+    planned = [(task, model) for task in tasks for method in methods for model in METHOD_MODELS[method]]
+    raw: dict[tuple[str, str], float] = {}
+    for task in tasks:
+        evaluation = _table(con, "evaluation", task)
+        if evaluation is None or evaluation.empty:
+            continue
+        if "p_value" not in evaluation.columns:  # a table from before p-values: recomputed from its per-prompt rows
+            try:
+                evaluation = subset_table(evaluation, lambda _: True, seed=load_task(task).spec.acceptance.seed)
+            except ValueError:  # nor per-prompt results: counted as not measured (p = 1) until it is rerun
+                continue
+        for row in evaluation.itertuples():
+            if row.model not in CONTROLS and not math.isnan(row.p_value):
+                raw[(task, row.model)] = float(row.p_value)
+    missing = [key for key in planned if key not in raw]
+    raw.update({key: 1.0 for key in missing})
+    return Family(raw, holm_adjusted(raw), missing)
+
+
+def holm_verdict(difference: float, adjusted: float) -> str:
+    if math.isnan(adjusted):
+        return "no test"
+    if adjusted < 0.05:
+        return "better after Holm" if difference > 0 else "worse after Holm"
+    return "not significant after Holm"
 
 
 def _data_sizes(con: duckdb.DuckDBPyConnection, task: str, prompts: pd.DataFrame) -> list[tuple[str, str]]:
@@ -214,8 +269,16 @@ def subset_section(task: str, evaluation: pd.DataFrame, spec: str) -> list[str]:
     ]
 
 
-def _evaluation_section(evaluation: pd.DataFrame) -> list[str]:
-    """The evaluation table with each model's interval verdict (against `base`, or `almost_sft` for ALMoST's RL)."""
+def _evaluation_section(evaluation: pd.DataFrame, task: str, family: Family | None) -> list[str]:
+    """The evaluation table with each model's interval verdict (against `base`, or `almost_sft` for ALMoST's RL) and,
+    with the study's ``family``, its Holm-adjusted p-value and verdict."""
+    if family is not None:
+        evaluation = evaluation.copy()
+        evaluation["holm_p"] = [family.adjusted.get((task, m), float("nan")) for m in evaluation["model"]]
+        evaluation["after_holm"] = [
+            holm_verdict(d, p) if m not in CONTROLS else ""
+            for m, d, p in zip(evaluation["model"], evaluation["difference_vs_base"], evaluation["holm_p"])
+        ]
     columns = [c for c in EVALUATION_COLUMNS if c in evaluation.columns]
     columns += [c for c in evaluation.columns if c not in columns and c not in ("task", PER_PROMPT)]  # guards, RM score
     verdicts = [
@@ -226,10 +289,18 @@ def _evaluation_section(evaluation: pd.DataFrame) -> list[str]:
     models = set(evaluation["model"])
     rl_row = "almost_rl vs almost_sft"  # the evaluation's one row whose difference is not against base
     against = f"; the row `{rl_row}` is against `almost_sft`" if rl_row in models else ""
+    holm = ""
+    if family is not None:
+        holm = (
+            f" `p_value` is the two-sided bootstrap p of each difference; `holm_p` adjusts it by Holm-Bonferroni over "
+            f"the study's family of {family.size} contrasts (every method x task of the profile"
+            + (f"; {len(family.missing)} not measured yet count with p = 1" if family.missing else "")
+            + "), and `after_holm` is the verdict at family-wise error 0.05."
+        )
     return [
         "## Evaluation",
         "",
-        f"Differences are against `base`, paired over prompts, with 95% bootstrap intervals{against}.",
+        f"Differences are against `base`, paired over prompts, with 95% bootstrap intervals{against}.{holm}",
         "",
         markdown_table(evaluation[columns]),
         f"95% interval of the difference: {'; '.join(verdicts)}.",
@@ -346,11 +417,13 @@ def write_report(
     problems: list[str] | None = None,
     runs: list[dict] | None = None,
     prompt_subset: str | None = None,
+    family: Family | None = None,
 ) -> Path:
     """Write ``<out>/<task>.md`` and ``<out>/<task>_effects.png`` from the warehouse; ReportError (and nothing
     written) when the task has no prompts or no evaluation. ``problems``: consistency_problems, if the caller has them;
     ``runs``: the task's provenance rows (None: no Dagster instance to ask); ``prompt_subset``: a ``--prompts`` selection
-    whose own table follows the evaluation's."""
+    whose own table follows the evaluation's; ``family``: the study's contrasts for the Holm columns (study_family).
+    """
     evaluation = _table(con, "evaluation", task)
     if evaluation is None:
         raise ReportError(f"task '{task}': the warehouse has no evaluation table (materialize `evaluation` first)")
@@ -362,7 +435,7 @@ def write_report(
     problems = consistency_problems(con, task, profile_path) if problems is None else problems
     lines = _header(task, con, profile_path, prompts, problems)
     lines += _checkpoints_section(con, task)
-    lines += _evaluation_section(evaluation)
+    lines += _evaluation_section(evaluation, task, family)
     if prompt_subset:
         lines += subset_section(task, evaluation, prompt_subset)
     lines += _null_control_note(evaluation)

@@ -26,25 +26,64 @@ def quantiles(values: pd.Series) -> dict:
     }
 
 
+def bootstrap_means(differences: np.ndarray, seed: int = 0, samples: int = 2000) -> np.ndarray:
+    """Means of ``samples`` resamples of paired differences. A 2-D array is (seeds, prompts): each resample draws
+    prompts (the same ones for every seed, as they are paired across seeds) and then seeds, both with replacement,
+    so the spread holds the prompts' variation and the training seeds' (one row: the plain paired bootstrap)."""
+    rng = np.random.default_rng(seed)
+    if differences.ndim == 1:
+        return rng.choice(differences, size=(samples, len(differences)), replace=True).mean(axis=1)
+    seeds, prompts = differences.shape
+    prompt_draw = rng.integers(0, prompts, size=(samples, prompts))
+    seed_draw = rng.integers(0, seeds, size=(samples, seeds))
+    per_seed = differences[:, prompt_draw].mean(axis=2)  # (seeds, samples): each seed's mean over drawn prompts
+    return np.take_along_axis(per_seed.T, seed_draw, axis=1).mean(axis=1)
+
+
 def bootstrap_ci(
     differences: np.ndarray, seed: int = 0, samples: int = 2000, level: float = 0.95
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of paired differences."""
-    if len(differences) == 0:
+    """Percentile bootstrap interval of the mean of paired differences (per prompt; or seeds x prompts, see
+    ``bootstrap_means``)."""
+    if differences.size == 0:
         return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    means = rng.choice(differences, size=(samples, len(differences)), replace=True).mean(axis=1)
+    means = bootstrap_means(np.asarray(differences, dtype=float), seed, samples)
     tail = (1 - level) / 2 * 100
     return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
 
 
+def bootstrap_p_value(differences: np.ndarray, seed: int = 0, samples: int = 10000) -> float:
+    """Two-sided bootstrap p-value of "the mean difference is 0": twice the share of resampled means on the far side
+    of 0 (at least 1 / (samples + 1), as a finite resample cannot show less). The interval excludes 0 at level
+    1 - alpha exactly when p < alpha (up to resampling noise), so Holm can adjust the verdicts."""
+    if differences.size == 0:
+        return float("nan")
+    means = bootstrap_means(np.asarray(differences, dtype=float), seed, samples)
+    tail = min(np.mean(means <= 0), np.mean(means >= 0))
+    return float(min(1.0, max(2 * tail, 1 / (samples + 1))))
+
+
+def holm_adjusted(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm-Bonferroni adjusted p-values of a family of tests (NaN entries are not tests and stay NaN): the i-th
+    smallest of m is multiplied by m - i + 1, then made non-decreasing. A contrast passes at family-wise error 0.05
+    when its adjusted p is below 0.05."""
+    tests = sorted((p, name) for name, p in p_values.items() if not np.isnan(p))
+    adjusted, running = {name: float("nan") for name in p_values}, 0.0
+    for rank, (p, name) in enumerate(tests):
+        running = max(running, min(1.0, (len(tests) - rank) * p))
+        adjusted[name] = running
+    return adjusted
+
+
 def evaluation_table(rewards_by_model: dict[str, np.ndarray], seed: int = 0) -> pd.DataFrame:
-    """Mean reward per model; win rate and bootstrap 95% interval of the paired difference against ``base``."""
+    """Mean reward per model; win rate, bootstrap 95% interval and two-sided p-value of the paired difference against
+    ``base``."""
     base = rewards_by_model["base"]
     rows = []
     for model, rewards in rewards_by_model.items():
         differences = rewards - base
         low, high = bootstrap_ci(differences, seed=seed)
+        p_value = bootstrap_p_value(differences, seed=seed) if model != "base" else float("nan")
         wins = float(np.mean((differences > 0) + 0.5 * (differences == 0))) if len(rewards) else float("nan")
         rows.append(
             {
@@ -55,6 +94,7 @@ def evaluation_table(rewards_by_model: dict[str, np.ndarray], seed: int = 0) -> 
                 "ci95_low": low,
                 "ci95_high": high,
                 "win_rate_vs_base": wins,
+                "p_value": p_value,
             }
         )
     return pd.DataFrame(rows)

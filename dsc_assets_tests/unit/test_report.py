@@ -274,9 +274,10 @@ def test_prompts_option_recomputes_the_evaluation_over_those_prompts(tmp_path, p
     text = write_report("sentiment", con, profile_path, tmp_path / "out", prompt_subset="p6..p7").read_text()
     section = text.split("## Test prompts p6..p7\n", 1)[1].split("\n## ", 1)[0]
     assert "over the 2 test prompts `p6..p7` alone" in section
-    # sft: gains 0.5 and 0.3 (mean 0.4, both wins); the topic kept on one of the two where base kept both
-    assert "| sft | 2 | 0.400 | 0.400 | 0.300 | 0.500 | 1.000 | -0.500 [-1.000, +0.000] |" in section
-    assert "| base_original | 2 | 0.000 | 0.000 | 0.000 | 0.000 | 0.500 |" in section
+    # sft: gains 0.5 and 0.3 (mean 0.4, both wins: no resample reaches 0, p at its floor); the topic kept on one of
+    # the two where base kept both
+    assert "| sft | 2 | 0.400 | 0.400 | 0.300 | 0.500 | 1.000 | 0.000 | -0.500 [-1.000, +0.000] |" in section
+    assert "| base_original | 2 | 0.000 | 0.000 | 0.000 | 0.000 | 0.500 | 1.000 |" in section
     assert "base_original: contains 0; sft: excludes 0." in section
     assert "| per_prompt" not in text and "prompt_id" not in text  # the JSON column stays out of the tables
     everything = write_report("sentiment", con, profile_path, tmp_path / "all", prompt_subset="p1,p4..p7").read_text()
@@ -317,3 +318,30 @@ def test_cli_bad_prompts_option_is_a_usage_error(dsc_home, monkeypatch, capsys):
     monkeypatch.setenv("DSC_PROFILE", "test")
     assert main(["report", "--profile", "test", "--prompts", "privacy-121.."]) == 2
     assert "dsc report: --prompts: range 'privacy-121..' needs both ends (first..last)" in capsys.readouterr().err
+
+
+def test_holm_over_the_studys_family_is_beside_each_raw_verdict(tmp_path, profile_path):
+    """Two tasks of a profile that plans sft and dpo on three: the family has 6 contrasts, the 3 never measured count
+    with p = 1, and a contrast that passes alone (p 0.02) does not pass in the family."""
+    from dsc_assets.lib.report import study_family
+
+    def rows(task: str, p_sft: float, p_dpo: float) -> list[dict]:
+        return [
+            {**_evaluation_row("base", 0.0, 0.0, 0.0), "task": task, "p_value": float("nan")},
+            {**_evaluation_row("base_original", 0.0, -0.2, 0.2), "task": task, "p_value": 0.9},
+            {**_evaluation_row("sft", 0.3, 0.1, 0.5), "task": task, "p_value": p_sft},
+            {**_evaluation_row("dpo", 0.2, 0.01, 0.4), "task": task, "p_value": p_dpo},
+        ]
+
+    evaluation = pd.DataFrame(rows("sentiment", 0.001, 0.02) + rows("privacy", 0.004, 0.6))
+    con = _warehouse(tmp_path / "w.duckdb", {**TABLES, "evaluation": evaluation})
+    family = study_family(con, ["sentiment", "privacy", "safety"], ["sft", "dpo"])
+    assert family.size == 6 and sorted(family.missing) == [("safety", "dpo"), ("safety", "sft")]
+    assert family.adjusted[("sentiment", "sft")] == pytest.approx(0.006)  # 6 x 0.001
+    assert family.adjusted[("privacy", "sft")] == pytest.approx(0.02)  # 5 x 0.004
+    assert family.adjusted[("sentiment", "dpo")] == pytest.approx(0.08)  # 4 x 0.02: passes alone, not here
+    text = write_report("sentiment", con, profile_path, tmp_path / "out", family=family).read_text()
+    assert "Holm-Bonferroni over the study's family of 6 contrasts" in text
+    assert "2 not measured yet count with p = 1" in text
+    assert "| better after Holm |" in text and "| not significant after Holm |" in text
+    assert "dpo: excludes 0" in text  # the raw verdict stays beside the adjusted one
