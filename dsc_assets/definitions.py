@@ -48,11 +48,15 @@ def build_resources(profile: Profile, home: Path) -> dict:
         "settings": DscSettings(
             max_prompts_per_task=profile.max_prompts_per_task,
             max_eval_prompts_per_task=profile.max_eval_prompts_per_task,
+            eval_split=profile.eval_split,
             eval_samples_per_prompt=profile.eval_samples_per_prompt,
             max_tokens_cap=profile.max_tokens_cap,
             methods=list(profile.methods),
             quality_overrides=profile.quality_overrides,
             artifacts_dir=str(home / "artifacts"),
+            ledger_path=str(home / "ledger.jsonl"),
+            profile=profile.name,
+            profile_sha=profile.sha(),
         ),
         # The database file's name must differ from the schema's.
         "io_manager": WarehouseIOManager(database=str(home / "warehouse.duckdb"), schema="dsc"),

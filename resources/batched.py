@@ -80,8 +80,7 @@ class Completion:
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
-    seconds: float  # its share of the engine's time (a batch's shares sum to its wall time): what it cost
-    latency: float  # from admission to its last token
+    seconds: float  # its share of the engine's time (a batch's shares sum to its wall time), not its latency
 
 
 @dataclass
@@ -97,7 +96,6 @@ class _Slot:
     request: CompletionRequest
     seq_id: int
     sampler: Any
-    started: float
     share: float = 0.0  # this sequence's part of the engine's time: each step's seconds / sequences in the step
     fed: int = 0  # prompt tokens already in the KV cache
     completion: list[int] = field(default_factory=list)
@@ -242,22 +240,15 @@ class BatchEngine:
                         request = queue.popleft()
                         seq_id = min(set(range(self.n_seq)) - set(slots))
                         slots[seq_id] = _Slot(
-                            request,
-                            seq_id,
-                            self._sampler(top_k, top_p, temperature, repeat_penalty, seed),
-                            time.perf_counter(),
+                            request, seq_id, self._sampler(top_k, top_p, temperature, repeat_penalty, seed)
                         )
                     step_started, in_step = time.perf_counter(), list(slots.values())
                     sample_at = self._fill_batch(slots)
                     self._decode()
-                    tokens = [
-                        (slot, llama_cpp.llama_sampler_sample(slot.sampler.sampler, self.ctx, batch_index))
-                        for slot, batch_index in sample_at
-                    ]
-                    share = (time.perf_counter() - step_started) / len(in_step)
-                    for slot in in_step:
-                        slot.share += share
-                    for slot, token in tokens:
+                    for slot in in_step:  # the step's time, shared by the sequences in it (sampling is ~1% of it)
+                        slot.share += (time.perf_counter() - step_started) / len(in_step)
+                    for slot, batch_index in sample_at:
+                        token = llama_cpp.llama_sampler_sample(slot.sampler.sampler, self.ctx, batch_index)
                         finished = self._advance(slot, token)
                         if finished is not None:
                             del slots[slot.seq_id]
@@ -297,8 +288,7 @@ class BatchEngine:
     def _advance(self, slot: _Slot, token: int) -> Completion | None:
         """Take one sampled token; the finished answer, or None to go on (the rules of Llama._create_completion)."""
         request = slot.request
-        finish: str | None = None
-        text = b""
+        finish, text = None, b""
         if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
             finish, text = "stop", slot.text
         else:
@@ -329,7 +319,6 @@ class BatchEngine:
             prompt_tokens=len(request.prompt),
             completion_tokens=len(slot.completion),
             seconds=slot.share,
-            latency=time.perf_counter() - slot.started,
         )
 
     # -- scoring ---------------------------------------------------------------------------------------------

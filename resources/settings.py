@@ -18,7 +18,12 @@ class DscSettings(dg.ConfigurableResource):
         default=None, description="First N train-split prompts of each task (None: all)."
     )
     max_eval_prompts_per_task: int | None = Field(
-        default=None, description="First N test-split prompts of each task, for evaluation (None: all)."
+        default=None, description="First N prompts of the evaluated split of each task (None: all)."
+    )
+    eval_split: str = Field(
+        default="test",
+        description="The split the evaluation answers: test (the study's; each evaluation is written to the ledger) "
+        "or dev (where settings and ablations are chosen).",
     )
     eval_samples_per_prompt: int = Field(
         default=1, description="Seeded samples per test prompt in the evaluation; rewards are averaged per prompt."
@@ -34,6 +39,11 @@ class DscSettings(dg.ConfigurableResource):
         description="Profile-wide overrides of every task's quality thresholds (and min/max_acceptance_rate).",
     )
     artifacts_dir: str = Field(default=".dsc/artifacts", description="Versioned datasets and checkpoints live here.")
+    profile: str = Field(default="", description="The profile's name and content hash, for the ledger.")
+    profile_sha: str = Field(default="")
+    ledger_path: str = Field(
+        default=".dsc/ledger.jsonl", description="Where each evaluation of the test split is recorded (lib/ledger.py)."
+    )
 
     def builds(self, method: str) -> bool:
         """Whether this profile builds ``method`` (one of METHODS)."""

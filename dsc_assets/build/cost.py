@@ -110,7 +110,7 @@ def run_cost(task: Task, env: Environment) -> dict[str, Cost]:
     replay = Replay(task, env)
     settings = env.settings
     train = [p for p in task.prompts if task.split_of(p.id) == "train"][: settings.max_prompts_per_task]
-    test = [p for p in task.prompts if task.split_of(p.id) == "test"][: settings.max_eval_prompts_per_task]
+    test = [p for p in task.prompts if task.split_of(p.id) == settings.eval_split][: settings.max_eval_prompts_per_task]
     generator = env.memo(("generator",), env.llm.model_identity)
     for record in train:
         _chain(replay, generator, record.prompt)

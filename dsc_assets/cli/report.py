@@ -13,18 +13,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     prepare_environment(args.profile)
     from pathlib import Path
 
-    import duckdb
-
     from dsc_assets.build.provenance import provenance
+    from dsc_assets.lib.family import study_family
     from dsc_assets.lib.paths import PROJECT_ROOT
     from dsc_assets.lib.profiles import dsc_home, load_profile, profile_file
-    from dsc_assets.lib.report import (
-        ReportError,
-        consistency_problems,
-        prompt_selection,
-        study_family,
-        write_report,
-    )
+    from dsc_assets.lib.report import ReportError, consistency_problems, prompt_selection, write_report
 
     if args.prompts is not None:
         try:
@@ -37,18 +30,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     tasks = task_list(args.tasks, profile.tasks)
     path = profile_file()
     out = Path(args.out) if args.out else PROJECT_ROOT / "reports" / path.stem
-    database = dsc_home() / "warehouse.duckdb"
-    if not database.exists():
-        print(f"dsc report: no warehouse at {database}: nothing has run under this DSC_HOME", file=sys.stderr)
-        return 1
-    try:
-        con = duckdb.connect(str(database), read_only=True)
-    except duckdb.IOException as error:
-        print(
-            f"dsc report: cannot open {database} read-only (a running job may be writing it; retry when it "
-            f"ends): {' '.join(str(error).split())}",
-            file=sys.stderr,
-        )
+    con = _open_warehouse(dsc_home() / "warehouse.duckdb")
+    if con is None:
         return 1
     failed = []
     try:
@@ -59,11 +42,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         family_tasks = list(dict.fromkeys([*profile.tasks, *tasks]))  # every task of the study, not only these
         family = study_family(con, family_tasks, profile.methods)
+        ledger_path = _merged_ledger(out)
         for task in tasks:
             problems = consistency_problems(con, task, path)
             runs = provenance(instance, task) if instance is not None else None
             try:
-                written = write_report(task, con, path, out, problems, runs, prompt_subset=args.prompts, family=family)
+                written = write_report(
+                    task, con, path, out, problems, runs, args.prompts, family=family, ledger_path=ledger_path
+                )
                 print(f"dsc report: {task}: wrote {written}")
             except ReportError as error:
                 print(f"dsc report: {error}; nothing written", file=sys.stderr)
@@ -74,3 +60,36 @@ def cmd_report(args: argparse.Namespace) -> int:
     finally:
         con.close()
     return 1 if failed else 0
+
+
+def _merged_ledger(out):
+    """The committed ledger beside the reports (``reports/ledger.jsonl``, or in ``--out`` elsewhere), with every look
+    at the test split this home made added."""
+    from dsc_assets.lib import ledger
+    from dsc_assets.lib.paths import PROJECT_ROOT
+    from dsc_assets.lib.profiles import dsc_home
+
+    reports = PROJECT_ROOT / "reports"
+    path = (reports if out.resolve().is_relative_to(reports) else out) / ledger.FILE
+    copied = ledger.merge(dsc_home() / ledger.FILE, path)
+    if copied:
+        print(f"dsc report: {copied} look(s) at the test split added to {path}")
+    return path
+
+
+def _open_warehouse(database):
+    """The warehouse, read-only; None (and why, on stderr) when there is none or a running job holds it."""
+    import duckdb
+
+    if not database.exists():
+        print(f"dsc report: no warehouse at {database}: nothing has run under this DSC_HOME", file=sys.stderr)
+        return None
+    try:
+        return duckdb.connect(str(database), read_only=True)
+    except duckdb.IOException as error:
+        print(
+            f"dsc report: cannot open {database} read-only (a running job may be writing it; retry when it "
+            f"ends): {' '.join(str(error).split())}",
+            file=sys.stderr,
+        )
+        return None

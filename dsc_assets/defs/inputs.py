@@ -48,6 +48,10 @@ def _task_field(path: str) -> Callable[[Task, Environment], Any]:
     return value
 
 
+def _split(task: Task, env: Environment) -> Any:
+    return task.spec.split.identity()  # the fields a task leaves at their old defaults are not in its version
+
+
 def _scorer(task: Task, env: Environment) -> Any:
     scorer = task.spec.scorer
     key = ("scorer", json.dumps(scorer.model_dump(mode="json") if scorer else None, sort_keys=True))
@@ -79,7 +83,7 @@ class Input:
 
 # The task.yaml fields a stage may read, each with what it decides.
 TASK_FIELDS = {
-    "split": "train/test split (fraction, seed)",
+    "split": "train/dev/test split (fractions, seed, grouping)",
     "system_prompt": "system message of every chat",
     "critique_template": "critique request",
     "revision_template": "revision request",
@@ -108,6 +112,11 @@ def _profile_inputs() -> list[Input]:
             "max_eval_prompts_per_task",
             "profile: test prompts used per task",
             lambda t, e: e.settings.max_eval_prompts_per_task,
+        ),
+        Input(
+            "eval_split",
+            "profile: the split the evaluation answers (test: the study's, ledgered; dev: where settings are chosen)",
+            lambda t, e: OMIT if e.settings.eval_split == "test" else e.settings.eval_split,
         ),
         Input(
             "eval_samples_per_prompt",
@@ -168,7 +177,8 @@ def _trainer_and_method_inputs() -> list[Input]:
 def _inputs() -> dict[str, Input]:
     # task.yaml trainer: is read through trainer.<method> (the task's settings over the profile's), not on its own
     inputs = [
-        Input(f"task.{name}", f"task.yaml {name}: {text}", _task_field(name)) for name, text in TASK_FIELDS.items()
+        Input(f"task.{name}", f"task.yaml {name}: {text}", _split if name == "split" else _task_field(name))
+        for name, text in TASK_FIELDS.items()
     ]
     inputs += _profile_inputs() + _trainer_and_method_inputs()
     return {i.name: i for i in inputs}

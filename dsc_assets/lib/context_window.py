@@ -91,10 +91,10 @@ def context_problems(task: Task, window: Window, max_tokens: int, profile_file: 
         longest = max(spec.contrastive.positive_affix, spec.contrastive.negative_affix, key=count)
         calls, split = [("self-reward", count(f"{spec.system_prompt} {longest}"), True, 0)], "train"
     else:  # the student answers the held-out prompts in the evaluation
-        calls, split = [("evaluation", system, True, 0)], "test"
+        calls, split = [("evaluation", system, True, 0)], "held out"
     problems, more = [], 0
     for record in task.prompts:
-        if task.split_of(record.id) != split:
+        if (task.split_of(record.id) == "train") != (split == "train"):  # held out: test and dev alike
             continue
         prompt = count(record.prompt)
         need, call = max(

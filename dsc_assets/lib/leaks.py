@@ -8,6 +8,8 @@ components of that graph, so no linked pair can cross splits; the blocking leak 
 any pair that does (a task splitting by id, or by groups that were declared too narrowly), naming both prompts.
 
     python -m dsc_assets.lib.leaks prompts/<task>/prompts.jsonl   # every link of every prompt, and the components
+
+A task's split seed is chosen by the sizes it gives, never by a result: ``python -m dsc_assets.lib.splits <task>``.
 """
 
 from __future__ import annotations

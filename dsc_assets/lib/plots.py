@@ -2,6 +2,7 @@
 
 import base64
 import io
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -51,3 +52,22 @@ def line_plot(values: list[float], title: str, xlabel: str, ylabel: str) -> dg.M
         return _markdown_png(figure)
     finally:
         plt.close(figure)
+
+
+def effects_plot(evaluation: pd.DataFrame, path: Path, title: str) -> None:
+    """Each model's difference from ``base`` with its 95% interval: what the evaluation claims, at a glance."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = evaluation[evaluation["model"] != "base"].iloc[::-1]  # the table's first row on top
+    figure = Figure(figsize=(6, 0.5 * len(rows) + 1.2))
+    FigureCanvasAgg(figure)
+    axis = figure.add_subplot()
+    difference = rows["difference_vs_base"].to_numpy()
+    errors = [difference - rows["ci95_low"].to_numpy(), rows["ci95_high"].to_numpy() - difference]
+    axis.errorbar(difference, range(len(rows)), xerr=errors, fmt="o", capsize=4)
+    axis.axvline(0, color="grey", linestyle="--", linewidth=1)
+    axis.set_yticks(range(len(rows)), rows["model"].tolist())
+    axis.set_xlabel("mean reward difference vs base (95% bootstrap CI)")
+    axis.set_title(title)
+    figure.savefig(path, format="png", dpi=100, bbox_inches="tight")

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import dagster as dg
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, with_config
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, with_config
 from typing_extensions import TypedDict
 
 from dsc_assets.lib.paths import PROJECT_ROOT
 from dsc_assets.lib.quality import QualityRules
 from dsc_assets.lib.yaml_files import read_mapping
+from resources.hashing import content_hash
 from resources.llm import LlamaCppLLM, LLMResource
 from resources.openai_llm import OpenAICompatibleLLM
 from resources.rewards import RewardModels
@@ -116,6 +117,9 @@ class Profile(BaseModel):
     )
     max_prompts_per_task: int | None = Field(None, ge=1)
     max_eval_prompts_per_task: int | None = Field(None, ge=0)
+    eval_split: Literal["test", "dev"] = Field(
+        "test", description="The split the evaluation answers: test (the study's, ledgered) or dev (for tuning)."
+    )
     eval_samples_per_prompt: int = Field(1, ge=1, le=16)
     max_tokens_cap: int | None = Field(None, ge=1)
     methods: list[Literal[METHODS]] = Field(
@@ -126,6 +130,15 @@ class Profile(BaseModel):
     )
     quality_overrides: QualityOverrides = Field(default_factory=dict)
     tasks: list[str] = Field(default_factory=list)
+    _name: str = PrivateAttr("")  # the file it was loaded from, by stem ("" when built in code)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def sha(self) -> str:
+        """The validated settings by content (comments and key order do not count): what the ledger records."""
+        return content_hash("profile", self.model_dump(mode="json"), length=16)
 
 
 def profile_name() -> str:
@@ -169,9 +182,11 @@ def load_profile(name: str | None = None) -> Profile:
         raise ProfileError(f"profile '{name}' not found at {path} (known: {', '.join(known)})")
     raw = profile_mapping(path)
     try:
-        return Profile.model_validate(raw)
+        profile = Profile.model_validate(raw)
     except ValidationError as error:
         raise ProfileError(_format_profile_errors(path, error)) from None
+    profile._name = path.stem
+    return profile
 
 
 def profile_mapping(path: Path, _seen: tuple[Path, ...] = ()) -> dict:

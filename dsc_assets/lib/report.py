@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -18,10 +17,13 @@ import duckdb
 import pandas as pd
 import yaml
 
+from dsc_assets.lib import ledger
 from dsc_assets.lib.commit import git_commit
+from dsc_assets.lib.family import CONTROLS, Family, holm_verdict
 from dsc_assets.lib.paths import PROJECT_ROOT
+from dsc_assets.lib.plots import effects_plot
 from dsc_assets.lib.profiles import load_profile, profile_mapping
-from dsc_assets.lib.stats import PER_PROMPT, holm_adjusted, subset_table
+from dsc_assets.lib.stats import PER_PROMPT, subset_table
 from dsc_assets.lib.tables import cell, markdown_table
 from dsc_assets.lib.tasks import load_task
 from resources.stores import read_table
@@ -107,64 +109,17 @@ def interval_verdict(low: float, high: float) -> str:
     return "excludes 0" if low > 0 or high < 0 else "contains 0"
 
 
-CONTROLS = ("base", "base_original")  # the reference and the null control: not claims, not in the family
-METHOD_MODELS = {
-    "sft": ["sft"],
-    "dpo": ["dpo"],
-    "rdpo": ["rdpo"],
-    "dlma": ["dlma"],
-    "almost": ["almost_sft", "almost_rl vs almost_sft"],
-}
-
-
-@dataclass
-class Family:
-    """The study's family of claims: every (task, method contrast) the profile plans, with raw and Holm-adjusted
-    p-values. A planned contrast without a table yet counts with p = 1, so reporting part of a study never makes the
-    correction weaker than the whole study's."""
-
-    raw: dict[tuple[str, str], float]
-    adjusted: dict[tuple[str, str], float]
-    missing: list[tuple[str, str]]
-
-    @property
-    def size(self) -> int:
-        return len(self.raw)
-
-
-def study_family(con: duckdb.DuckDBPyConnection, tasks: list[str], methods: list[str]) -> Family:
-    """Holm over every method x task of the profile (``tasks``, ``methods``), from each task's evaluation table."""
-    planned = [(task, model) for task in tasks for method in methods for model in METHOD_MODELS[method]]
-    raw: dict[tuple[str, str], float] = {}
-    for task in tasks:
-        evaluation = _table(con, "evaluation", task)
-        if evaluation is None or evaluation.empty:
-            continue
-        if "p_value" not in evaluation.columns:  # a table from before p-values: recomputed from its per-prompt rows
-            try:
-                evaluation = subset_table(evaluation, lambda _: True, seed=load_task(task).spec.acceptance.seed)
-            except ValueError:  # nor per-prompt results: counted as not measured (p = 1) until it is rerun
-                continue
-        for row in evaluation.itertuples():
-            if row.model not in CONTROLS and not math.isnan(row.p_value):
-                raw[(task, row.model)] = float(row.p_value)
-    missing = [key for key in planned if key not in raw]
-    raw.update({key: 1.0 for key in missing})
-    return Family(raw, holm_adjusted(raw), missing)
-
-
-def holm_verdict(difference: float, adjusted: float) -> str:
-    if math.isnan(adjusted):
-        return "no test"
-    if adjusted < 0.05:
-        return "better after Holm" if difference > 0 else "worse after Holm"
-    return "not significant after Holm"
+def evaluated_split(prompts: pd.DataFrame) -> str:
+    """The split the evaluation answered: raw_prompts holds train and that one (the profile's ``eval_split``)."""
+    held_out = sorted(set(prompts["split"]) - {"train"})
+    return held_out[0] if len(held_out) == 1 else "test"
 
 
 def _data_sizes(con: duckdb.DuckDBPyConnection, task: str, prompts: pd.DataFrame) -> list[tuple[str, str]]:
+    split = evaluated_split(prompts)
     rows = [
         ("train prompts used", str(int((prompts["split"] == "train").sum()))),
-        ("test prompts", str(int((prompts["split"] == "test").sum()))),
+        (f"{split} prompts (evaluated)", str(int((prompts["split"] == split).sum()))),
     ]
     accepted = _table(con, "accepted_samples", task)
     if accepted is not None and "accepted" in accepted.columns:
@@ -185,18 +140,19 @@ def consistency_problems(con: duckdb.DuckDBPyConnection, task: str, profile_path
     if prompts is None or evaluation is None:
         return []
     profile = load_profile(str(profile_path))
-    train, test = int((prompts["split"] == "train").sum()), int((prompts["split"] == "test").sum())
+    split = evaluated_split(prompts)
+    train, test = int((prompts["split"] == "train").sum()), int((prompts["split"] == split).sum())
     problems = []
     evaluated = evaluation.loc[evaluation["model"] == "base", "prompts"]
     if len(evaluated) and int(evaluated.iloc[0]) != test:
-        problems.append(f"the evaluation used {int(evaluated.iloc[0])} test prompts, raw_prompts holds {test}")
+        problems.append(f"the evaluation used {int(evaluated.iloc[0])} {split} prompts, raw_prompts holds {test}")
     accepted = _table(con, "accepted_samples", task)
     if accepted is not None and len(accepted) and len(accepted) != train:
         problems.append(f"accepted_samples has {len(accepted)} chains for {train} train prompts")
     if profile.max_prompts_per_task is not None and train > profile.max_prompts_per_task:
         problems.append(f"{train} train prompts, the profile allows {profile.max_prompts_per_task}")
     if profile.max_eval_prompts_per_task is not None and test > profile.max_eval_prompts_per_task:
-        problems.append(f"{test} test prompts, the profile allows {profile.max_eval_prompts_per_task}")
+        problems.append(f"{test} {split} prompts, the profile allows {profile.max_eval_prompts_per_task}")
     if "samples_per_prompt" in evaluation.columns:
         samples = sorted(set(evaluation["samples_per_prompt"].astype(int)))
         if samples != [profile.eval_samples_per_prompt]:
@@ -204,25 +160,6 @@ def consistency_problems(con: duckdb.DuckDBPyConnection, task: str, profile_path
                 f"evaluated with {samples} samples per prompt, the profile asks for {profile.eval_samples_per_prompt}"
             )
     return problems
-
-
-def effects_plot(evaluation: pd.DataFrame, path: Path, title: str) -> None:
-    """Each model's difference from ``base`` with its 95% interval: what the evaluation claims, at a glance."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    rows = evaluation[evaluation["model"] != "base"].iloc[::-1]  # the table's first row on top
-    figure = Figure(figsize=(6, 0.5 * len(rows) + 1.2))
-    FigureCanvasAgg(figure)
-    axis = figure.add_subplot()
-    difference = rows["difference_vs_base"].to_numpy()
-    errors = [difference - rows["ci95_low"].to_numpy(), rows["ci95_high"].to_numpy() - difference]
-    axis.errorbar(difference, range(len(rows)), xerr=errors, fmt="o", capsize=4)
-    axis.axvline(0, color="grey", linestyle="--", linewidth=1)
-    axis.set_yticks(range(len(rows)), rows["model"].tolist())
-    axis.set_xlabel("mean reward difference vs base (95% bootstrap CI)")
-    axis.set_title(title)
-    figure.savefig(path, format="png", dpi=100, bbox_inches="tight")
 
 
 def prompt_selection(spec: str) -> Callable[[str], bool]:
@@ -418,12 +355,13 @@ def write_report(
     runs: list[dict] | None = None,
     prompt_subset: str | None = None,
     family: Family | None = None,
+    ledger_path: Path | None = None,
 ) -> Path:
     """Write ``<out>/<task>.md`` and ``<out>/<task>_effects.png`` from the warehouse; ReportError (and nothing
     written) when the task has no prompts or no evaluation. ``problems``: consistency_problems, if the caller has them;
     ``runs``: the task's provenance rows (None: no Dagster instance to ask); ``prompt_subset``: a ``--prompts`` selection
-    whose own table follows the evaluation's; ``family``: the study's contrasts for the Holm columns (study_family).
-    """
+    whose own table follows the evaluation's; ``family``: the study's contrasts for the Holm columns (study_family);
+    ``ledger_path``: the ledger whose looks at this task's test split the report counts."""
     evaluation = _table(con, "evaluation", task)
     if evaluation is None:
         raise ReportError(f"task '{task}': the warehouse has no evaluation table (materialize `evaluation` first)")
@@ -434,6 +372,7 @@ def write_report(
         raise ReportError(f"task '{task}': raw_prompts has no rows for this task")
     problems = consistency_problems(con, task, profile_path) if problems is None else problems
     lines = _header(task, con, profile_path, prompts, problems)
+    lines += ledger.report_lines(task, evaluated_split(prompts), ledger_path)
     lines += _checkpoints_section(con, task)
     lines += _evaluation_section(evaluation, task, family)
     if prompt_subset:

@@ -150,7 +150,7 @@ def _structural_report(asset: str, df: pd.DataFrame, rules) -> QualityReport:
             text_columns=(),
             unique_columns=("prompt_id",),
             ranges={},
-            value_sets={"split": {"train", "test"}},
+            value_sets={"split": {"train", "dev", "test"}},
         )
         report.outcomes.append(count_outcome(int((df["split"] == "train").sum()), max(1, rules.min_rows), "train_rows"))
         blank = df[df["prompt"].fillna("").astype(str).str.strip() == ""]

@@ -38,10 +38,35 @@ def _check_template(template: str, required: set[str], allowed: set[str]) -> str
 
 
 class Split(BaseModel):
+    """Train / dev / test by a hash of the seed and each prompt's group: a group never crosses splits."""
+
     model_config = ConfigDict(extra="forbid")
 
-    test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Share of prompts held out for evaluation.")
-    seed: int = Field(0, ge=0, description="Seed of the deterministic split (a hash of seed and prompt id).")
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Share of groups held out for the study's test.")
+    seed: int = Field(0, ge=0, description="Seed of the deterministic split (a hash of seed and group).")
+    dev_fraction: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Share of groups held out for development: where settings are chosen."
+    )
+    group_by: Literal["id", "linked"] = Field(
+        "id",
+        description="id: each prompt is its own group unless its line declares a `group`; linked: the connected "
+        "components of declared groups, near-duplicate wordings and shared names (lib/leaks.py).",
+    )
+
+    @model_validator(mode="after")
+    def _fractions(self) -> "Split":
+        if self.test_fraction + self.dev_fraction >= 1.0:
+            raise ValueError("test_fraction + dev_fraction must be below 1 (train needs prompts)")
+        return self
+
+    def identity(self) -> dict:
+        """What decides the split, without the fields still at the defaults they had before they existed (a task
+        that does not use them keeps its versions)."""
+        data = self.model_dump(mode="json")
+        for name, before in (("dev_fraction", 0.0), ("group_by", "id")):
+            if data[name] == before:
+                del data[name]
+        return data
 
 
 class Contrastive(BaseModel):
@@ -231,7 +256,7 @@ FIELD_HINTS = {
     "revision_template": "a string with {response} and {critique} (and optionally {prompt})",
     "revision_steps": "an integer from 1 to 5",
     "sampling": "a mapping with temperature, top_p, top_k, max_tokens, repeat_penalty, seed, stop",
-    "split": "a mapping with test_fraction (0 to <1) and seed",
+    "split": "a mapping with test_fraction and dev_fraction (0 to <1, together < 1), seed, group_by (id or linked)",
     "contrastive": "a mapping with positive_affix and negative_affix",
     "scorer": "a mapping with name (vader, pii or judge) and options",
     "acceptance": "a mapping with temperature, seed, min_rate, max_rate",

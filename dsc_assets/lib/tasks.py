@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from dsc_assets.lib.leaks import components
 from dsc_assets.lib.paths import PROJECT_ROOT
 from dsc_assets.lib.task_spec import FIELD_HINTS, REMOVED_METHOD, PromptRecord, TaskError, TaskSpec
 from dsc_assets.lib.yaml_files import read_mapping, read_utf8
@@ -44,9 +45,25 @@ class Task:
         return params
 
     def split_of(self, prompt_id: str) -> str:
-        """'train' or 'test', from the prompt id and the split seed alone: adding prompts never moves old ones."""
-        draw = int(content_hash("split", self.spec.split.seed, prompt_id, length=8), 16) / 16**8
-        return "test" if draw < self.spec.split.test_fraction else "train"
+        """'train', 'dev' or 'test', from the prompt's group and the split seed alone (a prompt without a group is
+        its own, by id): adding a prompt that links no group never moves old ones."""
+        split = self.spec.split
+        draw = int(content_hash("split", split.seed, self.groups[prompt_id], length=8), 16) / 16**8
+        return (
+            "test"
+            if draw < split.test_fraction
+            else "dev"
+            if draw < split.test_fraction + split.dev_fraction
+            else "train"
+        )
+
+    @cached_property
+    def groups(self) -> dict[str, str]:
+        """Each prompt id's group: its declared ``group`` (else its id), or under ``group_by: linked`` its component
+        of linked prompts (lib/leaks.py)."""
+        if self.spec.split.group_by == "linked":
+            return components(self.prompts)
+        return {p.id: str(getattr(p, "group", None) or p.id) for p in self.prompts}
 
     @cached_property
     def prompts_file_version(self) -> str:

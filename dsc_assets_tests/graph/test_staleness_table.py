@@ -91,6 +91,7 @@ PROFILE_SETTINGS: list[tuple[str, object, dict[str, set[str]]]] = [
     ("max_prompts_per_task", 3, {t: {"raw_prompts"} for t in TASKS}),
     ("max_eval_prompts_per_task", 2, {t: {"raw_prompts"} for t in TASKS}),
     ("eval_samples_per_prompt", 3, {t: {"evaluation"} for t in TASKS}),
+    ("eval_split", "dev", {t: {"raw_prompts", "evaluation"} for t in TASKS}),  # tuning on dev: other prompts
     ("max_tokens_cap", 24, {t: SAMPLERS | {"evaluation"} for t in TASKS}),
     ("quality_overrides", {"min_chars": 5}, {}),
     ("tasks", ["sycophancy"], {}),

@@ -12,6 +12,7 @@ from datasets import load_from_disk
 from dsc_assets.build.cost import run_cost
 from dsc_assets.definitions import build_definitions
 from dsc_assets.defs.inputs import Environment
+from dsc_assets.lib import ledger
 from dsc_assets.lib.profiles import load_profile
 from dsc_assets.lib.stats import subset_table
 from dsc_assets.lib.tasks import load_task
@@ -109,3 +110,9 @@ def test_full_graph_then_reproducible_evaluation(dsc_home):
     )
     assert again.success
     pd.testing.assert_frame_equal(_table(dsc_home, "evaluation").set_index("model"), evaluation)
+    # Both evaluations answered the test split: two looks in the home's ledger, each naming its run and profile.
+    looks = ledger.looks(dsc_home / ledger.FILE, "sentiment")
+    assert [look["run_id"] for look in looks] == [result.run_id, again.run_id]
+    assert {look["profile"] for look in looks} == {"test"} and len({look["profile_sha"] for look in looks}) == 1
+    assert looks[0]["prompts"] == evaluation.loc["base", "prompts"] and looks[0]["samples"] == 2
+    assert set(looks[0]["models"]) == {"base", "base_original", *trained}

@@ -117,7 +117,8 @@ def test_report_has_commit_profile_sizes_evaluation_and_plot(tmp_path, profile_p
     assert f"at commit `{head}" in text
     assert "No Dagster run history was available" in text
     assert f"```yaml\n{PROFILE}```" in text
-    assert "| train prompts used | 3 |" in text and "| test prompts | 2 |" in text
+    assert "| train prompts used | 3 |" in text and "| test prompts (evaluated) | 2 |" in text
+    assert "Evaluated on the **test** split." in text
     assert "| accepted samples | 2 of 3 |" in text and "| DPO pairs | 2 |" in text
     assert "| mean draft reward (step 0) | 0.100 |" in text and "| mean revision reward (step 1) | 0.800 |" in text
     assert "| sft | trained | 2 | 4 | 0.693 | 0.412 | 12.346 |" in text
@@ -323,7 +324,7 @@ def test_cli_bad_prompts_option_is_a_usage_error(dsc_home, monkeypatch, capsys):
 def test_holm_over_the_studys_family_is_beside_each_raw_verdict(tmp_path, profile_path):
     """Two tasks of a profile that plans sft and dpo on three: the family has 6 contrasts, the 3 never measured count
     with p = 1, and a contrast that passes alone (p 0.02) does not pass in the family."""
-    from dsc_assets.lib.report import study_family
+    from dsc_assets.lib.family import study_family
 
     def rows(task: str, p_sft: float, p_dpo: float) -> list[dict]:
         return [
@@ -345,3 +346,20 @@ def test_holm_over_the_studys_family_is_beside_each_raw_verdict(tmp_path, profil
     assert "2 not measured yet count with p = 1" in text
     assert "| better after Holm |" in text and "| not significant after Holm |" in text
     assert "dpo: excludes 0" in text  # the raw verdict stays beside the adjusted one
+
+
+def test_the_ledger_counts_every_look_at_test_and_is_merged_once(tmp_path, profile_path):
+    from dsc_assets.lib import ledger
+
+    home, committed = tmp_path / "home" / ledger.FILE, tmp_path / "reports" / ledger.FILE
+    for run in ("r1", "r2"):
+        ledger.record(home, task="sentiment", profile="study", profile_sha="abc", commit="c", run_id=run)
+    ledger.record(home, task="privacy", profile="study", profile_sha="abc", commit="c", run_id="r2")
+    assert ledger.merge(home, committed) == 3 and ledger.merge(home, committed) == 0  # nothing copied twice
+    assert [e["run_id"] for e in ledger.looks(committed, "sentiment")] == ["r1", "r2"]
+    con = _warehouse(tmp_path / "w.duckdb", TABLES)
+    text = write_report("sentiment", con, profile_path, tmp_path / "out", ledger_path=committed).read_text()
+    assert "The ledger (`ledger.jsonl`) holds 2 look(s) at this task's test split, by `study` (abc)." in text
+    dev = {**TABLES, "raw_prompts": TABLES["raw_prompts"].replace({"split": {"test": "dev"}})}
+    text = write_report("sentiment", _warehouse(tmp_path / "d.duckdb", dev), profile_path, tmp_path / "dev").read_text()
+    assert "Evaluated on the **dev** split" in text and "| dev prompts (evaluated) | 2 |" in text

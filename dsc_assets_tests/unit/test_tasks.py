@@ -194,3 +194,70 @@ def test_a_tasks_trainer_block_changes_only_its_preference_checkpoints_identity(
         assert task.settings_identity(method) != profile.settings_identity(method)
     for method in ("sft", "almost_sft", "reward_model", "export"):
         assert task.settings_identity(method) == profile.settings_identity(method)
+
+
+def test_every_shipped_task_splits_by_linked_groups_with_no_leak_and_enough_held_out():
+    """No group (declared, near-duplicate wording, shared name) in two splits; the sizes the study protocol asks
+    for (docs/study-protocol.md): >= 40 test and >= 20 dev prompts, >= 64 train."""
+    from collections import Counter
+
+    from dsc_assets.lib.leaks import cross_split_links
+
+    for name in SHIPPED:
+        task = load_task(name)
+        assert task.spec.split.group_by == "linked", name
+        splits_of_group: dict[str, set[str]] = {}
+        for prompt_id, group in task.groups.items():
+            splits_of_group.setdefault(group, set()).add(task.split_of(prompt_id))
+        assert all(len(s) == 1 for s in splits_of_group.values()), name
+        assert cross_split_links(task.prompts, task.split_of) == [], name
+        sizes = Counter(task.split_of(p.id) for p in task.prompts)
+        assert sizes["test"] >= 40 and sizes["dev"] >= 20 and sizes["train"] >= 64, (name, sizes)
+
+
+def _leak_task(root, group_by: str) -> None:
+    prompts = [
+        {"id": "a1", "prompt": "Write a harsh review of Casablanca for the school paper, please."},
+        {"id": "a2", "prompt": "Write a harsh review of Vertigo for the school paper, please."},  # a1's twin
+        {"id": "b1", "prompt": "Tell a story about Margaret Ellison winning the town's pie contest."},
+        {"id": "b2", "prompt": "Cover the bake sale where Margaret Ellison sold out by noon."},  # shares the name
+        *({"id": f"c{i}", "prompt": f"Question number {i} about {w} stands alone?"} for i, w in enumerate("xyzuvw")),
+    ]
+    task_yaml = (
+        "description: demo\nsystem_prompt: You are helpful.\ncritique_template: 'Critique this: {response}'\n"
+        f"revision_template: 'Revise {{response}} after {{critique}}'\nsplit:\n  test_fraction: 0.5\n"
+        f"  seed: 2\n  group_by: {group_by}\n"  # seed 2: by id, both planted pairs land across splits
+    )
+    _write_task(root, task_yaml=task_yaml, prompts="\n".join(json.dumps(p) for p in prompts))
+
+
+def test_a_planted_near_duplicate_across_splits_is_named_and_linked_grouping_keeps_it_on_one_side(tmp_path):
+    from dsc_assets.lib.leaks import cross_split_links, links
+
+    _leak_task(tmp_path, "id")
+    task = load_task("demo", tmp_path)
+    reasons = {(link.first, link.second): link.reason for link in links(task.prompts)}
+    assert reasons[("a1", "a2")].startswith("wording (Jaccard 1.00)")  # the titles are masked
+    assert reasons[("b1", "b2")] == "both name 'Margaret Ellison'"
+    assert not any(k[0].startswith("c") for k in reasons)  # distinct questions are not linked
+    by_id = {(link.first, link.second): (a, b) for link, a, b in cross_split_links(task.prompts, task.split_of)}
+    crossing = {pair for pair in reasons if task.split_of(pair[0]) != task.split_of(pair[1])}
+    assert set(by_id) == crossing == {("a1", "a2"), ("b1", "b2")}
+    _leak_task(tmp_path, "linked")
+    task = load_task("demo", tmp_path)
+    assert task.groups["a2"] == "a1" and task.groups["b2"] == "b1" and task.groups["c3"] == "c3"
+    assert cross_split_links(task.prompts, task.split_of) == []
+
+
+def test_declared_groups_and_the_old_id_split_are_unchanged_without_group_by(tmp_path):
+    """A task without the new fields splits exactly as before (a hash of seed and id): existing homes stay fresh."""
+    from resources.hashing import content_hash
+
+    prompts = [{"id": f"p{i}", "prompt": f"Question {i}?"} for i in range(40)]
+    prompts[1]["group"] = prompts[2]["group"] = "pair"
+    _write_task(tmp_path, prompts="\n".join(json.dumps(p) for p in prompts))
+    task = load_task("demo", tmp_path)
+    old = lambda i: "test" if int(content_hash("split", 0, i, length=8), 16) / 16**8 < 0.2 else "train"  # noqa: E731
+    assert all(task.split_of(f"p{i}") == old(f"p{i}") for i in range(3, 40))
+    assert task.split_of("p1") == task.split_of("p2") and task.groups["p1"] == "pair"
+    assert task.spec.split.identity() == {"test_fraction": 0.2, "seed": 0}

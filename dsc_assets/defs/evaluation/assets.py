@@ -1,13 +1,17 @@
 """Held-out evaluation: the base student and every trained checkpoint answer the test prompts; the task's reward
 scores them against the base."""
 
+from pathlib import Path
+
 import dagster as dg
 import numpy as np
 import pandas as pd
 
 from dsc_assets.defs.stage import stage, version_metadata
 from dsc_assets.defs.steps import partition_task, sampling_params
+from dsc_assets.lib import ledger
 from dsc_assets.lib.chat import ChainMessages
+from dsc_assets.lib.commit import git_commit
 from dsc_assets.lib.guards import JOB_GUARDS, guard_values, per_prompt, rates_of
 from dsc_assets.lib.samples import data_version
 from dsc_assets.lib.stats import PER_PROMPT, add_guard_differences, evaluation_table, per_prompt_json
@@ -32,6 +36,7 @@ from resources.trainer import LoRATrainer
         "student",
         "trainer.export",
         "eval_samples_per_prompt",
+        "eval_split",
     ),
 )
 def evaluation(
@@ -62,7 +67,7 @@ def evaluation(
     ``per_prompt`` holds each model's per-prompt reward and job-guard rates (JSON), so a report can recompute the
     table over a subset of the test prompts (``dsc report --prompts``) without a model call."""
     task = partition_task(context)
-    test = raw_prompts[raw_prompts["split"] == "test"]
+    test = raw_prompts[raw_prompts["split"] == settings.eval_split]  # the evaluated prompts: test, or dev to tune
     checkpoints = [sft_checkpoint, dpo_checkpoint, rdpo_checkpoint, dlma_checkpoint]
     checkpoints += [almost_sft_checkpoint, almost_rl_checkpoint]
     variants = _variants(context, task.name, checkpoints, student, trainer, settings)
@@ -78,7 +83,9 @@ def evaluation(
     report = settings.artifact_path("reports", task.name, "evaluation.md")
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(evaluation_report(task, test, markdown, answers, rewards_by_model))
-    context.log.info(f"{task.name} evaluation:\n{markdown}")
+    context.log.info(f"{task.name} evaluation ({settings.eval_split} split):\n{markdown}")
+    if settings.eval_split == "test":
+        _record_look(context, task.name, settings, sorted(answers), len(test))
     return dg.Output(
         table,
         data_version=data_version(table),
@@ -86,10 +93,27 @@ def evaluation(
             "evaluation": dg.MetadataValue.md(markdown),
             "report": dg.MetadataValue.path(str(report)),
             "test_prompts": dg.MetadataValue.int(len(test)),
+            "split": dg.MetadataValue.text(settings.eval_split),
             "cache_hits": dg.MetadataValue.int(hits),
             **version_metadata(context, task),
         },
     )
+
+
+def _record_look(context, task: str, settings: DscSettings, models: list[str], prompts: int) -> None:
+    """One line in the ledger: this run evaluated the test split (lib/ledger.py)."""
+    look = ledger.record(
+        Path(settings.ledger_path),
+        task=task,
+        profile=settings.profile,
+        profile_sha=settings.profile_sha,
+        commit=git_commit(),
+        run_id=context.run_id,
+        models=models,
+        prompts=prompts,
+        samples=settings.eval_samples_per_prompt,
+    )
+    context.log.info(f"{task}: test split evaluated; recorded in the ledger {settings.ledger_path}: {look}")
 
 
 def _reward_model_means(

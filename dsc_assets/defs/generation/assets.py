@@ -16,16 +16,20 @@ from resources.llm import LLMResource
 from resources.settings import DscSettings
 
 
-@stage(group="generation", reads=("task.split", "prompts_file", "max_prompts_per_task", "max_eval_prompts_per_task"))
+@stage(
+    group="generation",
+    reads=("task.split", "prompts_file", "max_prompts_per_task", "max_eval_prompts_per_task", "eval_split"),
+)
 def raw_prompts(context: dg.AssetExecutionContext, settings: DscSettings) -> dg.Output[pd.DataFrame]:
-    """The task's prompts with a deterministic train/test split (a prompt's split depends only on its id and the
-    split seed, so adding prompts never moves old ones); the first ``max_prompts_per_task`` train prompts and the
-    first ``max_eval_prompts_per_task`` test prompts, in file order."""
+    """The task's prompts with a deterministic train/dev/test split (a prompt's split depends only on its group and
+    the split seed: adding a prompt that links no group never moves old ones); the first ``max_prompts_per_task``
+    train prompts and the first ``max_eval_prompts_per_task`` of the evaluated split (the profile's ``eval_split``),
+    in file order."""
     task = partition_task(context)
     splits = [(record, task.split_of(record.id)) for record in task.prompts]
     train = [(r, s) for r, s in splits if s == "train"][: settings.max_prompts_per_task]
-    test = [(r, s) for r, s in splits if s == "test"][: settings.max_eval_prompts_per_task]
-    kept = {r.id for r, _ in train + test}
+    evaluated = [(r, s) for r, s in splits if s == settings.eval_split][: settings.max_eval_prompts_per_task]
+    kept = {r.id for r, _ in train + evaluated}
     chosen = [(r, s) for r, s in splits if r.id in kept]
     df = pd.DataFrame(
         {
@@ -42,6 +46,8 @@ def raw_prompts(context: dg.AssetExecutionContext, settings: DscSettings) -> dg.
         metadata={
             "train_rows": dg.MetadataValue.int(int(counts.get("train", 0))),
             "test_rows": dg.MetadataValue.int(int(counts.get("test", 0))),
+            "dev_rows": dg.MetadataValue.int(int(counts.get("dev", 0))),
+            "groups": dg.MetadataValue.int(len(set(task.groups.values()))),
             "prompts_in_file": dg.MetadataValue.int(len(task.prompts)),
             "preview": preview(df, ["prompt_id", "split", "prompt"]),
             **version_metadata(context, task),

@@ -7,6 +7,7 @@ from dsc_assets.defs.generation import assets
 from dsc_assets.defs.partitions import task_partitions
 from dsc_assets.defs.steps import partition_task
 from dsc_assets.lib.context_window import Window, context_problems, token_counter
+from dsc_assets.lib.leaks import cross_split_links
 from dsc_assets.lib.profiles import profile_file
 from resources.llm import LlamaCppLLM, LLMResource
 from resources.models import resolve_model
@@ -59,4 +60,37 @@ def raw_prompts_fit_context(
         severity=dg.AssetCheckSeverity.ERROR,
         description=problems[0] if problems else f"every prompt fits ({', '.join(w.field for w in windows)})",
         metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")},
+    )
+
+
+@dg.asset_check(
+    asset=assets.raw_prompts,
+    name="raw_prompts_no_leak_across_splits",
+    blocking=True,
+    partitions_def=task_partitions,
+    description="No two linked prompts (one declared group, near-duplicate wording with names masked, or a shared "
+    "multi-word name: lib/leaks.py) are in different splits: a test prompt with a training twin measures memory, "
+    "not alignment. Fix: `split: {group_by: linked}` in the task.yaml, or a shared `group` on both lines.",
+)
+def raw_prompts_no_leak_across_splits(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    task = partition_task(context)
+    leaks = cross_split_links(task.prompts, task.split_of)
+    lines = [
+        f"{task.folder / 'prompts.jsonl'}:{task.lines.get(link.first, '?')} '{link.first}' ({first}) and line "
+        f"{task.lines.get(link.second, '?')} '{link.second}' ({second}): {link.reason}"
+        for link, first, second in leaks
+    ]
+    groups = len(set(task.groups.values()))
+    return dg.AssetCheckResult(
+        passed=not leaks,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=(
+            f"{len(leaks)} linked pair(s) cross splits; first: {lines[0]}"
+            if leaks
+            else f"no linked prompts cross splits ({len(task.prompts)} prompts in {groups} groups)"
+        ),
+        metadata={
+            "leaks": dg.MetadataValue.md("\n".join(f"- {line}" for line in lines[:50]) or "none"),
+            "groups": dg.MetadataValue.int(groups),
+        },
     )
