@@ -11,6 +11,7 @@ import pandas as pd
 
 from dsc_assets.lib.guards import JOB_GUARDS
 
+GUARD_MARGIN = -0.05  # a guard is "not worse" than base only when its difference's lower bound is above this
 PER_PROMPT = "per_prompt"  # the evaluation's column of per-prompt results (JSON), for subsets of the test prompts
 
 
@@ -143,7 +144,8 @@ def subset_table(evaluation: pd.DataFrame, keep: Callable[[str], bool], seed: in
 
 def add_guard_differences(table: pd.DataFrame, guards: dict[str, dict[str, np.ndarray]], seed: int) -> None:
     """``<guard>_vs_base`` for each job guard ``base`` has: each model's per-prompt guard rates against the base's,
-    paired over prompts ("not worse" is an interval that reaches 0); rows of models without rates stay empty."""
+    paired over prompts, with a verdict: "not worse" when the interval's lower bound is above GUARD_MARGIN (an
+    interval that merely reaches 0 would pass more easily on fewer prompts); rows of models without rates stay empty."""
     for guard in JOB_GUARDS:
         if guard in guards["base"]:
             versus = {
@@ -153,14 +155,15 @@ def add_guard_differences(table: pd.DataFrame, guards: dict[str, dict[str, np.nd
 
 
 def guard_difference(model: np.ndarray, base: np.ndarray, seed: int) -> str:
-    """Mean per-prompt difference of a guard's rate from the base's, with its 95% bootstrap interval, over the
-    prompts where the guard applies ("" where it applies to none)."""
+    """Mean per-prompt difference of a guard's rate from the base's, its 95% bootstrap interval and the verdict
+    against GUARD_MARGIN, over the prompts where the guard applies ("" where it applies to none)."""
     both = ~np.isnan(model) & ~np.isnan(base)
     if not both.any():
         return ""
     differences = model[both] - base[both]
     low, high = bootstrap_ci(differences, seed=seed)
-    return f"{differences.mean():+.3f} [{low:+.3f}, {high:+.3f}]"
+    verdict = "not worse" if low > GUARD_MARGIN else "may be worse"
+    return f"{differences.mean():+.3f} [{low:+.3f}, {high:+.3f}] {verdict}"
 
 
 def pair_accuracy(chosen_scores: np.ndarray, rejected_scores: np.ndarray) -> float:

@@ -93,6 +93,7 @@ def test_full_graph_then_reproducible_evaluation(dsc_home):
         "ci95_low",
         "ci95_high",
         "win_rate_vs_base",
+        "p_value",
         "on_topic_vs_base",
     ]
     models = [m for m in evaluation.index if m != "almost_rl vs almost_sft"]
