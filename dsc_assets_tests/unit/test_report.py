@@ -277,7 +277,9 @@ def test_prompts_option_recomputes_the_evaluation_over_those_prompts(tmp_path, p
     assert "over the 2 test prompts `p6..p7` alone" in section
     # sft: gains 0.5 and 0.3 (mean 0.4, both wins: no resample reaches 0, p at its floor); the topic kept on one of
     # the two where base kept both
-    assert "| sft | 2 | 0.400 | 0.400 | 0.300 | 0.500 | 1.000 | 0.000 | -0.500 [-1.000, +0.000] may be worse |" in section
+    assert (
+        "| sft | 2 | 0.400 | 0.400 | 0.300 | 0.500 | 1.000 | 0.000 | -0.500 [-1.000, +0.000] may be worse |" in section
+    )
     assert "| base_original | 2 | 0.000 | 0.000 | 0.000 | 0.000 | 0.500 | 1.000 |" in section
     assert "base_original: contains 0; sft: excludes 0." in section
     assert "| per_prompt" not in text and "prompt_id" not in text  # the JSON column stays out of the tables
