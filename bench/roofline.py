@@ -235,8 +235,22 @@ def judge_stage(model: str, probes: dict, count: int = 16) -> dict:
         prompts = [p.prompt for p in task.prompts[:count]]
         answers = [f"I cannot help with that, but here is some general advice about {p[:80]}" * 2 for p in prompts]
         llama = judge.model.llama()
-        tokens = sum(
-            len(_tokens(llama, chatml([{"role": "user", "content": f"{judge.question} {p} {a}"}])))
+        q = judge.question
+        tokens = sum(  # what JudgeScorer._score prefills, token for token
+            len(
+                _tokens(
+                    llama,
+                    chatml(
+                        [
+                            {"role": "system", "content": judge.SYSTEM},
+                            {
+                                "role": "user",
+                                "content": f"{q}\n\nRequest: {p}\n\nResponse: {a}\n\n{q} Answer with Yes or No.",
+                            },
+                        ]
+                    ),
+                )
+            )
             for p, a in zip(prompts, answers)
         )
         facts = model_facts(llama)
@@ -303,12 +317,9 @@ def training_stages(probes: dict, steps: int) -> list[dict]:
     hidden, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
     inner, kv = config.intermediate_size, config.num_key_value_heads * hidden // config.num_attention_heads
     parameters = layers * (2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * inner) + hidden * vocab
-    sft_tokens = [len(tokenizer.apply_chat_template(r["messages"], tokenize=True)) for r in data["sft"]]
-    dpo_tokens = [
-        len(tokenizer.apply_chat_template(r["prompt"] + r["chosen"], tokenize=True))
-        + len(tokenizer.apply_chat_template(r["prompt"] + r["rejected"], tokenize=True))
-        for r in data["dpo"]
-    ]
+    count = lambda messages: len(tokenizer(tokenizer.apply_chat_template(messages, tokenize=False)).input_ids)  # noqa: E731
+    sft_tokens = [count(r["messages"]) for r in data["sft"]]
+    dpo_tokens = [count(r["prompt"] + r["chosen"]) + count(r["prompt"] + r["rejected"]) for r in data["dpo"]]
     rows_per_step = STUDY["per_device_batch_size"] * STUDY["grad_accum"]
     out = []
     for kind, tokens in (("sft", sft_tokens), ("dpo", dpo_tokens)):

@@ -69,6 +69,7 @@ def test_full_graph_then_reproducible_evaluation(dsc_home):
     assert "base" in evaluation.index and evaluation.loc["base", "difference_vs_base"] == 0.0
     assert "base_original" in evaluation.index  # the null control: the packaged student beside its exported copy
     assert (evaluation["samples_per_prompt"] == 2).all()  # rewards averaged over two seeded samples per prompt
+    assert (evaluation.loc[["base", "base_original"], "mean_answer_words"] > 0).all()  # length beside the reward
     assert (
         evaluation[["on_topic_rate", "degenerate_rate", "refusal_rate"]]
         .drop(index="almost_rl vs almost_sft", errors="ignore")

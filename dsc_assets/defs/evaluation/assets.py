@@ -17,7 +17,7 @@ from dsc_assets.lib.samples import data_version
 from dsc_assets.lib.stats import PER_PROMPT, add_guard_differences, evaluation_table, per_prompt_json
 from dsc_assets.lib.tables import markdown_table
 from resources.hashing import content_hash
-from resources.llm import LlamaCppLLM
+from resources.llm import GenerationProgress, LlamaCppLLM
 from resources.reward_model import cached_scores
 from resources.rewards import RewardModels
 from resources.settings import DscSettings
@@ -149,22 +149,30 @@ def _variants(
 
 def _answer_all(context, task, variants: dict, test: pd.DataFrame, params, samples: int):
     """Every model's answers (texts, sample-major) and how many came from the cache."""
-    generations = {
-        name: _answers(llm, task, test["prompt"].tolist(), params, samples) for name, llm in variants.items()
-    }
+    prompts = test["prompt"].tolist()
+    requests = [ChainMessages(task).draft(prompt) for prompt in prompts]
+    seeded = [params.model_copy(update={"seed": params.seed + k}) for k in range(samples)]
+    missing = {name: sum(llm.count_missing(requests, p) for p in seeded) for name, llm in variants.items()}
+    context.log.info(
+        f"{task.name} evaluation: {len(variants)} models x {len(prompts)} prompts x {samples} samples, "
+        f"{sum(missing.values())} answers to generate ({', '.join(f'{n} {m}' for n, m in missing.items())})"
+    )
+    generations = {}
+    for number, (name, llm) in enumerate(variants.items(), start=1):
+        label = f"{task.name} evaluation, model {number}/{len(variants)} ({name})"
+        progress = GenerationProgress(lambda line, label=label: context.log.info(f"{label}: {line}"), missing[name])
+        generations[name] = _answers(llm, requests, seeded, progress)
     answers = {name: [g.text for g in answered] for name, answered in generations.items()}
     hits = sum(g.cached for answered in generations.values() for g in answered)
     context.log.info(f"{task.name}: {sum(map(len, answers.values()))} answers, {hits} from the cache")
     return answers, hits
 
 
-def _answers(llm: LlamaCppLLM, task, prompts: list[str], params, samples: int) -> list:
-    """``samples`` seeded answers per prompt, sample-major: the first len(prompts) are k = 0, the single-sample
-    evaluation's own request; more seeds average out sampling noise per prompt."""
-    requests = [ChainMessages(task).draft(prompt) for prompt in prompts]
-    return [
-        g for k in range(samples) for g in llm.chat_many(requests, params.model_copy(update={"seed": params.seed + k}))
-    ]
+def _answers(llm: LlamaCppLLM, requests: list, seeded: list, progress) -> list:
+    """One seeded answer per request and sampling seed, sample-major: the first len(requests) are k = 0, the
+    single-sample evaluation's own request; more seeds average out sampling noise per prompt. ``progress`` logs the
+    rows generated as they land."""
+    return [g for params in seeded for g in llm.chat_many(requests, params, on_generated=progress)]
 
 
 def _table(task, test: pd.DataFrame, answers: dict[str, list[str]], rewards: RewardModels, samples: int):
@@ -185,6 +193,10 @@ def _table(task, test: pd.DataFrame, answers: dict[str, list[str]], rewards: Rew
             .assign(model="almost_rl vs almost_sft")
         )
         table = pd.concat([table, rl_vs_sft], ignore_index=True)
+    words = {
+        name: float(np.mean([len(t.split()) for t in texts])) if texts else np.nan for name, texts in answers.items()
+    }
+    table["mean_answer_words"] = table["model"].map(words)  # brevity can win a reward: length beside every row
     return table, rewards_by_model
 
 
