@@ -48,7 +48,8 @@ class Task:
         """'train', 'dev' or 'test', from the prompt's group and the split seed alone (a prompt without a group is
         its own, by id): adding a prompt that links no group never moves old ones."""
         split = self.spec.split
-        draw = int(content_hash("split", split.seed, self.groups[prompt_id], length=8), 16) / 16**8
+        group = self.groups.get(prompt_id, prompt_id)  # an id not in the file yet: its own group
+        draw = int(content_hash("split", split.seed, group, length=8), 16) / 16**8
         return (
             "test"
             if draw < split.test_fraction
