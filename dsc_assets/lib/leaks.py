@@ -99,11 +99,12 @@ def components(records: Iterable, found: list[Link] | None = None) -> dict[str, 
     return {r.id: root(r.id) for r in records}
 
 
-def cross_split_links(records: Iterable, split_of) -> list[tuple[Link, str, str]]:
-    """Linked pairs whose prompts are in different splits (``split_of(id)``), with both splits."""
+def cross_split_links(records: Iterable, split_of, found: list[Link] | None = None) -> list[tuple[Link, str, str]]:
+    """Linked pairs whose prompts are in different splits (``split_of(id)``), with both splits (``found``: the
+    records' links, when the caller has them)."""
     return [
         (link, split_of(link.first), split_of(link.second))
-        for link in links(records)
+        for link in (links(records) if found is None else found)
         if split_of(link.first) != split_of(link.second)
     ]
 

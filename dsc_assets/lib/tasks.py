@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from dsc_assets.lib.leaks import components
+from dsc_assets.lib.leaks import Link, components, links
 from dsc_assets.lib.paths import PROJECT_ROOT
 from dsc_assets.lib.task_spec import FIELD_HINTS, REMOVED_METHOD, PromptRecord, TaskError, TaskSpec
 from dsc_assets.lib.yaml_files import read_mapping, read_utf8
@@ -59,11 +59,17 @@ class Task:
         )
 
     @cached_property
+    def links(self) -> list[Link]:
+        """Every linked pair of this task's prompts (lib/leaks.py), computed once: the grouping and the leak check
+        both read them."""
+        return links(self.prompts)
+
+    @cached_property
     def groups(self) -> dict[str, str]:
         """Each prompt id's group: its declared ``group`` (else its id), or under ``group_by: linked`` its component
         of linked prompts (lib/leaks.py)."""
         if self.spec.split.group_by == "linked":
-            return components(self.prompts)
+            return components(self.prompts, self.links)
         return {p.id: str(getattr(p, "group", None) or p.id) for p in self.prompts}
 
     @cached_property

@@ -74,7 +74,7 @@ def raw_prompts_fit_context(
 )
 def raw_prompts_no_leak_across_splits(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     task = partition_task(context)
-    leaks = cross_split_links(task.prompts, task.split_of)
+    leaks = cross_split_links(task.prompts, task.split_of, task.links)
     lines = [
         f"{task.folder / 'prompts.jsonl'}:{task.lines.get(link.first, '?')} '{link.first}' ({first}) and line "
         f"{task.lines.get(link.second, '?')} '{link.second}' ({second}): {link.reason}"
