@@ -52,6 +52,8 @@ def build_resources(profile: Profile, home: Path) -> dict:
             eval_samples_per_prompt=profile.eval_samples_per_prompt,
             max_tokens_cap=profile.max_tokens_cap,
             methods=list(profile.methods),
+            training_seeds=profile.training_seeds,
+            training_seeds_by_task=dict(profile.training_seeds_by_task),
             quality_overrides=profile.quality_overrides,
             artifacts_dir=str(home / "artifacts"),
             ledger_path=str(home / "ledger.jsonl"),

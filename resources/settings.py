@@ -7,8 +7,14 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-# Every method the graph can build; a profile's `methods` picks some (the study leaves the costly branches out).
-METHODS = ("sft", "dpo", "rdpo", "dlma", "almost")
+# Every method the graph can build; a profile's `methods` picks some. ``placebo`` is a control, not a method: SFT on
+# the teacher's unrevised drafts of the prompts dSC's SFT trains on (same count, same recipe), which separates what
+# critique and revision add from "more teacher text". It costs one more training and evaluation, so a profile asks
+# for it (the study does); every other method is on by default.
+METHODS = ("sft", "dpo", "rdpo", "dlma", "almost", "placebo")
+DEFAULT_METHODS = ("sft", "dpo", "rdpo", "dlma", "almost")
+# The trainings a profile's training seeds repeat (ALMoST's RL starts from its SFT's first seed and is trained once).
+SEEDED = ("sft", "dpo", "rdpo", "dlma", "almost_sft", "placebo")
 
 
 class DscSettings(dg.ConfigurableResource):
@@ -30,9 +36,15 @@ class DscSettings(dg.ConfigurableResource):
     )
     max_tokens_cap: int | None = Field(default=None, description="Upper bound on every task's max_tokens.")
     methods: list[str] = Field(
-        default_factory=lambda: list(METHODS),
-        description="Methods this profile builds (sft, dpo, rdpo, dlma, almost); the others' assets write no rows "
-        "and their checkpoints are skipped.",
+        default_factory=lambda: list(DEFAULT_METHODS),
+        description="Methods this profile builds (sft, dpo, rdpo, dlma, almost, placebo); the others' assets write no "
+        "rows and their checkpoints are skipped.",
+    )
+    training_seeds: int = Field(
+        default=1, ge=1, description="Trainings per checkpoint, at trainer seeds seed, seed + 1, ... (SEEDED methods)."
+    )
+    training_seeds_by_task: dict[str, int] = Field(
+        default_factory=dict, description="training_seeds for some tasks (e.g. 3 on sentiment and privacy)."
     )
     quality_overrides: dict[str, float] = Field(
         default_factory=dict,
@@ -48,6 +60,10 @@ class DscSettings(dg.ConfigurableResource):
     def builds(self, method: str) -> bool:
         """Whether this profile builds ``method`` (one of METHODS)."""
         return method in self.methods
+
+    def seeds_for(self, task: str) -> int:
+        """How many training seeds ``task``'s seeded checkpoints train."""
+        return self.training_seeds_by_task.get(task, self.training_seeds)
 
     def artifact_path(self, *parts: str) -> Path:
         return Path(self.artifacts_dir).joinpath(*parts)

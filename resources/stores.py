@@ -151,14 +151,16 @@ class CallCache:
                 ],
             )
 
-    def mean_seconds(self, model: str | None = None) -> float:
-        """Mean seconds of the computed calls of ``model`` (of every model when None); 0.0 without any."""
+    def mean_seconds(self, model: str | None = None, kind: str | None = None) -> float | None:
+        """Mean seconds of the computed calls of ``model`` and of ``kind`` (any when None); None without any. A
+        scorer that takes no measurable time (VADER: 0.0 s) has a rate of 0, not an unknown one."""
         with self._connection() as con:
             if con is None or not _has_table(con):
-                return 0.0
-            where, args = ("WHERE seconds > 0 AND model = ?", [model]) if model else ("WHERE seconds > 0", [])
-            value = con.execute(f"SELECT avg(seconds) FROM calls {where}", args).fetchone()[0]
-            return float(value or 0.0)
+                return None
+            filters = [(f"{name} = ?", value) for name, value in (("model", model), ("kind", kind)) if value]
+            where = " AND ".join(f for f, _ in filters) or "true"
+            value = con.execute(f"SELECT avg(seconds) FROM calls WHERE {where}", [v for _, v in filters]).fetchone()
+            return None if value[0] is None else float(value[0])
 
     def count(self, kind: str | None = None) -> int:
         with self._connection() as con:

@@ -31,6 +31,7 @@ LossName = Literal["dpo", "rdpo", "dlma"]
 # A checkpoint's identity (its folder, its staleness) is the common settings and its own.
 METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
     "sft": ("sft_completion_only",),
+    "placebo": ("sft_completion_only",),
     "almost_sft": ("sft_completion_only",),
     "dpo": ("dpo_beta", "dpo_sft_weight", "dpo_learning_rate"),
     "rdpo": ("dpo_beta", "rdpo_tau", "dpo_sft_weight", "dpo_learning_rate"),
@@ -327,8 +328,8 @@ class LoRATrainer(dg.ConfigurableResource):
 
     def checkpoint(self, method: str, folder: Path, gguf_name: str, records: list[dict], train=None) -> Checkpoint:
         """The checkpoint of ``method`` on ``records`` in ``folder`` (content-addressed by the caller): reused when it
-        is finished there, else trained (``train(dataset, output_dir)``; default: SFT for ``sft``, the preference
-        loss otherwise) and exported to ``folder/gguf_name``."""
+        is finished there, else trained (``train(dataset, output_dir)``; default: SFT for ``sft`` and
+        ``placebo``, the preference loss otherwise) and exported to ``folder/gguf_name``."""
 
         def fit():
             from datasets import Dataset
@@ -338,7 +339,7 @@ class LoRATrainer(dg.ConfigurableResource):
                 return train(dataset, str(folder))
             return (
                 self.train_sft(dataset, str(folder))
-                if method == "sft"
+                if method in ("sft", "placebo")
                 else self.train_dpo(dataset, str(folder), loss=method)
             )
 

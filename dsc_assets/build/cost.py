@@ -21,6 +21,7 @@ from dsc_assets.lib.chat import ChainMessages
 from dsc_assets.lib.tasks import Task
 from resources.hashing import call_key
 from resources.models import resolve_model
+from resources.settings import SEEDED
 from resources.stores import CallCache
 
 CHECKPOINTS = {
@@ -30,6 +31,7 @@ CHECKPOINTS = {
     "dlma_checkpoint": "dlma",
     "almost_sft_checkpoint": "almost",
     "almost_rl_checkpoint": "almost",
+    "placebo_checkpoint": "placebo",
 }
 
 
@@ -58,21 +60,22 @@ class Replay:
         self.chain = ChainMessages(task)
         self.costs: dict[str, Cost] = {}
         self.seen: set[str] = set()
-        self.rates: dict[str, float] = {}
+        self.rates: dict[tuple[str, str], float] = {}
 
     def cost(self, asset: str) -> Cost:
         return self.costs.setdefault(asset, Cost())
 
-    def rate(self, model: str) -> float:
+    def rate(self, model: str, kind: str = "chat") -> float:
         """Seconds per computed call of ``model`` as measured in the cache: each call's share of its batch's time.
         A checkpoint not trained yet (``new:<method>``) answers at the packaged student's rate; a model never run
-        at every model's."""
-        if model not in self.rates:
+        at the mean of every call of its kind (a score is not charged a generation's time), else of every call."""
+        if (model, kind) not in self.rates:
             measured = model
             if model.startswith("new:"):
                 measured = self.env.memo(("student",), self.env.student.model_identity)
-            self.rates[model] = self.cache.mean_seconds(measured) or self.cache.mean_seconds()
-        return self.rates[model]
+            rates = (self.cache.mean_seconds(measured), self.cache.mean_seconds(kind=kind), self.cache.mean_seconds())
+            self.rates[(model, kind)] = next((r for r in rates if r is not None), 0.0)
+        return self.rates[(model, kind)]
 
     def chat(self, asset: str, model: str, messages: list[dict] | None, seed_offset: int = 0) -> str | None:
         """The answer's text when the cache has it; else one generation counted (None: the text is unknown)."""
@@ -102,7 +105,7 @@ class Replay:
                 cost.cached += 1
                 return
         cost.scores += 1
-        cost.seconds += self.rate(model)
+        cost.seconds += self.rate(model, kind)
 
 
 def run_cost(task: Task, env: Environment) -> dict[str, Cost]:
@@ -195,8 +198,9 @@ def _training(replay: Replay, rows: int) -> None:
         if replay.settings.builds(method) and (method != "almost" or replay.task.spec.almost is not None):
             folder = asset.removesuffix("_checkpoint")  # checkpoints/<method folder>/<task>/<version>/
             rate = next((rates[k] for k in ((folder, precision), (folder, ""), ("", precision)) if k in rates), 0.0)
-            replay.cost(asset).steps += steps
-            replay.cost(asset).seconds += steps * (rate or rates.get(("", ""), 0.0))
+            trainings = replay.settings.seeds_for(replay.task.name) if folder in SEEDED else 1
+            replay.cost(asset).steps += steps * trainings
+            replay.cost(asset).seconds += steps * trainings * (rate or rates.get(("", ""), 0.0))
 
 
 def _seconds_per_step(checkpoints: Path) -> dict[tuple[str, str], float]:
@@ -217,10 +221,12 @@ def _evaluation(replay: Replay, test) -> None:
     student's answers are looked up; the exported base and the checkpoints are new models: every answer counts."""
     student = replay.env.memo(("student",), replay.env.student.model_identity)
     scorer = replay.env.memo(("scorer-identity", replay.task.name), lambda: _scorer(replay).identity())
+    seeds = replay.settings.seeds_for(replay.task.name)
     models = ["base_original", "base"] + [
-        m
+        f"{m}@{k}" if k else m
         for a, m in CHECKPOINTS.items()
         if replay.settings.builds(m) and (m != "almost" or replay.task.spec.almost is not None)
+        for k in range(seeds if a.removesuffix("_checkpoint") in SEEDED else 1)
     ]
     for model in models:
         for k in range(replay.settings.eval_samples_per_prompt):

@@ -119,6 +119,11 @@ def _profile_inputs() -> list[Input]:
             lambda t, e: OMIT if e.settings.eval_split == "test" else e.settings.eval_split,
         ),
         Input(
+            "training_seeds",
+            "profile: trainings per seeded checkpoint for this task (training_seeds, training_seeds_by_task)",
+            lambda t, e: OMIT if e.settings.seeds_for(t.name) == 1 else e.settings.seeds_for(t.name),
+        ),
+        Input(
             "eval_samples_per_prompt",
             "profile: seeded samples per test prompt in the evaluation",
             lambda t, e: e.settings.eval_samples_per_prompt,

@@ -64,6 +64,15 @@ def generate_step(
     ]
 
 
+def generation_progress(context, label: str, llm: LLMResource, requests: list, seeded: list[SamplingParams]):
+    """``on_generated`` for answering ``requests`` once per sampling in ``seeded``: first a line saying how many
+    answers come from the cache, then one as answers land (rows done / to generate, tokens/s), so a branch of
+    several minutes shows where it is in the run log and on the ``dsc`` line."""
+    total, missing = len(requests) * len(seeded), sum(llm.count_missing(requests, p) for p in seeded)
+    context.log.info(f"{label}: {total} answers, {total - missing} from the cache, {missing} to generate")
+    return GenerationProgress(lambda line: context.log.info(f"{label}: {line}"), missing)
+
+
 def sample_output(context, df: pd.DataFrame, task: Task) -> dg.Output[pd.DataFrame]:
     metadata = {**generation_metadata(df), **version_metadata(context, task)}
     return dg.Output(df, data_version=data_version(df), metadata=metadata)

@@ -19,6 +19,7 @@ METHOD_MODELS = {
     "rdpo": ["rdpo"],
     "dlma": ["dlma"],
     "almost": ["almost_sft", "almost_rl vs almost_sft"],
+    "placebo": ["sft vs placebo"],  # the control's claim: critique and revision add to more teacher text
 }
 
 

@@ -22,7 +22,7 @@ from resources.hashing import content_hash
 from resources.llm import LlamaCppLLM, LLMResource
 from resources.openai_llm import OpenAICompatibleLLM
 from resources.rewards import RewardModels
-from resources.settings import METHODS
+from resources.settings import DEFAULT_METHODS, METHODS
 from resources.trainer import LoRATrainer
 
 PROFILE_ENV, HOME_ENV = "DSC_PROFILE", "DSC_HOME"
@@ -123,10 +123,17 @@ class Profile(BaseModel):
     eval_samples_per_prompt: int = Field(1, ge=1, le=16)
     max_tokens_cap: int | None = Field(None, ge=1)
     methods: list[Literal[METHODS]] = Field(
-        default_factory=lambda: list(METHODS),
+        default_factory=lambda: list(DEFAULT_METHODS),
         min_length=1,
-        description="Methods to build (default: all). dSC's data (drafts, critiques, revisions) is built whenever one "
-        "of sft, dpo, rdpo is on; dlma and almost are whole branches of teacher calls.",
+        description="Methods to build (default: all but the placebo control). dSC's data (drafts, critiques, "
+        "revisions) is built whenever one of sft, dpo, rdpo, placebo is on; dlma and almost are whole branches of "
+        "teacher calls; placebo is SFT on the unrevised drafts (one more training).",
+    )
+    training_seeds: int = Field(
+        1, ge=1, le=10, description="Trainings of each seeded checkpoint (sft, dpo, rdpo, dlma, almost_sft, placebo)."
+    )
+    training_seeds_by_task: dict[str, Annotated[int, Field(ge=1, le=10)]] = Field(
+        default_factory=dict, description="training_seeds for some tasks, e.g. {sentiment: 3, privacy: 3}."
     )
     quality_overrides: QualityOverrides = Field(default_factory=dict)
     tasks: list[str] = Field(default_factory=list)

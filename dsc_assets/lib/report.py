@@ -35,6 +35,7 @@ CHECKPOINT_TABLES = [
     "dlma_checkpoint",
     "almost_sft_checkpoint",
     "almost_rl_checkpoint",
+    "placebo_checkpoint",
 ]
 CHECKPOINT_COLUMNS = ["method", "status", "train_rows", "steps", "first_loss", "last_loss", "seconds"]
 EVALUATION_COLUMNS = [
@@ -224,8 +225,16 @@ def _evaluation_section(evaluation: pd.DataFrame, task: str, family: Family | No
         if row.model != "base"
     ]
     models = set(evaluation["model"])
-    rl_row = "almost_rl vs almost_sft"  # the evaluation's one row whose difference is not against base
-    against = f"; the row `{rl_row}` is against `almost_sft`" if rl_row in models else ""
+    # the evaluation's rows whose difference is not against base
+    others = [
+        f"`{r}` is against `{r.split(' vs ')[1]}`" for r in ("almost_rl vs almost_sft", "sft vs placebo") if r in models
+    ]
+    against = f"; the row {' and the row '.join(others)}" if others else ""
+    if "seeds" in evaluation.columns and (evaluation["seeds"] > 1).any():
+        against += (
+            "; a method with `seeds` > 1 was trained at that many seeds: its interval resamples prompts and seeds, "
+            "`seed_sd` is the sd of the seeds' mean differences"
+        )
     holm = ""
     if family is not None:
         holm = (

@@ -78,24 +78,32 @@ def holm_adjusted(p_values: dict[str, float]) -> dict[str, float]:
 
 def evaluation_table(rewards_by_model: dict[str, np.ndarray], seed: int = 0) -> pd.DataFrame:
     """Mean reward per model; win rate, bootstrap 95% interval and two-sided p-value of the paired difference against
-    ``base``."""
-    base = rewards_by_model["base"]
+    ``base``. A model's rewards are one per prompt, or (training seeds, prompts) for a method trained at several
+    seeds: its interval and p-value then resample prompts and seeds (``bootstrap_means``), its win rate is over the
+    seed-mean per prompt, and ``seed_sd`` is the spread (sd) of the seeds' mean differences. ``base`` may be either
+    shape; a 2-D base pairs seed k with seed k (a seeded method against a seeded control)."""
+    base = np.asarray(rewards_by_model["base"], dtype=float)
     rows = []
     for model, rewards in rewards_by_model.items():
+        rewards = np.asarray(rewards, dtype=float)
         differences = rewards - base
+        per_prompt = differences if differences.ndim == 1 else differences.mean(axis=0)
+        seeds = 1 if rewards.ndim == 1 else rewards.shape[0]
         low, high = bootstrap_ci(differences, seed=seed)
         p_value = bootstrap_p_value(differences, seed=seed) if model != "base" else float("nan")
-        wins = float(np.mean((differences > 0) + 0.5 * (differences == 0))) if len(rewards) else float("nan")
+        wins = float(np.mean((per_prompt > 0) + 0.5 * (per_prompt == 0))) if rewards.size else float("nan")
         rows.append(
             {
                 "model": model,
-                "prompts": len(rewards),
-                "mean_reward": float(np.mean(rewards)) if len(rewards) else float("nan"),
-                "difference_vs_base": float(np.mean(differences)) if len(rewards) else float("nan"),
+                "prompts": rewards.shape[-1],
+                "mean_reward": float(np.mean(rewards)) if rewards.size else float("nan"),
+                "difference_vs_base": float(np.mean(differences)) if rewards.size else float("nan"),
                 "ci95_low": low,
                 "ci95_high": high,
                 "win_rate_vs_base": wins,
                 "p_value": p_value,
+                "seeds": seeds,
+                "seed_sd": float(np.std(differences.mean(axis=1), ddof=1)) if seeds > 1 else float("nan"),
             }
         )
     return pd.DataFrame(rows)
@@ -120,7 +128,8 @@ def per_prompt_json(prompt_ids: list[str], rewards: np.ndarray, guards: dict[str
 def subset_table(evaluation: pd.DataFrame, keep: Callable[[str], bool], seed: int = 0) -> pd.DataFrame:
     """The evaluation's rows recomputed over the test prompts ``keep`` accepts (from the ``per_prompt`` column):
     prompts, mean reward, difference from ``base`` with its 95% bootstrap interval, win rate, and each job guard
-    against base. Empty when no prompt is kept; ValueError when the table has no per-prompt results."""
+    against base (a seeded method's per-prompt results are its seeds' mean, so the interval is over prompts only).
+    Empty when no prompt is kept; ValueError when the table has no per-prompt results."""
     if PER_PROMPT not in evaluation.columns or evaluation[PER_PROMPT].isna().all():
         raise ValueError(
             "the evaluation table has no per-prompt results (written before they were recorded): "
@@ -137,6 +146,7 @@ def subset_table(evaluation: pd.DataFrame, keep: Callable[[str], bool], seed: in
         return pd.DataFrame()
     as_array = lambda values: np.array([np.nan if v is None else v for v in values], dtype=float)[mask]  # noqa: E731
     table = evaluation_table({model: as_array(data["reward"]) for model, data in parsed.items()}, seed=seed)
+    table = table.drop(columns=["seeds", "seed_sd"])  # per-prompt results hold the seeds' mean: prompts only here
     guards = {model: {g: as_array(data[g]) for g in JOB_GUARDS if g in data} for model, data in parsed.items()}
     add_guard_differences(table, guards, seed)
     return table

@@ -32,6 +32,7 @@ CHECKED_ASSETS = [
     "accepted_samples",
     "preference_pairs",
     "sft_dataset",
+    "placebo_dataset",
     "dpo_dataset",
     "almost_responses",
     "synthetic_comparisons",
@@ -120,6 +121,7 @@ DATA_SCHEMAS: dict[str, tuple[str, ...]] = {
     "self_reward_scores": ("task", "prompt_id", "prompt", "positive", "negative", "self_reward"),
     "dlma_pairs": ("task", "prompt_id", "prompt", "chosen", "rejected", "self_reward", "dataset_path"),
     "sft_dataset": ("task", "prompt_id", "messages", "dataset_path"),
+    "placebo_dataset": ("task", "prompt_id", "messages", "dataset_path"),
     "dpo_dataset": (
         "task",
         "prompt_id",
@@ -172,7 +174,7 @@ def _structural_report(asset: str, df: pd.DataFrame, rules) -> QualityReport:
         report = validate_table(
             df, rules, asset, text_columns=(), unique_columns=("prompt_id",), ranges={"self_reward": (0.0, INF)}
         )
-    elif asset == "sft_dataset":
+    elif asset in ("sft_dataset", "placebo_dataset"):
         report = validate_table(df, rules, asset, text_columns=(), unique_columns=("prompt_id",))
         report.outcomes.append(_messages_outcome(df))
     else:  # dpo_dataset
@@ -191,7 +193,11 @@ def _structural_report(asset: str, df: pd.DataFrame, rules) -> QualityReport:
 
 ALMOST_ASSETS = ("almost_responses", "synthetic_comparisons", "rmsp_demonstrations")
 # The checked tables of the branches a profile's `methods` can switch off.
-METHOD_BRANCHES = {"dlma": ("contrastive_pairs", "self_reward_scores", "dlma_pairs"), "almost": ALMOST_ASSETS}
+METHOD_BRANCHES = {
+    "dlma": ("contrastive_pairs", "self_reward_scores", "dlma_pairs"),
+    "almost": ALMOST_ASSETS,
+    "placebo": ("placebo_dataset",),
+}
 
 
 def _almost_responses_outcomes(df: pd.DataFrame) -> list[Outcome]:

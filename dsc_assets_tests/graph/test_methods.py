@@ -13,7 +13,7 @@ from dsc_assets.defs.stage import STAGES
 from dsc_assets.lib.profiles import ProfileError, load_profile
 from dsc_assets.lib.suites import report_for
 from dsc_assets.lib.tasks import load_task
-from resources.settings import METHODS
+from resources.settings import DEFAULT_METHODS
 
 
 def test_profile_names_an_unknown_method(tmp_path):
@@ -22,7 +22,7 @@ def test_profile_names_an_unknown_method(tmp_path):
     with pytest.raises(ProfileError, match="methods") as error:
         load_profile(str(bad))
     assert "ppo" in str(error.value) and "almost" in str(error.value)  # what was wrong, and what is allowed
-    assert load_profile("test").methods == list(METHODS)  # no list: every method
+    assert load_profile("test").methods == list(DEFAULT_METHODS)  # no list: every method but the placebo control
 
 
 def test_switching_a_method_off_moves_only_its_own_versions(tmp_path):
@@ -33,8 +33,12 @@ def test_switching_a_method_off_moves_only_its_own_versions(tmp_path):
         env = Environment(build_resources(profile.model_copy(update={"methods": methods}), tmp_path))
         return {name: stage.input_versions(task, env) for name, stage in STAGES.items() if stage.reads}
 
-    every, no_almost = versions(list(METHODS)), versions(["sft", "dpo", "rdpo", "dlma"])
-    assert not any(key.startswith("methods.") for inputs in every.values() for key in inputs)  # old versions hold
+    every, no_almost = versions(list(DEFAULT_METHODS)), versions(["sft", "dpo", "rdpo", "dlma"])
+    # old versions hold: only the placebo control's own assets, off by default, read their switch
+    assert {name for name, inputs in every.items() if any(key.startswith("methods.") for key in inputs)} == {
+        "placebo_dataset",
+        "placebo_checkpoint",
+    }
     changed = {name for name in every if every[name] != no_almost[name]}
     assert changed == {"almost_responses"}  # the branch's root; the rest of ALMoST follows through its data
     only_sft = versions(["sft"])

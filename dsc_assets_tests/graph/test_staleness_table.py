@@ -24,18 +24,21 @@ from dsc_assets.defs.stage import STAGES, current_versions
 from dsc_assets.lib.profiles import PROJECT_ROOT, Profile, load_profile
 from dsc_assets.lib.task_spec import TaskSpec
 
-TASKS = ["sentiment", "sycophancy"]  # vader and judge scorers; sentiment has an almost: block, sycophancy none
+TASKS = ["sentiment", "sycophancy"]  # vader and judge scorers
 GENERATION = {"drafts", "critiques", "revisions", "contrastive_pairs"}
 ALMOST_GENERATION = {"almost_responses", "rmsp_demonstrations"}
-CHECKPOINTS = {"sft_checkpoint", "dpo_checkpoint", "rdpo_checkpoint", "dlma_checkpoint"}
+CHECKPOINTS = {"sft_checkpoint", "dpo_checkpoint", "rdpo_checkpoint", "dlma_checkpoint", "placebo_checkpoint"}
 ALMOST_TRAINED = {"reward_model", "almost_sft_checkpoint", "almost_rl_checkpoint"}
+PLACEBO = {"placebo_dataset", "placebo_checkpoint"}
+SEEDED = CHECKPOINTS | {"almost_sft_checkpoint"}
 TRAINED = CHECKPOINTS | ALMOST_TRAINED
 TRAINER_READERS = TRAINED | {"evaluation"}
 SAMPLERS = GENERATION | ALMOST_GENERATION  # sampling and the generator model
 SYSTEM_PROMPT_READERS = (
     SAMPLERS
     | ALMOST_TRAINED
-    | {"self_reward_scores", "sft_dataset", "dpo_dataset", "dlma_pairs", "evaluation", "reward_model_agreement"}
+    | {"self_reward_scores", "sft_dataset", "placebo_dataset", "dpo_dataset", "dlma_pairs", "evaluation"}
+    | {"reward_model_agreement"}
 )
 
 # task.yaml edits of sentiment: (dotted field, new value) -> assets stale for their own reason (sentiment only)
@@ -86,7 +89,11 @@ PROFILE_SETTINGS: list[tuple[str, object, dict[str, set[str]]]] = [
     ("trainer.dpo_learning_rate", 5e-5, {t: {"dpo_checkpoint", "rdpo_checkpoint", "dlma_checkpoint"} for t in TASKS}),
     ("trainer.rdpo_tau", 0.5, {t: {"rdpo_checkpoint"} for t in TASKS}),
     ("trainer.dlma_gamma", 0.5, {t: {"dlma_checkpoint"} for t in TASKS}),
-    ("trainer.sft_completion_only", False, {t: {"sft_checkpoint", "almost_sft_checkpoint"} for t in TASKS}),
+    (
+        "trainer.sft_completion_only",
+        False,
+        {t: {"sft_checkpoint", "almost_sft_checkpoint", "placebo_checkpoint"} for t in TASKS},
+    ),
     ("trainer.rl_beta", 0.1, {t: {"almost_rl_checkpoint"} for t in TASKS}),
     ("max_prompts_per_task", 3, {t: {"raw_prompts"} for t in TASKS}),
     ("max_eval_prompts_per_task", 2, {t: {"raw_prompts"} for t in TASKS}),
@@ -98,6 +105,11 @@ PROFILE_SETTINGS: list[tuple[str, object, dict[str, set[str]]]] = [
     # a method switched off: the root of its branch (its checkpoint too) and nothing else
     ("methods", ["sft", "dpo", "rdpo", "almost"], {t: {"contrastive_pairs", "dlma_checkpoint"} for t in TASKS}),
     ("methods", ["sft", "dlma", "almost"], {t: {"dpo_checkpoint", "rdpo_checkpoint"} for t in TASKS}),
+    # the placebo control switched on: its set and its checkpoint (the evaluation follows through its data)
+    ("methods", ["sft", "dpo", "rdpo", "dlma", "almost", "placebo"], {t: PLACEBO for t in TASKS}),
+    # more training seeds: every seeded checkpoint and the evaluation (ALMoST's RL trains once), for that task only
+    ("training_seeds", 3, {t: SEEDED | {"evaluation"} for t in TASKS}),
+    ("training_seeds_by_task", {"sentiment": 3}, {"sentiment": SEEDED | {"evaluation"}}),
 ]
 
 

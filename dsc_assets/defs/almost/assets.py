@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from dsc_assets.defs.stage import stage, version_metadata
-from dsc_assets.defs.steps import partition_task, sampling_params, table_output
+from dsc_assets.defs.steps import generation_progress, partition_task, sampling_params, table_output
 from dsc_assets.defs.training.checkpoint import checkpoint_output
 from dsc_assets.lib.almost import COMPARISON_COLUMNS, CONFIGS, RESPONSE_COLUMNS, config_messages, synthesize_comparisons
 from dsc_assets.lib.chat import ChainMessages, assistant_message
@@ -66,7 +66,8 @@ def almost_responses(
         for config, (role, _) in CONFIGS.items():
             model = llm if role == "teacher" else student
             requests = [config_messages(task, config, prompt) for prompt in train["prompt"]]
-            for (_, row), generation in zip(train.iterrows(), model.chat_many(requests, params)):
+            progress = generation_progress(context, f"{task.name} ALMoST {config} ({role})", model, requests, [params])
+            for (_, row), generation in zip(train.iterrows(), model.chat_many(requests, params, on_generated=progress)):
                 hits += generation.cached
                 rows.append(
                     {
@@ -308,10 +309,10 @@ def rmsp_demonstrations(
         train = _train_prompts(raw_prompts)
         params = sampling_params(task, settings)
         requests = [config_messages(task, "A", prompt) for prompt in train["prompt"]]
-        candidates = [
-            [g.text for g in llm.chat_many(requests, params.model_copy(update={"seed": params.seed + k}))]
-            for k in range(task.spec.almost.best_of_n)
-        ]  # k = 0 is configuration A's own answer
+        n = task.spec.almost.best_of_n
+        seeded = [params.model_copy(update={"seed": params.seed + k}) for k in range(n)]
+        progress = generation_progress(context, f"{task.name} ALMoST best-of-{n}", llm, requests, seeded)
+        candidates = [[g.text for g in llm.chat_many(requests, p, on_generated=progress)] for p in seeded]  # k=0: A's
         for i, (_, row) in enumerate(train.iterrows()):
             texts = [candidates[k][i] for k in range(len(candidates))]
             scores = _rm_scores(llm.cache_path, model, [_rm_prompt(task, row["prompt"])] * len(texts), texts).tolist()
@@ -345,7 +346,7 @@ def rmsp_demonstrations(
 @stage(
     name="almost_sft_checkpoint",
     group="almost",
-    reads=("task.system_prompt", "trainer.almost_sft"),
+    reads=("task.system_prompt", "trainer.almost_sft", "training_seeds"),
     kinds=("pytorch", "duckdb"),
 )
 def almost_sft_checkpoint(
@@ -359,7 +360,7 @@ def almost_sft_checkpoint(
     records = [
         {"messages": ChainMessages(task).answered(r.prompt, r.response)} for r in rmsp_demonstrations.itertuples()
     ]
-    return checkpoint_output(context, trainer, settings, "almost_sft", records, train=trainer.train_sft)
+    return checkpoint_output(context, trainer, settings, "almost_sft", records, train=LoRATrainer.train_sft)
 
 
 @stage(
@@ -386,7 +387,7 @@ def almost_rl_checkpoint(
     prompts = [{"prompt": _rm_prompt(task, p)} for p in _train_prompts(raw_prompts)["prompt"]] if usable else []
     records = [{**p, "policy": sft["merged_dir"], "reward_model": model["version"]} for p in prompts]
 
-    def train_rl(dataset, output_dir: str):
+    def train_rl(trainer: LoRATrainer, dataset, output_dir: str):
         scorer = reward_scorer(model["model_dir"])
 
         def reward_model_score(prompts, completions, **_):
@@ -394,4 +395,5 @@ def almost_rl_checkpoint(
 
         return trainer.train_rl(Dataset.from_list(prompts), sft["merged_dir"], reward_model_score, output_dir)
 
-    return checkpoint_output(context, trainer, settings, "almost_rl", records, train=train_rl)
+    # trained once, from the SFT checkpoint's first seed: seeding RL means seeding the pair (not built)
+    return checkpoint_output(context, trainer, settings, "almost_rl", records, train=train_rl, seeds=1)

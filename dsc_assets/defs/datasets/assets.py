@@ -1,5 +1,5 @@
 """The training sets, as DuckDB tables that point at Hugging Face dataset folders (content-addressed): dSC's SFT
-set, the DPO/rDPO pairs and DLMA's pairs, each in the chat format TRL reads."""
+set, the placebo control's set, the DPO/rDPO pairs and DLMA's pairs, each in the chat format TRL reads."""
 
 import json
 
@@ -39,17 +39,35 @@ def sft_dataset(
 ) -> dg.Output[pd.DataFrame]:
     """dSC distillation set: accepted revisions in chat ``messages`` format (system, user, assistant)."""
     task = partition_task(context)
+    return _messages_output(context, settings, "sft_dataset", task, _distilled(accepted_samples), "sample")
+
+
+@stage(group="datasets", reads=("task.system_prompt", "methods.placebo"), kinds=("duckdb", "huggingface"))
+def placebo_dataset(
+    context: dg.AssetExecutionContext, accepted_samples: pd.DataFrame, settings: DscSettings
+) -> dg.Output[pd.DataFrame]:
+    """The placebo control's set: the teacher's unrevised draft of every prompt in dSC's SFT set (same prompts, same
+    count, same format). SFT on it against SFT on the revisions separates what critique and revision add from "more
+    teacher text". No rows when the profile's methods leave the placebo out."""
+    task = partition_task(context)
+    rows = _distilled(accepted_samples) if settings.builds("placebo") else accepted_samples.iloc[:0]
+    return _messages_output(context, settings, "placebo_dataset", task, rows, "draft")
+
+
+def _distilled(accepted_samples: pd.DataFrame) -> pd.DataFrame:
+    """The accepted chains dSC distils: accepted revisions that differ from their draft."""
     accepted = accepted_samples[accepted_samples["accepted"]]
     # A revision identical to its draft (an aligned model's refusal, revised into the same refusal) states no
     # preference: DPO's margin for it is 0 by construction, so it would only dilute the batch.
     unchanged = accepted["sample"].astype(str).str.strip() == accepted["draft"].astype(str).str.strip()
-    accepted = accepted[~unchanged]
+    return accepted[~unchanged]
+
+
+def _messages_output(context, settings: DscSettings, name: str, task: Task, rows: pd.DataFrame, answer: str):
+    """A chat ``messages`` set (system, user, assistant) with ``answer``'s column as the assistant turn."""
     records = [
-        {
-            "prompt_id": row.prompt_id,
-            "messages": ChainMessages(task).answered(row.prompt, row.sample),
-        }
-        for row in accepted.itertuples()
+        {"prompt_id": row.prompt_id, "messages": ChainMessages(task).answered(row.prompt, getattr(row, answer))}
+        for row in rows.itertuples()
     ]
     df = pd.DataFrame(
         {
@@ -58,7 +76,7 @@ def sft_dataset(
             "messages": [json.dumps(r["messages"], ensure_ascii=False) for r in records],
         }
     )
-    return _dataset_output(context, settings, df, "sft_dataset", task, records, ["prompt_id", "messages"])
+    return _dataset_output(context, settings, df, name, task, records, ["prompt_id", "messages"])
 
 
 @stage(group="datasets", reads=("task.system_prompt",), kinds=("duckdb", "huggingface"))

@@ -1,5 +1,9 @@
 """Held-out evaluation: the base student and every trained checkpoint answer the test prompts; the task's reward
-scores them against the base."""
+scores them against the base.
+
+A method trained at several seeds (the profile's ``training_seeds``) is one row: each seed's checkpoint answers every
+prompt, and the row's interval resamples prompts and seeds (``seeds``, ``seed_sd`` beside it). With the placebo
+control in the profile, the row ``sft vs placebo`` is dSC's SFT against SFT on the unrevised drafts."""
 
 from pathlib import Path
 
@@ -37,6 +41,7 @@ from resources.trainer import LoRATrainer
         "trainer.export",
         "eval_samples_per_prompt",
         "eval_split",
+        "training_seeds",
     ),
 )
 def evaluation(
@@ -48,37 +53,38 @@ def evaluation(
     dlma_checkpoint: pd.DataFrame,
     almost_sft_checkpoint: pd.DataFrame,
     almost_rl_checkpoint: pd.DataFrame,
+    placebo_checkpoint: pd.DataFrame,
     reward_model: pd.DataFrame,
     student: LlamaCppLLM,
     rewards: RewardModels,
     trainer: LoRATrainer,
     settings: DscSettings,
 ) -> dg.Output[pd.DataFrame]:
-    """Held-out evaluation: the base student and every trained checkpoint answer the test prompts (through the
-    cached LLM resource, seeded), the task's reward scores them; mean reward, win rate against base and a bootstrap
-    95% interval of the difference, as a table, a markdown report file and metadata. ALMoST's RL checkpoint is also
-    compared with its SFT starting point, and every model's mean ALMoST reward-model score stands beside the
-    external reward (a reward-model score that rises while the external reward does not is reward hacking).
+    """The base student and every trained checkpoint answer the evaluated prompts (cached, seeded), the task's reward
+    scores them: mean reward, win rate, bootstrap 95% interval and p of the difference from base, as a table, a
+    markdown file and metadata. Every model's mean ALMoST reward-model score stands beside the external reward (one
+    that rises while the external reward does not is reward hacking).
 
     ``base`` is the untrained student served through the same export path as the checkpoints; ``base_original``,
     the packaged quantized student, is the null control: its difference from ``base`` is what export precision
     alone does, and an interval around it that excludes zero means the comparison is not to be trusted.
 
-    ``per_prompt`` holds each model's per-prompt reward and job-guard rates (JSON), so a report can recompute the
-    table over a subset of the test prompts (``dsc report --prompts``) without a model call."""
+    ``per_prompt`` holds each model's per-prompt reward (the seeds' mean) and job-guard rates (JSON), so a report can
+    recompute the table over a subset of the test prompts (``dsc report --prompts``) without a model call."""
     task = partition_task(context)
     test = raw_prompts[raw_prompts["split"] == settings.eval_split]  # the evaluated prompts: test, or dev to tune
-    checkpoints = [sft_checkpoint, dpo_checkpoint, rdpo_checkpoint, dlma_checkpoint]
-    checkpoints += [almost_sft_checkpoint, almost_rl_checkpoint]
-    variants = _variants(context, task.name, checkpoints, student, trainer, settings)
+    checkpoints = [sft_checkpoint, dpo_checkpoint, rdpo_checkpoint, dlma_checkpoint, almost_sft_checkpoint]
+    checkpoints += [almost_rl_checkpoint, placebo_checkpoint]
+    variants, seeded = _variants(context, task.name, checkpoints, student, trainer, settings)
     seed, samples = task.spec.acceptance.seed, settings.eval_samples_per_prompt
     answers, hits = _answer_all(context, task, variants, test, sampling_params(task, settings), samples)
-    table, rewards_by_model = _table(task, test, answers, rewards, samples)
+    answers = _by_method(answers, seeded)
+    table, rewards_by_model = _table(task, test, answers, rewards, samples, seeded)
     if len(reward_model) and reward_model.iloc[0]["status"] == "trained":
         table["reward_model_score"] = table["model"].map(
             _reward_model_means(reward_model.iloc[0], task, test, answers, samples, student.cache_path)
         )
-    table = _guard_columns(table, task.name, test, answers, rewards_by_model, samples, seed)
+    table = _guard_columns(table, task.name, test, answers, rewards_by_model, seed)
     markdown = markdown_table(table.drop(columns=["task", PER_PROMPT]))
     report = settings.artifact_path("reports", task.name, "evaluation.md")
     report.parent.mkdir(parents=True, exist_ok=True)
@@ -112,6 +118,7 @@ def _record_look(context, task: str, settings: DscSettings, models: list[str], p
         models=models,
         prompts=prompts,
         samples=settings.eval_samples_per_prompt,
+        training_seeds=settings.seeds_for(task),
     )
     context.log.info(f"{task}: test split evaluated; recorded in the ledger {settings.ledger_path}: {look}")
 
@@ -121,9 +128,15 @@ def _reward_model_means(
 ) -> dict[str, float]:
     """Each model's mean ALMoST reward-model score over its answers (beside the external reward: one that rises
     while the external reward does not is reward hacking)."""
-    chats = [ChainMessages(task).draft(p) for p in test["prompt"]] * samples
+    chats = [ChainMessages(task).draft(p) for p in test["prompt"]]
     return {
-        name: float(np.mean(cached_scores(cache_path, model["version"], model["model_dir"], chats, texts)))
+        name: float(
+            np.mean(
+                cached_scores(
+                    cache_path, model["version"], model["model_dir"], chats * (len(texts) // len(chats)), texts
+                )
+            )
+        )
         if texts
         else float("nan")
         for name, texts in answers.items()
@@ -132,19 +145,34 @@ def _reward_model_means(
 
 def _variants(
     context, task: str, checkpoints, student: LlamaCppLLM, trainer: LoRATrainer, settings: DscSettings
-) -> dict[str, LlamaCppLLM]:
-    """The models to evaluate: the exported base, the packaged student (null control), every trained checkpoint."""
+) -> tuple[dict[str, LlamaCppLLM], dict[str, list[str]]]:
+    """The models to evaluate: the exported base, the packaged student (null control), every trained checkpoint (one
+    per training seed: ``sft``, ``sft@seed1``, ...); and each method's seed models, first seed first."""
     version = content_hash("exported_base", trainer.settings_identity("export"), student.model_identity(), length=16)
     base = trainer.exported_base(settings.artifact_path("checkpoints", "base", version, "base.gguf"))
     variants = {"base": student.with_model(str(base)), "base_original": student}
+    seeded: dict[str, list[str]] = {}
     for checkpoint in checkpoints:
         if len(checkpoint) and checkpoint["status"].iloc[0] == "trained":
-            variants[checkpoint["method"].iloc[0]] = student.with_model(checkpoint["gguf_path"].iloc[0])
+            method = checkpoint["method"].iloc[0]
+            seeds = checkpoint["seed"].tolist() if "seed" in checkpoint and checkpoint["seed"].notna().all() else [0]
+            names = [method] + [f"{method}@seed{int(s)}" for s in seeds[1:]]
+            seeded[method] = names[: len(checkpoint)]
+            for name, gguf in zip(seeded[method], checkpoint["gguf_path"]):
+                variants[name] = student.with_model(gguf)
         elif len(checkpoint):
             context.log.warning(
                 f"{task}: {checkpoint['method'].iloc[0]} not evaluated ({checkpoint['status'].iloc[0]})"
             )
-    return variants
+    return variants, seeded
+
+
+def _by_method(answers: dict[str, list[str]], seeded: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Every seed model's answers under its method's name, seed-major (each seed's block sample-major)."""
+    merged = {name: texts for name, texts in answers.items() if "@seed" not in name}
+    for method, names in seeded.items():
+        merged[method] = [text for name in names for text in answers[name]]
+    return merged
 
 
 def _answer_all(context, task, variants: dict, test: pd.DataFrame, params, samples: int):
@@ -175,24 +203,35 @@ def _answers(llm: LlamaCppLLM, requests: list, seeded: list, progress) -> list:
     return [g for params in seeded for g in llm.chat_many(requests, params, on_generated=progress)]
 
 
-def _table(task, test: pd.DataFrame, answers: dict[str, list[str]], rewards: RewardModels, samples: int):
-    """Mean reward per model against base (ALMoST's RL also against its SFT start); the per-prompt rewards."""
+def _table(
+    task,
+    test: pd.DataFrame,
+    answers: dict[str, list[str]],
+    rewards: RewardModels,
+    samples: int,
+    seeded: dict[str, list[str]],
+):
+    """Mean reward per model against base (ALMoST's RL also against its SFT start, dSC's SFT against the placebo);
+    the per-prompt rewards, (seeds, prompts) for a method trained at several seeds."""
     scorer, prompts, seed = rewards.for_task(task.spec.scorer), test["prompt"].tolist(), task.spec.acceptance.seed
     rewards_by_model = {}
     for name, texts in answers.items():
-        per_sample = [texts[k * len(prompts) : (k + 1) * len(prompts)] for k in range(samples)]
-        scores = np.asarray([scorer.score(prompts, chunk) for chunk in per_sample], dtype=float).reshape(samples, -1)
-        rewards_by_model[name] = scores.mean(axis=0)  # one value per prompt: the bootstrap resamples prompts
+        blocks = len(texts) // len(prompts) if prompts else 0  # seeds x samples, seed-major
+        chunks = [texts[k * len(prompts) : (k + 1) * len(prompts)] for k in range(blocks)]
+        scores = np.asarray([scorer.score(prompts, chunk) for chunk in chunks], dtype=float)
+        per_seed = scores.reshape(len(seeded.get(name, [name])), samples, -1).mean(axis=1)
+        # one value per prompt (the bootstrap resamples prompts), or one per seed and prompt
+        rewards_by_model[name] = per_seed[0] if len(per_seed) == 1 else per_seed
     table = evaluation_table(rewards_by_model, seed=seed)
-    if {"almost_sft", "almost_rl"} <= set(rewards_by_model):
-        rl_vs_sft = (
-            evaluation_table(
-                {"base": rewards_by_model["almost_sft"], "almost_rl": rewards_by_model["almost_rl"]}, seed=seed
-            )
-            .iloc[[1]]
-            .assign(model="almost_rl vs almost_sft")
-        )
-        table = pd.concat([table, rl_vs_sft], ignore_index=True)
+    contrasts = [("almost_rl", "almost_sft"), ("sft", "placebo")]
+    for model, start in contrasts:
+        if {model, start} <= set(rewards_by_model):
+            treated, control = rewards_by_model[model], rewards_by_model[start]
+            if np.ndim(treated) != np.ndim(control):  # RL trains once, from its SFT's first seed
+                control = control[0] if np.ndim(control) == 2 else control
+                treated = treated[0] if np.ndim(treated) == 2 else treated
+            row = evaluation_table({"base": control, model: treated}, seed=seed).iloc[[1]]
+            table = pd.concat([table, row.assign(model=f"{model} vs {start}")], ignore_index=True)
     words = {
         name: float(np.mean([len(t.split()) for t in texts])) if texts else np.nan for name, texts in answers.items()
     }
@@ -206,23 +245,23 @@ def _guard_columns(
     test: pd.DataFrame,
     answers: dict[str, list[str]],
     rewards_by_model: dict[str, np.ndarray],
-    samples: int,
     seed: int,
 ) -> pd.DataFrame:
     """Every guard's rate per model, each job guard against base, and the per-prompt results (JSON)."""
     prompts, guards, job = test["prompt"].tolist(), {}, {}
     for name, texts in answers.items():
-        values = guard_values(prompts * samples, texts)  # every guard once per answer
+        blocks = len(texts) // len(prompts)  # samples, times seeds for a seeded method
+        values = guard_values(prompts * blocks, texts)  # every guard once per answer
         guards[name] = rates_of(values)
-        job[name] = {guard: per_prompt(values[guard], samples) for guard in JOB_GUARDS}
+        job[name] = {guard: per_prompt(values[guard], blocks) for guard in JOB_GUARDS}
     for column in next(iter(guards.values())):
         table[column] = table["model"].map({name: rates[column] for name, rates in guards.items()})
     add_guard_differences(table, job, seed)
-    table.insert(2, "samples_per_prompt", samples)
+    table.insert(2, "samples_per_prompt", len(answers["base"]) // len(prompts))
     table.insert(0, "task", task)
     ids = test["prompt_id"].tolist()
     table[PER_PROMPT] = table["model"].map(
-        {name: per_prompt_json(ids, rewards_by_model[name], job[name]) for name in job}
+        {name: per_prompt_json(ids, np.mean(np.atleast_2d(rewards_by_model[name]), axis=0), job[name]) for name in job}
     )
     return table
 
@@ -234,7 +273,8 @@ def evaluation_report(
     examples = "".join(
         f"\n### {test['prompt_id'].iloc[i]}: {test['prompt'].iloc[i]}\n\n"
         + "".join(
-            f"- **{name}** ({rewards_by_model[name][i]:.3f}): {' '.join(texts[i].split())[:400]}\n"
+            f"- **{name}** ({np.mean(np.atleast_2d(rewards_by_model[name]), axis=0)[i]:.3f}): "
+            f"{' '.join(texts[i].split())[:400]}\n"
             for name, texts in answers.items()
         )
         for i in range(min(3, len(test)))

@@ -1,4 +1,5 @@
-"""Distillation into the student (LoRA): dSC's SFT, DPO, rDPO and DLMA, one checkpoint asset each.
+"""Distillation into the student (LoRA): dSC's SFT, DPO, rDPO, DLMA and the placebo control, one checkpoint asset
+each.
 
 Each checkpoint is a content-addressed folder (data hash + trainer settings): an identical request reuses the
 folder instead of training again. The asset's table row points at it and carries the numbers a person checks.
@@ -17,7 +18,7 @@ def _checkpoint_asset(method: str, dataset_asset: str, description: str):
     @stage(
         name=f"{method}_checkpoint",
         group="training",
-        reads=(f"trainer.{method}", f"methods.{method}"),
+        reads=(f"trainer.{method}", f"methods.{method}", "training_seeds"),
         kinds=("pytorch", "duckdb"),
         description=description,
         ins={"dataset": dg.AssetIn(dataset_asset)},
@@ -45,4 +46,10 @@ dlma_checkpoint = _checkpoint_asset(
     "dlma",
     "dlma_pairs",
     "DLMA: DPO with the self-reward as a margin, L = −log σ(β·[h − γ·clamp(R, −40, 40)]).",
+)
+placebo_checkpoint = _checkpoint_asset(
+    "placebo",
+    "placebo_dataset",
+    "Placebo control: SFT's recipe on the teacher's unrevised drafts of SFT's prompts (what more teacher text does "
+    "without critique and revision).",
 )
