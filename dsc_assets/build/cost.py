@@ -64,14 +64,18 @@ class Replay:
         return self.costs.setdefault(asset, Cost())
 
     def rate(self, model: str) -> float:
-        """Seconds per computed call of ``model`` as measured in the cache: each call's share of its batch's time.
-        A checkpoint not trained yet (``new:<method>``) answers at the packaged student's rate; a model never run
-        at every model's."""
+        """Seconds per computed call of ``model`` as measured in the cache: each call's share of its batch's time
+        (the generator's own ``seconds_per_call``: a server pool sums its endpoints' rates). A checkpoint not
+        trained yet (``new:<method>``) answers at the packaged student's rate; a model never run at every model's."""
         if model not in self.rates:
             measured = model
             if model.startswith("new:"):
                 measured = self.env.memo(("student",), self.env.student.model_identity)
-            self.rates[model] = self.cache.mean_seconds(measured) or self.cache.mean_seconds()
+            if measured == self.env.memo(("generator",), self.env.llm.model_identity):
+                rate = self.env.llm.seconds_per_call(self.cache)
+            else:
+                rate = self.cache.mean_seconds(measured)
+            self.rates[model] = rate or self.cache.mean_seconds()
         return self.rates[model]
 
     def chat(self, asset: str, model: str, messages: list[dict] | None, seed_offset: int = 0) -> str | None:
