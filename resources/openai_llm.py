@@ -386,11 +386,11 @@ class _Batch:
     def _take_out(self, endpoint: _EndpointState, now: float) -> None:
         endpoint.live, endpoint.out_since = False, now
         left = len(self.pool.live())
+        moved = f"its {len(endpoint.flight) + 1} request(s) in flight go to the {left} left" if left else "none is left"
         again = f"; asked again in {self.llm.reprobe_s:g} s" if self.llm.reprobe_s > 0 else ""
         self.log.warning(
             f"generation endpoint {endpoint.url} is out of the pool after {endpoint.failures_in_a_row} failed "
-            f"attempt(s) in a row ({endpoint.last_error}); {left} endpoint(s) left, {len(endpoint.flight) + 1} of its "
-            f"requests in flight go to them{again}"
+            f"attempt(s) in a row ({endpoint.last_error}): {moved}{again}"
         )
 
     def _probe_out(self, executor: ThreadPoolExecutor) -> None:
