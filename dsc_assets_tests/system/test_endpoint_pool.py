@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from types import SimpleNamespace
 
 import duckdb
 import pytest
 
+from dsc_assets.build.cost import Replay
+from dsc_assets.defs.inputs import Environment
 from dsc_assets.lib.profiles import GeneratorProfile, Profile, build_generator
+from dsc_assets.lib.tasks import load_task
 from resources.hashing import call_key
 from resources.llama_server import start_servers
 from resources.llm import GenerationError, SamplingParams
@@ -126,6 +130,9 @@ def test_a_batch_is_spread_over_both_servers_and_answers_as_one_server_does(live
     rate = sum(1 / seconds for seconds, _ in measured.values())
     assert pool.seconds_per_call(pool.cache) == pytest.approx(1 / rate)
     assert pool.seconds_per_call(pool.cache) < min(seconds for seconds, _ in measured.values())
+    env = Environment(SimpleNamespace(llm=pool, settings=SimpleNamespace(max_tokens_cap=PARAMS.max_tokens)))
+    replay = Replay(load_task("sentiment"), env)
+    assert replay.rate(pool.model_identity()) == pytest.approx(1 / rate), "the rate the plan multiplies calls by"
 
 
 def test_a_server_killed_mid_batch_leaves_the_batch_to_the_other(live, one_server_texts, tmp_path, caplog):
