@@ -128,6 +128,8 @@ class Batch:
         workers = sum(e.concurrency for e in self.pool.endpoints) + len(self.pool.endpoints)  # + one probe each
         executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dsc-llm")
         self.futures: dict[Future, Attempt | EndpointState] = {}
+        for endpoint in self.pool.endpoints:  # a probe an earlier batch left running is never read
+            endpoint.probing = False
         try:
             self._probe_out(executor)
             while True:

@@ -1,5 +1,6 @@
 """Generation over a pool of two real ``python -m llama_cpp.server`` processes with the 135M model (one thread each,
-on free ports of 127.0.0.1): requests spread over both, a server killed with ``kill -9`` mid-batch, both killed.
+on free ports of 127.0.0.1): requests spread over both, a server killed with ``kill -9`` mid-batch, a server
+that comes back mid-batch, both killed.
 
 llama-cpp-python's server is deterministic for a seeded request whatever it answered before (measured: 6 requests
 in three orders, greedy and at temperature 0.8, gave the same texts), so the pool's answers are compared with one
@@ -178,6 +179,25 @@ def test_both_servers_killed_fail_clearly_and_keep_what_arrived(live, one_server
     assert [e["live"] for e in pool.endpoint_report()] == [False, True]
     assert [g.text for g in generations] == one_server_texts
     assert _cache_rows(tmp_path / "cache.duckdb")[:2] == (len(REQUESTS), len(REQUESTS))
+
+
+def test_a_server_back_during_a_batch_rejoins_the_pool(live, one_server_texts, tmp_path, caplog):
+    pool, seen = _pool(live, tmp_path, reprobe_s=0.2), []
+
+    def on_generated(index, generation) -> None:
+        seen.append(index)
+        if len(seen) == 1:  # A dies and comes back at once, while B goes on with the batch
+            live[0].kill()
+            live[0].start().wait_ready()
+
+    with caplog.at_level(logging.WARNING):
+        generations = pool.chat_many(REQUESTS, PARAMS, on_generated=on_generated)
+    a, b = pool.endpoint_report()
+    messages = [r.getMessage() for r in caplog.records if live[0].base_url in r.getMessage()]
+    assert any("out of the pool" in m for m in messages) and any("back in the pool" in m for m in messages), messages
+    assert a["live"] and a["answers"] >= 2, f"A answered again after its probe: {a}"
+    assert pool.calls_made == len(REQUESTS) and sorted(seen) == list(range(len(REQUESTS)))
+    assert [g.text for g in generations] == one_server_texts
 
 
 def test_pool_identity_names_no_url_and_a_single_server_keeps_its_key():
