@@ -52,10 +52,13 @@ class Generation:
     seconds: float
     key: str
     cached: bool = False
+    endpoint: str = ""  # the server that answered (OpenAI-compatible backend); not part of the key
 
     def to_response(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("key"), data.pop("cached")
+        if not data["endpoint"]:  # embedded answers are stored as before
+            data.pop("endpoint")
         return data
 
 
@@ -113,6 +116,11 @@ class LLMResource(dg.ConfigurableResource):
     @property
     def cache_hits(self) -> int:
         return self._cache_hits
+
+    def seconds_per_call(self, cache: CallCache) -> float | None:
+        """Seconds per computed call as measured in ``cache`` (what `dsc plan` multiplies by the calls it counts);
+        None before any."""
+        return cache.mean_seconds(self.model_identity())
 
     def request_key(self, messages: Sequence[Message], params: SamplingParams) -> str:
         return call_key("chat", self.model_identity(), list(messages), params)

@@ -162,6 +162,19 @@ class CallCache:
             value = con.execute(f"SELECT avg(seconds) FROM calls WHERE {where}", [v for _, v in filters]).fetchone()
             return None if value[0] is None else float(value[0])
 
+    def endpoint_seconds(self, model: str) -> dict[str, tuple[float, int]]:
+        """Mean seconds and number of the computed calls of ``model`` per endpoint that answered them (the response's
+        ``endpoint``; "" for answers that name none): a server pool's rate is measured per server."""
+        with self._connection() as con:
+            if con is None or not _has_table(con):
+                return {}
+            rows = con.execute(
+                "SELECT coalesce(json_extract_string(response, '$.endpoint'), ''), avg(seconds), count(*) "
+                "FROM calls WHERE seconds > 0 AND model = ? GROUP BY 1",
+                [model],
+            ).fetchall()
+        return {endpoint: (float(seconds), int(calls)) for endpoint, seconds, calls in rows}
+
     def count(self, kind: str | None = None) -> int:
         with self._connection() as con:
             if con is None or not _has_table(con):

@@ -66,14 +66,19 @@ class Replay:
         return self.costs.setdefault(asset, Cost())
 
     def rate(self, model: str, kind: str = "chat") -> float:
-        """Seconds per computed call of ``model`` as measured in the cache: each call's share of its batch's time.
-        A checkpoint not trained yet (``new:<method>``) answers at the packaged student's rate; a model never run
-        at the mean of every call of its kind (a score is not charged a generation's time), else of every call."""
+        """Seconds per computed call of ``model`` as measured in the cache: each call's share of its batch's time
+        (the generator's own ``seconds_per_call``: a server pool sums its endpoints' rates). A checkpoint not
+        trained yet (``new:<method>``) answers at the packaged student's rate; a model never run at the mean of
+        every call of its kind (a score is not charged a generation's time), else of every call."""
         if (model, kind) not in self.rates:
             measured = model
             if model.startswith("new:"):
                 measured = self.env.memo(("student",), self.env.student.model_identity)
-            rates = (self.cache.mean_seconds(measured), self.cache.mean_seconds(kind=kind), self.cache.mean_seconds())
+            if measured == self.env.memo(("generator",), self.env.llm.model_identity):
+                own = self.env.llm.seconds_per_call(self.cache)
+            else:
+                own = self.cache.mean_seconds(measured)
+            rates = (own, self.cache.mean_seconds(kind=kind), self.cache.mean_seconds())
             self.rates[(model, kind)] = next((r for r in rates if r is not None), 0.0)
         return self.rates[(model, kind)]
 

@@ -20,7 +20,7 @@ from dsc_assets.lib.quality import QualityRules
 from dsc_assets.lib.yaml_files import read_mapping
 from resources.hashing import content_hash
 from resources.llm import LlamaCppLLM, LLMResource
-from resources.openai_llm import OpenAICompatibleLLM
+from resources.openai_llm import Endpoint, OpenAICompatibleLLM
 from resources.rewards import RewardModels
 from resources.settings import DEFAULT_METHODS, METHODS
 from resources.trainer import LoRATrainer
@@ -36,6 +36,15 @@ class ProfileError(ValueError):
 N_CTX = {"ge": 256, "le": 131072}
 
 
+class EndpointProfile(BaseModel):
+    """One server of a generator pool."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1)
+    max_concurrency: int | None = Field(None, ge=1, le=256, description="Unset: generator.max_concurrency.")
+
+
 class GeneratorProfile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -44,6 +53,12 @@ class GeneratorProfile(BaseModel):
     n_ctx: int = Field(2048, **N_CTX)
     n_threads: int = Field(0, ge=0, le=1024, description="0: all cores.")
     base_url: str | None = None
+    endpoints: list[EndpointProfile] | None = Field(
+        None, min_length=1, description="openai: several servers of the same model, instead of base_url."
+    )
+    identity_base_url: str | None = Field(None, description="openai pool: keep this former base_url's cache keys.")
+    model_revision: str = Field("", description="openai: bump when the weights change under the same model name.")
+    reprobe_s: float = Field(30.0, ge=0, description="openai pool: seconds before a failed endpoint is asked again.")
     api_key_env: str | None = None
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(3, ge=0, le=20)
@@ -257,12 +272,21 @@ def build_generator(profile: Profile, home: Path) -> LLMResource:
     gen = profile.generator
     cache = str(home / "cache.duckdb")
     if gen.backend == "openai":
-        if not gen.base_url:
-            raise ValueError("profile generator.backend is 'openai' but generator.base_url is not set")
+        if bool(gen.base_url) == bool(gen.endpoints):
+            raise ValueError(
+                "profile generator.backend is 'openai': set generator.base_url (one server) or generator.endpoints "
+                f"(a pool of servers of the same model), {'not both' if gen.base_url else 'neither is set'}"
+            )
+        if gen.identity_base_url and not gen.endpoints:
+            raise ValueError("profile generator.identity_base_url applies to generator.endpoints only")
         api_key = dg.EnvVar(gen.api_key_env) if gen.api_key_env and os.environ.get(gen.api_key_env) else ""
         return OpenAICompatibleLLM(
             cache_path=cache,
-            base_url=gen.base_url,
+            base_url=gen.base_url or "",
+            endpoints=[Endpoint(**e.model_dump()) for e in gen.endpoints or []],
+            identity_base_url=gen.identity_base_url or "",
+            model_revision=gen.model_revision,
+            reprobe_s=gen.reprobe_s,
             model=gen.model,
             api_key=api_key,
             timeout_s=gen.timeout_s,
