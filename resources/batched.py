@@ -25,11 +25,10 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-import resources.threads  # noqa: F401  (sets OMP_WAIT_POLICY before llama_cpp loads)
+from resources.decode_budget import DECODE_LOCK, DecodeBudget  # noqa: F401 (sets OMP_WAIT_POLICY; importable here)
 
-# One llama.cpp context decodes at a time in this process: two contexts each with all cores would spin against each
-# other (and a server test thread beside the main thread would be exactly that).
-DECODE_LOCK = threading.RLock()
+
+_REGISTRY = threading.Lock()  # the engines below
 
 MAX_LOGIT_ROWS_PER_DECODE = 128  # bounds the logits buffer when scoring (rows x vocabulary x 4 bytes)
 
@@ -143,6 +142,7 @@ class BatchEngine:
         self._piece = (llama_cpp.ctypes.c_char * 64)()
         self._llama_cpp = llama_cpp
         self._internals = internals
+        self._busy = threading.Lock()  # one decode loop at a time on this context, whichever thread asks
 
     def close(self) -> None:
         if self._batch is not None:
@@ -231,7 +231,7 @@ class BatchEngine:
             # As create_completion: the answer may use what the context has left after the prompt.
             request.max_tokens = min(request.max_tokens, self.n_ctx_seq - len(request.prompt))
         slots: dict[int, _Slot] = {}
-        with DECODE_LOCK:
+        with DECODE_LOCK, self._busy:
             self._clear()
             try:
                 while queue or slots:
@@ -337,7 +337,7 @@ class BatchEngine:
                 raise ValueError(f"a sequence of {len(tokens)} tokens is longer than the context of {self.n_ctx_seq}")
         queue = deque(range(len(sequences)))
         active: dict[int, _Prefill] = {}
-        with DECODE_LOCK:
+        with DECODE_LOCK, self._busy:
             self._clear()
             try:
                 while queue or active:
@@ -376,24 +376,25 @@ MAX_ENGINES = 2  # evaluation walks through one model per checkpoint: keep the K
 
 def batch_engine(llama, key: tuple, n_seq: int, n_ctx_seq: int, n_threads: int, n_batch: int = 512) -> BatchEngine:
     """One engine per (loaded model, settings) and process, like the loaded models themselves; the least recently
-    used ones beyond MAX_ENGINES are closed. Call it, and use the engine, while holding DECODE_LOCK, so that no
-    other thread closes an engine in use."""
+    used ones beyond MAX_ENGINES are closed, except those in use. Call it, and use the engine, while holding
+    DECODE_LOCK (or some of its cores), so that no other thread closes an engine in use."""
     full_key = (*key, n_seq, n_ctx_seq, n_threads, n_batch)
-    with DECODE_LOCK:
+    with _REGISTRY:
         engine = _ENGINES.get(full_key)
         if engine is None:
             engine = BatchEngine(llama, n_seq, n_ctx_seq, n_threads, n_batch)
             _ENGINES[full_key] = engine
         _ENGINES.move_to_end(full_key)
-        while len(_ENGINES) > MAX_ENGINES:
-            _, evicted = _ENGINES.popitem(last=False)
-            evicted.close()
+        DECODE_LOCK.touch(engine)
+        busy = DECODE_LOCK.in_use()
+        for old in [k for k, e in _ENGINES.items() if id(e) not in busy][: max(0, len(_ENGINES) - MAX_ENGINES)]:
+            _ENGINES.pop(old).close()
         return engine
 
 
 def close_engines() -> None:
     """Free every engine's context (at exit, while llama_cpp is still importable)."""
-    with DECODE_LOCK:
+    with DECODE_LOCK, _REGISTRY:
         while _ENGINES:
             _, engine = _ENGINES.popitem()
             engine.close()

@@ -227,3 +227,65 @@ def test_thread_rule_and_wait_policy_in_a_fresh_process():
         timeout=120,
     )
     assert out.stdout.split()[1] == "ACTIVE"
+
+
+def test_contexts_of_one_thread_answer_side_by_side_as_one_context_with_all_cores_does(tmp_path):
+    """The evaluation answers small models side by side, one 1-thread context per core: each answer is the one the
+    all-cores context gives, and two contexts really decode at the same time (their generate calls overlap)."""
+    import threading
+
+    import shutil
+
+    requests = [_messages(q) for q in QUESTIONS]
+    packaged = _llm(tmp_path, "alone")
+    alone = [g.text for g in packaged.chat_many(requests, PARAMS)]
+    spans: dict[str, list[float]] = {}
+
+    def answer(name: str) -> list[str]:  # two model files, as two checkpoints are: two contexts
+        copy = shutil.copy(packaged.model_file().path, tmp_path / f"{name}.gguf")
+        llm = _llm(tmp_path, name).with_model(str(copy)).with_threads(1)
+        started = time.perf_counter()
+        texts = [g.text for g in llm.chat_many(requests, PARAMS)]
+        spans[name] = [started, time.perf_counter()]
+        return texts
+
+    results: dict[str, list[str]] = {}
+    threads = [threading.Thread(target=lambda n=n: results.__setitem__(n, answer(n))) for n in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results["a"] == results["b"] == alone
+    if usable_cores() >= 2:
+        (a0, a1), (b0, b1) = spans["a"], spans["b"]
+        assert min(a1, b1) - max(a0, b0) > 0.5 * min(a1 - a0, b1 - b0), "1-thread contexts took turns"
+
+
+def test_the_decode_budget_admits_contexts_while_their_cores_are_free():
+    """Two 1-core holders of a 2-core budget run at once; an all-cores holder waits until both are done; a holder
+    takes its cores again at no cost (nested sections)."""
+    import threading
+
+    from resources.batched import DecodeBudget
+
+    budget, events, both_in = DecodeBudget(total=2), [], threading.Barrier(2, timeout=10)
+
+    def one_core(name: str) -> None:
+        with budget.cores(1):
+            with budget:  # nested: already holds, takes nothing more
+                events.append(f"{name} in")
+                both_in.wait()  # fails with BrokenBarrierError if the two could not hold at once
+                time.sleep(0.2)
+                events.append(f"{name} out")
+
+    def all_cores() -> None:
+        time.sleep(0.05)
+        with budget:
+            events.append("all in")
+
+    workers = [threading.Thread(target=one_core, args=(n,)) for n in "ab"] + [threading.Thread(target=all_cores)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=20)
+    assert sorted(events[:2]) == ["a in", "b in"] and events[-1] == "all in" and len(events) == 5

@@ -5,6 +5,7 @@ A method trained at several seeds (the profile's ``training_seeds``) is one row:
 prompt, and the row's interval resamples prompts and seeds (``seeds``, ``seed_sd`` beside it). With the placebo
 control in the profile, the row ``sft vs placebo`` is dSC's SFT against SFT on the unrevised drafts."""
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
@@ -21,7 +22,7 @@ from dsc_assets.lib.samples import data_version
 from dsc_assets.lib.stats import PER_PROMPT, add_guard_differences, evaluation_table, per_prompt_json
 from dsc_assets.lib.tables import markdown_table
 from resources.hashing import content_hash
-from resources.llm import GenerationProgress, LlamaCppLLM
+from resources.llm import GenerationProgress, LlamaCppLLM, side_by_side
 from resources.reward_model import cached_scores
 from resources.rewards import RewardModels
 from resources.settings import DscSettings
@@ -185,11 +186,17 @@ def _answer_all(context, task, variants: dict, test: pd.DataFrame, params, sampl
         f"{task.name} evaluation: {len(variants)} models x {len(prompts)} prompts x {samples} samples, "
         f"{sum(missing.values())} answers to generate ({', '.join(f'{n} {m}' for n, m in missing.items())})"
     )
-    generations = {}
-    for number, (name, llm) in enumerate(variants.items(), start=1):
+    workers, threads = side_by_side(len(variants), variants["base_original"].n_threads)
+
+    def answer(number: int, name: str) -> list:
         label = f"{task.name} evaluation, model {number}/{len(variants)} ({name})"
-        progress = GenerationProgress(lambda line, label=label: context.log.info(f"{label}: {line}"), missing[name])
-        generations[name] = _answers(llm, requests, seeded, progress)
+        progress = GenerationProgress(lambda line: context.log.info(f"{label}: {line}"), missing[name])
+        llm = variants[name] if threads is None else variants[name].with_threads(threads)
+        return _answers(llm, requests, seeded, progress)
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evaluation") as pool:
+        futures = {name: pool.submit(answer, n, name) for n, name in enumerate(variants, start=1)}
+        generations = {name: future.result() for name, future in futures.items()}
     answers = {name: [g.text for g in answered] for name, answered in generations.items()}
     hits = sum(g.cached for answered in generations.values() for g in answered)
     context.log.info(f"{task.name}: {sum(map(len, answers.values()))} answers, {hits} from the cache")
