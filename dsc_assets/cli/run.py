@@ -47,6 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not result.success:
             failed.append(task)
             print_failures(result, "dsc run", task, args.verbose)
+    _print_verdicts(profile, tasks)
     if failed:
         print(
             f"dsc run: failed tasks: {', '.join(failed)} (everything already generated is kept in the cache)",
@@ -54,3 +55,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _print_verdicts(profile, tasks: list[str]) -> None:
+    """End with the evaluation: each method against base, its interval and its verdict after Holm."""
+    from dsc_assets.cli.verdicts import print_verdicts
+    from dsc_assets.lib.profiles import dsc_home
+    from resources.stores import close_all
+
+    close_all()  # the run's own warehouse connection, before a read-only one opens the file
+    try:
+        print_verdicts(dsc_home() / "warehouse.duckdb", tasks, profile.tasks, profile.methods, profile.eval_split)
+    except Exception as error:  # noqa: BLE001 - the run's result stands; the summary is a convenience
+        print(f"dsc run: could not print the evaluation summary ({error}); `dsc report` writes it", file=sys.stderr)

@@ -60,3 +60,13 @@ def test_two_seeds_and_the_placebo_train_evaluate_and_keep_the_first_seeds_folde
     assert contrast["seeds"] == 2 and contrast["ci95_low"] <= contrast["difference_vs_base"] <= contrast["ci95_high"]
     answers = [json.loads(line) for line in (home / "ledger.jsonl").read_text().splitlines()]
     assert {"sft", "placebo", "base"} <= set(answers[-1]["models"]) and answers[-1]["training_seeds"] == 2
+
+    # the run ends with the verdicts, computed from the same table (Holm over the profile's planned contrasts)
+    summary = run.stdout[run.stdout.index("dsc run: sentiment, test split") :]
+    assert "Holm over 2 planned contrasts" in summary  # sentiment x {sft, sft vs placebo}
+    printed = {line.split("|")[1].strip(): line for line in summary.splitlines() if line.startswith("| ")}
+    assert {"sft", "placebo", "sft vs placebo", "base_original"} <= set(printed)
+    assert f"{rows.loc['sft', 'difference_vs_base']:+.3f}" in printed["sft"]
+    verdicts = ("better after Holm", "worse after Holm", "not significant after Holm")
+    assert any(verdict in printed["sft"] for verdict in verdicts)
+    assert "null control" in printed["base_original"]
