@@ -27,7 +27,6 @@ import numpy as np
 
 from resources.decode_budget import DECODE_LOCK, DecodeBudget  # noqa: F401 (sets OMP_WAIT_POLICY; importable here)
 
-
 _REGISTRY = threading.Lock()  # the engines below
 
 MAX_LOGIT_ROWS_PER_DECODE = 128  # bounds the logits buffer when scoring (rows x vocabulary x 4 bytes)

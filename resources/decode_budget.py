@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 from resources.threads import usable_cores  # (sets OMP_WAIT_POLICY before llama_cpp loads)
-
-if TYPE_CHECKING:
-    from resources.batched import BatchEngine
 
 
 class DecodeBudget:
@@ -66,7 +63,7 @@ class DecodeBudget:
     def __exit__(self, *exc) -> None:
         self._entered.stack.pop().__exit__(*exc)
 
-    def touch(self, engine: BatchEngine) -> None:
+    def touch(self, engine: object) -> None:  # a resources.batched.BatchEngine
         with self._cond:
             held = self._holders.get(threading.get_ident())
             if held is not None:

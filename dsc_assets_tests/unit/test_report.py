@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -365,3 +366,44 @@ def test_the_ledger_counts_every_look_at_test_and_is_merged_once(tmp_path, profi
     dev = {**TABLES, "raw_prompts": TABLES["raw_prompts"].replace({"split": {"test": "dev"}})}
     text = write_report("sentiment", _warehouse(tmp_path / "d.duckdb", dev), profile_path, tmp_path / "dev").read_text()
     assert "Evaluated on the **dev** split" in text and "| dev prompts (evaluated) | 2 |" in text
+
+
+def test_effective_settings_are_what_each_training_read_not_the_profiles(tmp_path, profile_path):
+    """privacy's DPO read dpo_sft_weight 10 from its task.yaml while the profile said 1: the report prints 10."""
+    common = {"lora_r": 8, "epochs": 4}
+    sft = {**common, "seed": 42, "sft_completion_only": True}
+    dpo = [{**common, "seed": seed, "dpo_beta": 0.1, "dpo_sft_weight": 10.0} for seed in (42, 43)]
+    rows = [{**CHECKPOINT, "method": "dpo", "settings": json.dumps(s)} for s in dpo]
+    tables = {
+        **TABLES,
+        "sft_checkpoint": pd.DataFrame([{**CHECKPOINT, "method": "sft", "settings": json.dumps(sft)}]),
+        "dpo_checkpoint": pd.DataFrame(rows),
+    }
+    con = _warehouse(tmp_path / "w.duckdb", tables)
+    text = write_report("sentiment", con, profile_path, tmp_path / "out").read_text()
+    section = text[text.index("## Effective settings") :]
+    assert "Shared by every training: `epochs=4`, `lora_r=8`." in section
+    assert "| dpo | 42, 43 | dpo_beta=0.1, dpo_sft_weight=10.0 |" in section
+    assert "| sft | 42 | sft_completion_only=True |" in section
+
+
+def test_the_runs_verdicts_are_computed_from_the_table_and_holm():
+    from dsc_assets.cli.verdicts import verdict_rows
+    from dsc_assets.lib.family import Family
+
+    evaluation = pd.DataFrame(
+        [
+            {**_evaluation_row("base", 0.0, 0.0, 0.0), "p_value": np.nan},
+            {**_evaluation_row("base_original", 0.05, -0.2, 0.3), "p_value": 0.6},
+            {**_evaluation_row("sft", 0.4, 0.2, 0.6), "p_value": 0.01, "mean_answer_words": 41.2},
+            {**_evaluation_row("dpo", 0.1, 0.01, 0.2), "p_value": 0.04},
+        ]
+    )
+    raw = {("sentiment", "sft"): 0.01, ("sentiment", "dpo"): 0.04, ("privacy", "sft"): 1.0}
+    family = Family(raw, {("sentiment", "sft"): 0.03, ("sentiment", "dpo"): 0.08, ("privacy", "sft"): 1.0}, [])
+    rows = verdict_rows(evaluation, "sentiment", family).set_index("model")
+    assert rows.loc["sft", "verdict"] == "better after Holm" and rows.loc["sft", "holm_p"] == "0.030"
+    assert rows.loc["dpo", "verdict"] == "not significant after Holm"  # raw p 0.04 < 0.05, not after correction
+    assert rows.loc["base_original", "verdict"] == "null control: export changes nothing"
+    assert rows.loc["sft", "ci95"] == "[+0.200, +0.600]" and rows.loc["sft", "words"] == "41"
+    assert "base" not in rows.index

@@ -1,6 +1,8 @@
 """One checkpoint as one table row: train (or reuse) its content-addressed folder through the trainer resource and
 describe it with the numbers a person checks (steps, time, loss curve, where the GGUF is)."""
 
+import json
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -27,6 +29,7 @@ CHECKPOINT_COLUMNS = [
     "adapter_dir",
     "merged_dir",
     "gguf_path",
+    "settings",  # JSON: what this training read after the profile's and the task's overrides, seed included
 ]
 
 
@@ -39,6 +42,7 @@ SKIPPED = {
     "adapter_dir": "",
     "merged_dir": "",
     "gguf_path": "",
+    "settings": "",
 }
 
 
@@ -103,7 +107,8 @@ def checkpoint_output(
             f" (seed {seeded.seed}, {k + 1}/{count})" if count > 1 else ""
         )
         checkpoint = _train_one(context, seeded, settings, method, task.name, version, records, train, label)
-        rows.append({**row, **_checkpoint_row(checkpoint.summary)})
+        settings_json = json.dumps(seeded.method_settings(method), sort_keys=True)
+        rows.append({**row, **_checkpoint_row(checkpoint.summary), "settings": settings_json})
         trained.append((seeded, version, checkpoint))
     df = pd.DataFrame(rows, columns=CHECKPOINT_COLUMNS)
     if count > 1:
