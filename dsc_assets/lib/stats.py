@@ -27,39 +27,65 @@ def quantiles(values: pd.Series) -> dict:
     }
 
 
-def bootstrap_means(differences: np.ndarray, seed: int = 0, samples: int = 2000) -> np.ndarray:
+def bootstrap_means(
+    differences: np.ndarray, seed: int = 0, samples: int = 2000, clusters: list | None = None
+) -> np.ndarray:
     """Means of ``samples`` resamples of paired differences. A 2-D array is (seeds, prompts): each resample draws
     prompts (the same ones for every seed, as they are paired across seeds) and then seeds, both with replacement,
-    so the spread holds the prompts' variation and the training seeds' (one row: the plain paired bootstrap)."""
+    so the spread holds the prompts' variation and the training seeds' (one row: the plain paired bootstrap).
+
+    ``clusters`` (one label per prompt: its group) draws whole groups instead of prompts (the cluster bootstrap):
+    prompts of one group (one film, one person) are not independent, and resampling them one by one makes the
+    interval too narrow. Where every prompt is its own group this is the prompt bootstrap, number for number."""
     rng = np.random.default_rng(seed)
+    prompts = differences.shape[-1]
+    if clusters is not None and len(set(clusters)) < prompts:
+        return _cluster_means(differences, rng, samples, clusters)
     if differences.ndim == 1:
         return rng.choice(differences, size=(samples, len(differences)), replace=True).mean(axis=1)
-    seeds, prompts = differences.shape
+    seeds = differences.shape[0]
     prompt_draw = rng.integers(0, prompts, size=(samples, prompts))
     seed_draw = rng.integers(0, seeds, size=(samples, seeds))
     per_seed = differences[:, prompt_draw].mean(axis=2)  # (seeds, samples): each seed's mean over drawn prompts
     return np.take_along_axis(per_seed.T, seed_draw, axis=1).mean(axis=1)
 
 
+def _cluster_means(differences: np.ndarray, rng, samples: int, clusters: list) -> np.ndarray:
+    """Each resample draws as many groups as there are, with replacement; a prompt counts as often as its group was
+    drawn (the mean over the drawn prompts), then seeds are drawn as in the prompt bootstrap."""
+    labels, member = np.unique(np.asarray([str(c) for c in clusters]), return_inverse=True)
+    drawn = rng.integers(0, len(labels), size=(samples, len(labels)))
+    counts = np.zeros((samples, len(labels)))
+    np.add.at(counts, (np.arange(samples)[:, None], drawn), 1.0)
+    weights = counts[:, member]  # (samples, prompts)
+    per_seed = np.atleast_2d(differences) @ weights.T / weights.sum(axis=1)  # (seeds, samples)
+    if differences.ndim == 1:
+        return per_seed[0]
+    seed_draw = rng.integers(0, differences.shape[0], size=(samples, differences.shape[0]))
+    return np.take_along_axis(per_seed.T, seed_draw, axis=1).mean(axis=1)
+
+
 def bootstrap_ci(
-    differences: np.ndarray, seed: int = 0, samples: int = 2000, level: float = 0.95
+    differences: np.ndarray, seed: int = 0, samples: int = 2000, level: float = 0.95, clusters: list | None = None
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of paired differences (per prompt; or seeds x prompts, see
     ``bootstrap_means``)."""
     if differences.size == 0:
         return (float("nan"), float("nan"))
-    means = bootstrap_means(np.asarray(differences, dtype=float), seed, samples)
+    means = bootstrap_means(np.asarray(differences, dtype=float), seed, samples, clusters)
     tail = (1 - level) / 2 * 100
     return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
 
 
-def bootstrap_p_value(differences: np.ndarray, seed: int = 0, samples: int = 10000) -> float:
+def bootstrap_p_value(
+    differences: np.ndarray, seed: int = 0, samples: int = 10000, clusters: list | None = None
+) -> float:
     """Two-sided bootstrap p-value of "the mean difference is 0": twice the share of resampled means on the far side
     of 0 (at least 1 / (samples + 1), as a finite resample cannot show less). The interval excludes 0 at level
     1 - alpha exactly when p < alpha (up to resampling noise), so Holm can adjust the verdicts."""
     if differences.size == 0:
         return float("nan")
-    means = bootstrap_means(np.asarray(differences, dtype=float), seed, samples)
+    means = bootstrap_means(np.asarray(differences, dtype=float), seed, samples, clusters)
     tail = min(np.mean(means <= 0), np.mean(means >= 0))
     return float(min(1.0, max(2 * tail, 1 / (samples + 1))))
 
@@ -76,12 +102,15 @@ def holm_adjusted(p_values: dict[str, float]) -> dict[str, float]:
     return adjusted
 
 
-def evaluation_table(rewards_by_model: dict[str, np.ndarray], seed: int = 0) -> pd.DataFrame:
+def evaluation_table(
+    rewards_by_model: dict[str, np.ndarray], seed: int = 0, clusters: list | None = None
+) -> pd.DataFrame:
     """Mean reward per model; win rate, bootstrap 95% interval and two-sided p-value of the paired difference against
     ``base``. A model's rewards are one per prompt, or (training seeds, prompts) for a method trained at several
     seeds: its interval and p-value then resample prompts and seeds (``bootstrap_means``), its win rate is over the
     seed-mean per prompt, and ``seed_sd`` is the spread (sd) of the seeds' mean differences. ``base`` may be either
-    shape; a 2-D base pairs seed k with seed k (a seeded method against a seeded control)."""
+    shape; a 2-D base pairs seed k with seed k (a seeded method against a seeded control). ``clusters``: each
+    prompt's group, for the cluster bootstrap (``bootstrap_means``); ``groups`` counts them."""
     base = np.asarray(rewards_by_model["base"], dtype=float)
     rows = []
     for model, rewards in rewards_by_model.items():
@@ -89,8 +118,8 @@ def evaluation_table(rewards_by_model: dict[str, np.ndarray], seed: int = 0) -> 
         differences = rewards - base
         per_prompt = differences if differences.ndim == 1 else differences.mean(axis=0)
         seeds = 1 if rewards.ndim == 1 else rewards.shape[0]
-        low, high = bootstrap_ci(differences, seed=seed)
-        p_value = bootstrap_p_value(differences, seed=seed) if model != "base" else float("nan")
+        low, high = bootstrap_ci(differences, seed=seed, clusters=clusters)
+        p_value = bootstrap_p_value(differences, seed=seed, clusters=clusters) if model != "base" else float("nan")
         wins = float(np.mean((per_prompt > 0) + 0.5 * (per_prompt == 0))) if rewards.size else float("nan")
         rows.append(
             {
@@ -104,6 +133,7 @@ def evaluation_table(rewards_by_model: dict[str, np.ndarray], seed: int = 0) -> 
                 "p_value": p_value,
                 "seeds": seeds,
                 "seed_sd": float(np.std(differences.mean(axis=1), ddof=1)) if seeds > 1 else float("nan"),
+                "groups": len(set(clusters)) if clusters is not None else rewards.shape[-1],
             }
         )
     return pd.DataFrame(rows)
@@ -146,7 +176,9 @@ def subset_table(evaluation: pd.DataFrame, keep: Callable[[str], bool], seed: in
         return pd.DataFrame()
     as_array = lambda values: np.array([np.nan if v is None else v for v in values], dtype=float)[mask]  # noqa: E731
     table = evaluation_table({model: as_array(data["reward"]) for model, data in parsed.items()}, seed=seed)
-    table = table.drop(columns=["seeds", "seed_sd"])  # per-prompt results hold the seeds' mean: prompts only here
+    table = table.drop(
+        columns=["seeds", "seed_sd", "groups"]
+    )  # per-prompt results hold the seeds' mean: prompts only here
     guards = {model: {g: as_array(data[g]) for g in JOB_GUARDS if g in data} for model, data in parsed.items()}
     add_guard_differences(table, guards, seed)
     return table

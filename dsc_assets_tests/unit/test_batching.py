@@ -232,9 +232,8 @@ def test_thread_rule_and_wait_policy_in_a_fresh_process():
 def test_contexts_of_one_thread_answer_side_by_side_as_one_context_with_all_cores_does(tmp_path):
     """The evaluation answers small models side by side, one 1-thread context per core: each answer is the one the
     all-cores context gives, and two contexts really decode at the same time (their generate calls overlap)."""
-    import threading
-
     import shutil
+    import threading
 
     requests = [_messages(q) for q in QUESTIONS]
     packaged = _llm(tmp_path, "alone")

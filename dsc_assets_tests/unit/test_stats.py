@@ -71,3 +71,27 @@ def test_holm_on_a_constructed_family():
     assert passing == {"d", "a"}  # b and c pass alone at 0.05, not in a family of four
     assert holm_adjusted({"x": 0.6, "y": 0.7}) == {"x": 1.0, "y": 1.0}
     assert holm_adjusted({}) == {}
+
+
+def test_the_cluster_bootstrap_covers_where_prompts_share_a_group():
+    """12 groups of 4 test prompts (one film, one person each) with a group effect (sd 0.4) beside the prompts' own
+    noise (sd 0.3), 500 simulated studies: resampling prompts one by one covers the true effect 0.736 of the time
+    (measured: the interval is too narrow), resampling whole groups 0.916 (12 groups are few for a bootstrap, so a
+    little under 0.95). Where every prompt is its own group, the cluster bootstrap is the prompt bootstrap exactly."""
+    from dsc_assets.lib.stats import bootstrap_means
+
+    rng, groups = np.random.default_rng(5), [g for g in range(12) for _ in range(4)]
+    clustered = prompts_only = 0
+    for r in range(500):
+        differences = 0.3 + np.repeat(rng.normal(0, 0.4, 12), 4) + rng.normal(0, 0.3, 48)
+        low, high = bootstrap_ci(differences, seed=r, clusters=groups)
+        clustered += low <= 0.3 <= high
+        low, high = bootstrap_ci(differences, seed=r)
+        prompts_only += low <= 0.3 <= high
+    assert clustered / 500 >= 0.88 and prompts_only / 500 <= 0.82, (clustered, prompts_only)
+    differences = rng.normal(0, 1, (3, 40))
+    for shape in (differences[0], differences):
+        assert np.array_equal(bootstrap_means(shape, 3, clusters=list(range(40))), bootstrap_means(shape, 3))
+    # seeds x prompts with groups: the seeds' spread and the groups' both widen the interval
+    wide = bootstrap_ci(differences, seed=1, clusters=[k // 8 for k in range(40)])
+    assert np.isfinite(wide).all() and wide[0] < differences.mean() < wide[1]

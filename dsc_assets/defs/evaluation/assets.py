@@ -229,7 +229,8 @@ def _table(
         per_seed = scores.reshape(len(seeded.get(name, [name])), samples, -1).mean(axis=1)
         # one value per prompt (the bootstrap resamples prompts), or one per seed and prompt
         rewards_by_model[name] = per_seed[0] if len(per_seed) == 1 else per_seed
-    table = evaluation_table(rewards_by_model, seed=seed)
+    groups = [task.groups.get(prompt_id, prompt_id) for prompt_id in test["prompt_id"]]  # the cluster bootstrap's
+    table = evaluation_table(rewards_by_model, seed=seed, clusters=groups)
     contrasts = [("almost_rl", "almost_sft"), ("sft", "placebo")]
     for model, start in contrasts:
         if {model, start} <= set(rewards_by_model):
@@ -237,7 +238,7 @@ def _table(
             if np.ndim(treated) != np.ndim(control):  # RL trains once, from its SFT's first seed
                 control = control[0] if np.ndim(control) == 2 else control
                 treated = treated[0] if np.ndim(treated) == 2 else treated
-            row = evaluation_table({"base": control, model: treated}, seed=seed).iloc[[1]]
+            row = evaluation_table({"base": control, model: treated}, seed=seed, clusters=groups).iloc[[1]]
             table = pd.concat([table, row.assign(model=f"{model} vs {start}")], ignore_index=True)
     words = {
         name: float(np.mean([len(t.split()) for t in texts])) if texts else np.nan for name, texts in answers.items()
