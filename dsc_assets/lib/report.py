@@ -23,6 +23,7 @@ from dsc_assets.lib.family import CONTROLS, Family, holm_verdict
 from dsc_assets.lib.paths import PROJECT_ROOT
 from dsc_assets.lib.plots import effects_plot
 from dsc_assets.lib.profiles import load_profile, profile_mapping
+from dsc_assets.lib.report_diagnostics import diagnostics_lines
 from dsc_assets.lib.report_settings import settings_lines
 from dsc_assets.lib.stats import PER_PROMPT, subset_table
 from dsc_assets.lib.tables import cell, markdown_table
@@ -384,7 +385,7 @@ def write_report(
     lines = _header(task, con, profile_path, prompts, problems)
     lines += ledger.report_lines(task, evaluated_split(prompts), ledger_path)
     lines += _checkpoints_section(con, task) + settings_lines(con, task)
-    lines += _evaluation_section(evaluation, task, family)
+    lines += _evaluation_section(evaluation, task, family) + diagnostics_lines(con, task, evaluation)
     if prompt_subset:
         lines += subset_section(task, evaluation, prompt_subset)
     lines += _null_control_note(evaluation)

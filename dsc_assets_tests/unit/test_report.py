@@ -407,3 +407,32 @@ def test_the_runs_verdicts_are_computed_from_the_table_and_holm():
     assert rows.loc["base_original", "verdict"] == "null control: export changes nothing"
     assert rows.loc["sft", "ci95"] == "[+0.200, +0.600]" and rows.loc["sft", "words"] == "41"
     assert "base" not in rows.index
+
+
+def test_the_report_says_from_the_data_why_a_method_did_not_move(tmp_path, profile_path):
+    """SFT moved (its interval is above 0); DPO did not, and its data says why: 2 rows, a margin of 0.01, a flat loss,
+    answers half as long as base's. The reasons come from the tables by the stated thresholds."""
+    evaluation = pd.DataFrame(
+        [
+            {**_evaluation_row("base", 0.0, 0.0, 0.0), "mean_answer_words": 40.0},
+            {**_evaluation_row("sft", 0.31234, 0.1, 0.5), "mean_answer_words": 38.0},
+            {**_evaluation_row("dpo", 0.02, -0.1, 0.15), "mean_answer_words": 20.0},
+        ]
+    )
+    dpo = {**CHECKPOINT, "method": "dpo", "first_loss": 0.6931, "last_loss": 0.6900}
+    pairs = pd.DataFrame({"task": "sentiment", "prompt_id": ["p1", "p2"], "margin": [0.0, 0.02]})
+    tables = {
+        **TABLES,
+        "evaluation": evaluation,
+        "dpo_checkpoint": pd.DataFrame([dpo]),
+        "preference_pairs": pairs,
+    }
+    con = _warehouse(tmp_path / "w.duckdb", tables)
+    text = write_report("sentiment", con, profile_path, tmp_path / "out").read_text()
+    section = text[text.index("## What each method learned from") :]
+    sft = next(line for line in section.splitlines() if line.startswith("| sft "))
+    dpo_line = next(line for line in section.splitlines() if line.startswith("| dpo "))
+    assert "moved the reward" in sft and "accepted 2 of 3; revision - draft reward +0.500" in sft
+    assert "moved the reward" not in dpo_line
+    for reason in ("small reward margin", "few training rows (2)", "loss barely moved", "answers 50% of base's length"):
+        assert reason in dpo_line, (reason, dpo_line)
