@@ -155,16 +155,6 @@ def _profile_inputs() -> list[Input]:
             "scorer_model", "the task's scorer by identity (for a judge: the judge GGUF's sha256, question)", _scorer
         ),
         Input(
-            "task.second_scorer",
-            "task.yaml second_scorer: the evaluation's second reward and its options (read by the evaluation alone)",
-            _second_scorer_field,
-        ),
-        Input(
-            "second_scorer_model",
-            "the task's second scorer by identity (for a judge: its GGUF's sha256, question)",
-            _second_scorer,
-        ),
-        Input(
             "self_reward_model",
             "profile: the judge model by content (DLMA self-reward)",
             lambda t, e: _gguf_sha(e, e.rewards.judge_model, e.rewards.model_cache_dir),
@@ -173,6 +163,22 @@ def _profile_inputs() -> list[Input]:
             "student",
             "profile: the student model by content (evaluated as the base)",
             lambda t, e: e.memo(("student",), e.student.model_identity),
+        ),
+    ]
+
+
+def _second_scorer_inputs() -> list[Input]:
+    """The evaluation's second reward: left out of the version of a task without one."""
+    return [
+        Input(
+            "task.second_scorer",
+            "task.yaml second_scorer: the evaluation's second reward and its options (read by the evaluation alone)",
+            _second_scorer_field,
+        ),
+        Input(
+            "second_scorer_model",
+            "the task's second scorer by identity (for a judge: its GGUF's sha256, question)",
+            _second_scorer,
         ),
     ]
 
@@ -208,7 +214,7 @@ def _inputs() -> dict[str, Input]:
         Input(f"task.{name}", f"task.yaml {name}: {text}", _split if name == "split" else _task_field(name))
         for name, text in TASK_FIELDS.items()
     ]
-    inputs += _profile_inputs() + _trainer_and_method_inputs()
+    inputs += _profile_inputs() + _second_scorer_inputs() + _trainer_and_method_inputs()
     return {i.name: i for i in inputs}
 
 

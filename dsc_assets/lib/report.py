@@ -170,13 +170,7 @@ def _evaluation_section(evaluation: pd.DataFrame, task: str, family: Family | No
         ]
     second = SECOND + "ci95_low" in evaluation.columns
     if second:
-        evaluation = evaluation.copy() if family is None else evaluation
-        evaluation[SECOND + "verdict"] = [
-            "" if m == "base" else second_verdict(low, high)
-            for m, low, high in zip(
-                evaluation["model"], evaluation[SECOND + "ci95_low"], evaluation[SECOND + "ci95_high"]
-            )
-        ]
+        evaluation = _with_second_verdict(evaluation)
     columns = [c for c in EVALUATION_COLUMNS if c in evaluation.columns]
     columns += [c for c in evaluation.columns if c not in columns and c not in ("task", PER_PROMPT)]  # guards, RM score
     # the second reward's columns last, beside the first reward's Holm verdict
@@ -223,6 +217,14 @@ def _evaluation_section(evaluation: pd.DataFrame, task: str, family: Family | No
             scorer = None
         lines[3:3] = [second_reward_note(scorer), ""]
     return lines
+
+
+def _with_second_verdict(evaluation: pd.DataFrame) -> pd.DataFrame:
+    """A copy with ``second_verdict``: each row's second-reward interval read alone (base has none)."""
+    evaluation = evaluation.copy()
+    bounds = zip(evaluation["model"], evaluation[SECOND + "ci95_low"], evaluation[SECOND + "ci95_high"])
+    evaluation[SECOND + "verdict"] = ["" if m == "base" else second_verdict(low, high) for m, low, high in bounds]
+    return evaluation
 
 
 def _header(task: str, con, profile_path: Path, prompts: pd.DataFrame, problems: list[str]) -> list[str]:
