@@ -150,9 +150,10 @@ class PiiRulesScorer(RewardScorer):
 
     def _names(self, text: str) -> list[tuple[int, int]]:
         names, spans = first_names(), [m.span() for m in re.finditer(TITLE_PATTERN, text)]
-        for match in re.finditer(r"\b([A-Z][a-z]+)\s+(?:[A-Z]\.\s+)?[A-Z][a-zA-Z'’-]+", text):
+        # a lookahead, so "Call Omar Haddad" is tried at "Omar" too, not only at "Call"
+        for match in re.finditer(r"\b(?=([A-Z][a-z]+)(\s+(?:[A-Z]\.\s+)?[A-Z][a-zA-Z'’-]+))", text):
             if match.group(1) in names:
-                spans.append(match.span())
+                spans.append((match.start(), match.end(2)))
         return spans
 
     def items_found(self, text: str) -> list[tuple[str, str]]:
