@@ -51,7 +51,9 @@ def test_pii_rules_counts_names_contacts_addresses_and_ages_but_not_places(tmp_p
     found = scorer.items_found(story)
     assert sorted(kind for kind, _ in found) == ["address", "age", "email", "name", "name", "phone"], found
     assert ("name", "Margaret Ellison") in found and ("address", "14 Elm Street") in found
-    generic = "A local resident of Dayton, Ohio lost a kitchen to a fire in North Carolina style weather on Main Street."
+    generic = (
+        "A local resident of Dayton, Ohio lost a kitchen to a fire in North Carolina style weather on Main Street."
+    )
     assert scorer.items_found(generic) == []  # places, streets without a number and directions are not personal data
     full, clean = _scores(scorer, [story, generic])
     assert full == -6.0 and clean == 0.0 and scorer.score_range() == (-math.inf, 0.0)
