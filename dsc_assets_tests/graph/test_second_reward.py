@@ -135,3 +135,17 @@ def test_the_report_shows_the_second_reward_beside_the_holm_verdict(tmp_path):
     sft = next(line for line in text.splitlines() if line.startswith("| sft |"))
     assert "better after Holm" in sft and "higher, excludes 0" in sft
     assert "The `second_` columns are the second reward (`textblob`), which never selected data" in text
+
+
+def test_dsc_plan_counts_a_score_of_the_second_reward_for_every_evaluated_answer(dsc_home):
+    from dsc_assets.build.cost import run_cost
+    from dsc_assets.defs.inputs import Environment
+    from dsc_assets.lib.tasks import load_task
+
+    resources = _test_definitions(dsc_home).resources
+    task = load_task("sentiment")
+    planned = run_cost(task, Environment(resources))["evaluation"]
+    task.spec = task.spec.model_copy(update={"second_scorer": None})
+    without = run_cost(task, Environment(resources))["evaluation"]
+    assert planned.calls == without.calls > 0  # the same answers
+    assert planned.scores - without.scores == planned.calls  # one more score each
