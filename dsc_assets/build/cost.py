@@ -222,9 +222,9 @@ def _seconds_per_step(checkpoints: Path) -> dict[tuple[str, str], float]:
 
 
 def _evaluation(replay: Replay, test) -> None:
-    """Every evaluated model's answers to the test prompts (seeded samples) and the reward of each (both rewards'
-    with a second scorer). The packaged
-    student's answers are looked up; the exported base and the checkpoints are new models: every answer counts."""
+    """Every evaluated model's answers to the test prompts (seeded samples) and the reward of each (and the second
+    reward's, for a task with a ``second_scorer``). The packaged student's answers are looked up; the exported base
+    and the checkpoints are new models: every answer counts."""
     student = replay.env.memo(("student",), replay.env.student.model_identity)
     scorer = replay.env.memo(("scorer-identity", replay.task.name), lambda: _scorer(replay).identity())
     second_scorer = replay.task.spec.second_scorer  # the evaluation's second reward scores every answer too
