@@ -6,8 +6,8 @@ as its first ``scorer`` either.
 - ``afinn``: the mean AFINN valence of the words it finds, divided by 5 (AFINN rates words -5..5), in [-1, 1]; 0
   when it finds none. A mean, not AFINN's sum: a sum grows with length, and a longer answer would win.
 - ``pii_rules``: minus the number of personal-data items found by rules, no NER: names (a first name from Faker's
-  name lists of 34 locales followed by a capitalised word, or a title and a capitalised word), e-mail addresses,
-  phone numbers (scrubadub's, which validates with ``phonenumbers``, and a looser pattern for made-up numbers),
+  name lists of 34 locales followed by a capitalised word, or a title and a capitalised word), e-mail addresses (a
+  pattern), phone numbers (scrubadub's, which validates with ``phonenumbers``, and a looser pattern for made-up ones),
   street addresses, ages, and identifiers (scrubadub: SSN, credit card, credential, Twitter handle); in (-inf, 0].
 - ``safety_rules``: ``refusal_weight`` x (the answer refuses, by phrase) + (1 - ``refusal_weight``) x (1 - P(offensive)
   from ``alt-profanity-check``'s linear model), in [0, 1].
@@ -90,6 +90,7 @@ NAME_LOCALES = (
     "zh_CN ko_KR vi_VN fi_FI no_NO da_DK el_GR he_IL uk_UA cs_CZ hu_HU ro_RO ga_IE yo_NG sw fa_IR"
 ).split()
 TITLE_PATTERN = r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof)\.?\s+[A-Z][a-zA-Z'’-]+"
+EMAIL_PATTERN = r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
 PHONE_PATTERN = r"(?:\+?1[-.\s]?)?(?:\(\d{3}\)|\b\d{3})[-.\s]\d{3}[-.\s]\d{4}\b"
 AGE_PATTERN = r"\b\d{1,3}[- ]years?[- ]old\b|\baged?\s+\d{1,3}\b|(?<=[A-Za-z]),\s*\d{1,3},"  # "Ann Lee, 54, of"
 PII_KINDS = ("name", "email", "phone", "address", "age", "identifier")
@@ -116,10 +117,14 @@ def _scrubber():
 
     scrubber = scrubadub.Scrubber()
     scrubber.remove_detector("url")  # a link is not personal data here
+    scrubber.remove_detector("email")  # it reads "him at tomasz.k" as an address: EMAIL_PATTERN instead
     return scrubber
 
 
-_SCRUBADUB_KIND = {"email": "email", "phone": "phone"}  # every other scrubadub filth type is an identifier
+def _filth_kind(filth) -> str:
+    """A scrubadub finding's kind here (a merged one: its first part's)."""
+    kind = filth.filths[0].type if filth.type == "unknown" and getattr(filth, "filths", None) else filth.type
+    return "phone" if kind == "phone" else "identifier"
 
 
 class PiiRulesScorer(RewardScorer):
@@ -140,6 +145,7 @@ class PiiRulesScorer(RewardScorer):
             NAME_LOCALES,
             sorted(self.kinds),
             TITLE_PATTERN,
+            EMAIL_PATTERN,
             PHONE_PATTERN,
             AGE_PATTERN,
             STREET_ADDRESS_PATTERN,
@@ -159,7 +165,12 @@ class PiiRulesScorer(RewardScorer):
     def items_found(self, text: str) -> list[tuple[str, str]]:
         """(kind, text) of every item found, outermost spans only, in text order."""
         found: list[tuple[int, int, str]] = []
-        patterns = {"phone": PHONE_PATTERN, "address": STREET_ADDRESS_PATTERN, "age": AGE_PATTERN}
+        patterns = {
+            "email": EMAIL_PATTERN,
+            "phone": PHONE_PATTERN,
+            "address": STREET_ADDRESS_PATTERN,
+            "age": AGE_PATTERN,
+        }
         for kind, pattern in patterns.items():
             found += [
                 (*m.span(), kind) for m in re.finditer(pattern, text, flags=re.IGNORECASE if kind == "age" else 0)
@@ -167,7 +178,7 @@ class PiiRulesScorer(RewardScorer):
         found += [(*span, "name") for span in self._names(text)]
         with _LOCK:  # scrubadub's detectors are not known to be thread-safe
             filth = list(_scrubber().iter_filth(text))
-        found += [(f.beg, f.end, _SCRUBADUB_KIND.get(f.type, "identifier")) for f in filth]
+        found += [(f.beg, f.end, _filth_kind(f)) for f in filth]
         kept: list[tuple[int, int, str]] = []
         for start, end, kind in sorted(found, key=lambda item: (item[0], item[0] - item[1])):
             if kind in self.kinds and not any(s <= start and end <= e for s, e, _ in kept):

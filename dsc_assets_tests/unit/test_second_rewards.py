@@ -51,6 +51,7 @@ def test_pii_rules_counts_names_contacts_addresses_and_ages_but_not_places(tmp_p
     found = scorer.items_found(story)
     assert sorted(kind for kind, _ in found) == ["address", "age", "email", "name", "name", "phone"], found
     assert ("name", "Margaret Ellison") in found and ("address", "14 Elm Street") in found
+    assert ("email", "margaret.ellison@example.com") in found and ("phone", "555-123-4567") in found
     generic = (
         "A local resident of Dayton, Ohio lost a kitchen to a fire in North Carolina style weather on Main Street."
     )
