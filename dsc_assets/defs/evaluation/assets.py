@@ -3,7 +3,11 @@ scores them against the base.
 
 A method trained at several seeds (the profile's ``training_seeds``) is one row: each seed's checkpoint answers every
 prompt, and the row's interval resamples prompts and seeds (``seeds``, ``seed_sd`` beside it). With the placebo
-control in the profile, the row ``sft vs placebo`` is dSC's SFT against SFT on the unrevised drafts."""
+control in the profile, the row ``sft vs placebo`` is dSC's SFT against SFT on the unrevised drafts.
+
+With a ``second_scorer`` in task.yaml, a second reward that selected no data scores the same answers: its mean,
+difference from base, interval and p (``second_*``: the same paired bootstrap, seeds and contrasts) and the rank
+correlation of the two rewards over each row's answers (``rewards_spearman``) stand beside the first reward's."""
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
