@@ -135,3 +135,15 @@ def test_every_shipped_task_has_a_second_scorer_other_than_its_first():
         assert spec.second_scorer is not None and spec.second_scorer != spec.scorer, name
         if spec.second_scorer.name == "judge":  # never the teacher
             assert spec.second_scorer.options.get("model") not in (None, "qwen2.5-coder-1.5b"), name
+
+
+def test_preflight_names_a_second_judges_missing_model_before_any_model_call(tmp_path):
+    from dsc_assets.build.preflight import task_model_problems
+
+    missing = tmp_path / "nowhere.gguf"
+    second = f"second_scorer:\n  name: judge\n  options:\n    question: Polite?\n    model: {missing}\n"
+    task = load_task("reviews", _task_yaml(tmp_path, second))
+    problems = task_model_problems([task], tmp_path)
+    assert len(problems) == 1 and problems[0].startswith(f"{task.folder / 'task.yaml'}: field 'second_scorer.options")
+    assert str(missing) in problems[0]
+    assert task_model_problems([load_task("roleplay")], tmp_path) == []  # the shipped 135M judge is installed
