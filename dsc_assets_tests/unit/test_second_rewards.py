@@ -147,3 +147,25 @@ def test_preflight_names_a_second_judges_missing_model_before_any_model_call(tmp
     assert len(problems) == 1 and problems[0].startswith(f"{task.folder / 'task.yaml'}: field 'second_scorer.options")
     assert str(missing) in problems[0]
     assert task_model_problems([load_task("roleplay")], tmp_path) == []  # the shipped 135M judge is installed
+
+
+def test_a_subset_of_the_test_prompts_recomputes_the_second_reward_too():
+    import numpy as np
+    import pandas as pd
+
+    from dsc_assets.lib.stats import per_prompt_json, subset_table
+
+    ids, guards = ["p1", "p2", "p3"], {"on_topic": np.ones(3)}
+    first = {"base": [0.0, 0.0, 0.0], "sft": [1.0, 0.5, 0.0]}
+    second = {"base": [0.1, 0.1, 0.1], "sft": [0.1, 0.4, 0.9]}  # the second reward disagrees on p1 and p3
+    evaluation = pd.DataFrame(
+        {
+            "model": ["base", "sft"],
+            "per_prompt": [per_prompt_json(ids, np.array(first[m]), guards, np.array(second[m])) for m in first],
+        }
+    )
+    table = subset_table(evaluation, lambda prompt_id: prompt_id in ("p1", "p2")).set_index("model")
+    assert table.loc["sft", "difference_vs_base"] == pytest.approx(0.75)
+    assert table.loc["sft", "second_difference_vs_base"] == pytest.approx(0.15)  # (0.0 + 0.3) / 2
+    without = evaluation.assign(per_prompt=[per_prompt_json(ids, np.array(first[m]), guards) for m in first])
+    assert not any(c.startswith("second_") for c in subset_table(without, lambda prompt_id: True).columns)
