@@ -215,7 +215,7 @@ def _evaluation_section(evaluation: pd.DataFrame, task: str, family: Family | No
             scorer = load_task_spec(task).second_scorer
         except TaskError:  # a task folder gone since its evaluation: the note without the scorer's name
             scorer = None
-        lines[3:3] = [second_reward_note(scorer), ""]
+        lines[4:4] = [second_reward_note(scorer), ""]  # a paragraph of its own, before the table
     return lines
 
 

@@ -134,7 +134,7 @@ def test_the_report_shows_the_second_reward_beside_the_holm_verdict(tmp_path):
     assert cells.index("after_holm") < cells.index("second_difference_vs_base") < cells.index("second_verdict")
     sft = next(line for line in text.splitlines() if line.startswith("| sft |"))
     assert "better after Holm" in sft and "higher, excludes 0" in sft
-    assert "The `second_` columns are the second reward (`textblob`), which never selected data" in text
+    assert "\n\nThe `second_` columns are the second reward (`textblob`), which never selected data" in text
 
 
 def test_dsc_plan_counts_a_score_of_the_second_reward_for_every_evaluated_answer(dsc_home):
