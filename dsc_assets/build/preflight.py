@@ -52,6 +52,22 @@ def profile_windows(profile, home: Path, profile_file: str) -> tuple[list[Window
     return windows, problems
 
 
+def task_model_problems(tasks: list[Task], home: Path) -> list[str]:
+    """A judge that names its own model (``options.model``, e.g. a second reward's) must find it installed now, not
+    when the evaluation first scores after every checkpoint was trained."""
+    problems = []
+    for task in tasks:
+        for field in ("scorer", "second_scorer"):
+            scorer = getattr(task.spec, field)
+            model = scorer.options.get("model") if scorer is not None and scorer.name == "judge" else None
+            if model:
+                try:
+                    resolve_model(model, home / "models")
+                except ModelError as error:
+                    problems.append(f"{task.folder / 'task.yaml'}: field '{field}.options.model' '{model}': {error}")
+    return problems
+
+
 LOCK_GRACE_ENV = "DSC_LOCK_GRACE_S"
 
 
@@ -99,7 +115,7 @@ def preflight(
         except TaskError as error:
             problems += str(error).splitlines()
     windows, model_problems = profile_windows(profile, home, profile_file)
-    problems += model_problems
+    problems += model_problems + task_model_problems(loaded, home)
     for task in loaded:
         max_tokens = task.sampling_for(max_tokens_cap).max_tokens
         for window in windows:

@@ -39,6 +39,11 @@ def verdict_rows(evaluation: pd.DataFrame, task: str, family: Family) -> pd.Data
                 "words": f"{getattr(row, 'mean_answer_words', float('nan')):.0f}",
             }
         )
+        if hasattr(row, "second_difference_vs_base"):  # the task's second reward, which selected no data
+            rows[-1]["second reward"] = (
+                f"{row.second_difference_vs_base:+.3f} [{row.second_ci95_low:+.3f}, {row.second_ci95_high:+.3f}]"
+            )
+            rows[-1]["spearman"] = _p(getattr(row, "rewards_spearman", float("nan")))
     return pd.DataFrame(rows)
 
 

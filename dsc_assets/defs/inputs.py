@@ -58,6 +58,19 @@ def _scorer(task: Task, env: Environment) -> Any:
     return env.memo(key, lambda: env.rewards.for_task(scorer).identity())
 
 
+def _second_scorer_field(task: Task, env: Environment) -> Any:
+    scorer = task.spec.second_scorer  # a task without one keeps the evaluation's version it had before the field
+    return OMIT if scorer is None else scorer.model_dump(mode="json")
+
+
+def _second_scorer(task: Task, env: Environment) -> Any:
+    scorer = task.spec.second_scorer
+    if scorer is None:
+        return OMIT
+    key = ("scorer", json.dumps(scorer.model_dump(mode="json"), sort_keys=True))
+    return env.memo(key, lambda: env.rewards.for_task(scorer).identity())
+
+
 def _trainer(method: str) -> Callable[[Task, Environment], Any]:
     def value(task: Task, env: Environment) -> Any:
         trainer = env.trainer.with_overrides(task.spec.trainer.overrides())  # the task's preference settings
@@ -154,6 +167,22 @@ def _profile_inputs() -> list[Input]:
     ]
 
 
+def _second_scorer_inputs() -> list[Input]:
+    """The evaluation's second reward: left out of the version of a task without one."""
+    return [
+        Input(
+            "task.second_scorer",
+            "task.yaml second_scorer: the evaluation's second reward and its options (read by the evaluation alone)",
+            _second_scorer_field,
+        ),
+        Input(
+            "second_scorer_model",
+            "the task's second scorer by identity (for a judge: its GGUF's sha256, question)",
+            _second_scorer,
+        ),
+    ]
+
+
 def _trainer_and_method_inputs() -> list[Input]:
     """What each training reads of the trainer (task.yaml ``trainer:`` over the profile's), and the method switches."""
 
@@ -185,7 +214,7 @@ def _inputs() -> dict[str, Input]:
         Input(f"task.{name}", f"task.yaml {name}: {text}", _split if name == "split" else _task_field(name))
         for name, text in TASK_FIELDS.items()
     ]
-    inputs += _profile_inputs() + _trainer_and_method_inputs()
+    inputs += _profile_inputs() + _second_scorer_inputs() + _trainer_and_method_inputs()
     return {i.name: i for i in inputs}
 
 

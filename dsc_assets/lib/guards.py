@@ -21,6 +21,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from resources.text_scorers import REFUSAL_PATTERN
+
 _WORD = re.compile(r"[a-z][a-z'’-]+")
 # Words a request is made of rather than about: they say nothing about whether the answer stayed on topic.
 _INSTRUCTION_WORDS = set(
@@ -32,10 +34,7 @@ review reviews should short someone story tell than that their them then there t
 through very want what when where which while whom with without would write your yours writing wrote
 """.split()
 )
-_REFUSAL = re.compile(
-    r"\b(i can(?:'|’)?t|i cannot|i can not|i won(?:'|’)?t|i will not|i(?:'|’)?m sorry|i am sorry|i(?:'|’)?m unable|"
-    r"i am unable|i(?:'|’)?m not able|i am not able|unable to (?:help|assist|comply)|cannot (?:help|assist) with)\b"
-)
+_REFUSAL = REFUSAL_PATTERN  # one phrase list: the safety_rules scorer reads it too
 
 
 def content_words(text: str) -> set[str]:

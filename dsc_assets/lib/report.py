@@ -9,7 +9,6 @@ tables from two runs side by side, and a report over them would mix two experime
 from __future__ import annotations
 
 import datetime
-import math
 from pathlib import Path
 from typing import Callable
 
@@ -22,12 +21,15 @@ from dsc_assets.lib.commit import git_commit
 from dsc_assets.lib.family import CONTROLS, Family, holm_verdict
 from dsc_assets.lib.paths import PROJECT_ROOT
 from dsc_assets.lib.plots import effects_plot
+from dsc_assets.lib.previous_report import previous_evaluation, previous_report_section  # noqa: F401  (tests import it here)
 from dsc_assets.lib.profiles import load_profile, profile_mapping
 from dsc_assets.lib.report_diagnostics import diagnostics_lines
 from dsc_assets.lib.report_settings import settings_lines
-from dsc_assets.lib.stats import PER_PROMPT, subset_table
+from dsc_assets.lib.stats import PER_PROMPT, SECOND, SPEARMAN, subset_table
 from dsc_assets.lib.tables import cell, markdown_table
-from dsc_assets.lib.tasks import load_task
+from dsc_assets.lib.task_spec import TaskError
+from dsc_assets.lib.tasks import load_task, load_task_spec
+from dsc_assets.lib.verdicts import interval_verdict, second_reward_note, second_verdict
 from resources.stores import read_table
 
 CHECKPOINT_TABLES = [
@@ -59,57 +61,6 @@ class ReportError(Exception):
 def _table(con: duckdb.DuckDBPyConnection, name: str, task: str) -> pd.DataFrame | None:
     """The task's rows of ``dsc.<name>``; None when the table does not exist (the asset never ran)."""
     return read_table(con, name, task)
-
-
-def previous_evaluation(report: Path) -> tuple[pd.DataFrame, str] | None:
-    """The evaluation table and the commit line of a report this module wrote before (the committed one, when a
-    fresh clone reruns the study); None when there is none or it has no evaluation table."""
-    try:
-        text = report.read_text()
-    except OSError:
-        return None
-    section = text.split("\n## Evaluation", 1)[1].split("\n## ", 1)[0] if "\n## Evaluation" in text else ""
-    rows = [line.strip().strip("|").split("|") for line in section.splitlines() if line.startswith("|")]
-    if len(rows) < 3:
-        return None
-    header = [cell.strip() for cell in rows[0]]
-    table = pd.DataFrame([[cell.strip() for cell in row] for row in rows[2:]], columns=header)
-    needed = ["model", "difference_vs_base", "ci95_low", "ci95_high"]
-    if not set(needed) <= set(table.columns):
-        return None
-    table = table[needed].copy()
-    for column in needed[1:]:
-        table[column] = pd.to_numeric(table[column].str.replace("—", "nan"), errors="coerce")
-    lines = text.splitlines()
-    return table, lines[2] if len(lines) > 2 else ""
-
-
-def reproduction_table(previous: pd.DataFrame, evaluation: pd.DataFrame) -> pd.DataFrame:
-    """Each model in both: the previous difference and interval beside this run's difference, and whether this
-    run's difference lies inside the previous interval (what "reproduces within its interval" means here)."""
-    now = evaluation.set_index("model")["difference_vs_base"]
-    rows = []
-    for row in previous.itertuples():
-        if row.model == "base" or row.model not in now.index:
-            continue
-        inside = bool(row.ci95_low <= now[row.model] <= row.ci95_high)
-        rows.append(
-            {
-                "model": row.model,
-                "previous difference": row.difference_vs_base,
-                "previous 95% CI": f"[{row.ci95_low:.3f}, {row.ci95_high:.3f}]",
-                "this run": float(now[row.model]),
-                "inside the previous interval": "yes" if inside else "NO",
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def interval_verdict(low: float, high: float) -> str:
-    """A closed interval: one that ends at 0 still contains it."""
-    if math.isnan(low) or math.isnan(high):
-        return "no interval"
-    return "excludes 0" if low > 0 or high < 0 else "contains 0"
 
 
 def evaluated_split(prompts: pd.DataFrame) -> str:
@@ -219,8 +170,15 @@ def _evaluation_section(evaluation: pd.DataFrame, task: str, family: Family | No
             holm_verdict(d, p) if m not in CONTROLS else ""
             for m, d, p in zip(evaluation["model"], evaluation["difference_vs_base"], evaluation["holm_p"])
         ]
+    second = SECOND + "ci95_low" in evaluation.columns
+    if second:
+        evaluation = _with_second_verdict(evaluation)
     columns = [c for c in EVALUATION_COLUMNS if c in evaluation.columns]
     columns += [c for c in evaluation.columns if c not in columns and c not in ("task", PER_PROMPT)]  # guards, RM score
+    # the second reward's columns last, beside the first reward's Holm verdict
+    columns = [c for c in columns if not c.startswith(SECOND) and c != SPEARMAN] + [
+        c for c in columns if c.startswith(SECOND) or c == SPEARMAN
+    ]
     verdicts = [
         f"{row.model}: {interval_verdict(row.ci95_low, row.ci95_high)}"
         for row in evaluation.itertuples()
@@ -245,7 +203,7 @@ def _evaluation_section(evaluation: pd.DataFrame, task: str, family: Family | No
             + (f"; {len(family.missing)} not measured yet count with p = 1" if family.missing else "")
             + "), and `after_holm` is the verdict at family-wise error 0.05."
         )
-    return [
+    lines = [
         "## Evaluation",
         "",
         f"Differences are against `base`, paired over prompts, with 95% bootstrap intervals{against}.{holm}",
@@ -254,6 +212,21 @@ def _evaluation_section(evaluation: pd.DataFrame, task: str, family: Family | No
         f"95% interval of the difference: {'; '.join(verdicts)}.",
         "",
     ]
+    if second:
+        try:
+            scorer = load_task_spec(task).second_scorer
+        except TaskError:  # a task folder gone since its evaluation: the note without the scorer's name
+            scorer = None
+        lines[4:4] = [second_reward_note(scorer), ""]  # a paragraph of its own, before the table
+    return lines
+
+
+def _with_second_verdict(evaluation: pd.DataFrame) -> pd.DataFrame:
+    """A copy with ``second_verdict``: each row's second-reward interval read alone (base has none)."""
+    evaluation = evaluation.copy()
+    bounds = zip(evaluation["model"], evaluation[SECOND + "ci95_low"], evaluation[SECOND + "ci95_high"])
+    evaluation[SECOND + "verdict"] = ["" if m == "base" else second_verdict(low, high) for m, low, high in bounds]
+    return evaluation
 
 
 def _header(task: str, con, profile_path: Path, prompts: pd.DataFrame, problems: list[str]) -> list[str]:
@@ -324,25 +297,6 @@ def _null_control_note(evaluation: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _previous_report_section(previous_report: Path, evaluation: pd.DataFrame) -> list[str]:
-    """This run against the report it replaces, model by model (nothing when there is none)."""
-    lines: list[str] = []
-    previous = previous_evaluation(previous_report)
-    if previous is not None:
-        compared = reproduction_table(previous[0], evaluation)
-        if len(compared):
-            outside = compared.loc[compared["inside the previous interval"] == "NO", "model"].tolist()
-            lines += [
-                "## Against the previous report",
-                "",
-                f"The report this one replaces ({previous[1].rstrip('.') or 'no commit line'}), model by model: "
-                f"{'every difference lies inside its previous interval' if not outside else 'outside: ' + ', '.join(outside)}.",
-                "",
-                markdown_table(compared),
-            ]
-    return lines
-
-
 def _provenance_section(runs: list[dict] | None) -> list[str]:
     """The latest run and commit of each step."""
     lines = ["## Provenance", ""]
@@ -389,7 +343,7 @@ def write_report(
     if prompt_subset:
         lines += subset_section(task, evaluation, prompt_subset)
     lines += _null_control_note(evaluation)
-    lines += _previous_report_section(out / f"{task}.md", evaluation)
+    lines += previous_report_section(out / f"{task}.md", evaluation)
     lines += [f"![effects]({task}_effects.png)", ""] + _provenance_section(runs)
     out.mkdir(parents=True, exist_ok=True)
     effects_plot(evaluation, out / f"{task}_effects.png", f"{task}: effect of each method")

@@ -139,18 +139,45 @@ def evaluation_table(
     return pd.DataFrame(rows)
 
 
+SECOND = "second_"  # the prefix of the second reward's columns (task.yaml second_scorer)
+SECOND_COLUMNS = ("mean_reward", "difference_vs_base", "ci95_low", "ci95_high", "p_value")
+SPEARMAN = "rewards_spearman"  # rank correlation of the two rewards over the same answers
+
+
+def add_second_reward(table: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with the second reward's mean, difference from base, interval and p-value per row (``second``: the
+    same rows' ``evaluation_table`` of the second reward, matched by model), prefixed ``second_``."""
+    renamed = second.set_index("model")[list(SECOND_COLUMNS)].add_prefix(SECOND)
+    return table.join(renamed, on="model")
+
+
+def rank_correlation(first: np.ndarray, second: np.ndarray) -> float:
+    """Spearman's rank correlation of two rewards of the same answers (ties share their mean rank); NaN under three
+    answers or when either reward is constant."""
+    first, second = np.ravel(np.asarray(first, dtype=float)), np.ravel(np.asarray(second, dtype=float))
+    if len(first) != len(second):
+        raise ValueError(f"{len(first)} first rewards but {len(second)} second ones: not the same answers")
+    if len(first) < 3:
+        return float("nan")
+    return float(pd.Series(first).corr(pd.Series(second), method="spearman"))
+
+
 def _number(value: float) -> float | None:
     return None if np.isnan(value) else float(value)  # full precision: a subset over every prompt is the table
 
 
-def per_prompt_json(prompt_ids: list[str], rewards: np.ndarray, guards: dict[str, np.ndarray]) -> str:
-    """One model's per-prompt results: the sample-mean reward and each job guard's per-prompt rate (null where the
-    guard does not apply), aligned with ``prompt_ids``."""
+def per_prompt_json(
+    prompt_ids: list[str], rewards: np.ndarray, guards: dict[str, np.ndarray], second: np.ndarray | None = None
+) -> str:
+    """One model's per-prompt results: the sample-mean reward, each job guard's per-prompt rate (null where the
+    guard does not apply) and, for a task with a second scorer, the second reward, aligned with ``prompt_ids``."""
+    extra = {} if second is None else {SECOND + "reward": [_number(v) for v in second]}
     return json.dumps(
         {
             "prompt_id": list(prompt_ids),
             "reward": [_number(v) for v in rewards],
             **{guard: [_number(v) for v in values] for guard, values in guards.items()},
+            **extra,
         }
     )
 
@@ -176,9 +203,11 @@ def subset_table(evaluation: pd.DataFrame, keep: Callable[[str], bool], seed: in
         return pd.DataFrame()
     as_array = lambda values: np.array([np.nan if v is None else v for v in values], dtype=float)[mask]  # noqa: E731
     table = evaluation_table({model: as_array(data["reward"]) for model, data in parsed.items()}, seed=seed)
-    table = table.drop(
-        columns=["seeds", "seed_sd", "groups"]
-    )  # per-prompt results hold the seeds' mean: prompts only here
+    dropped = ["seeds", "seed_sd", "groups"]  # per-prompt results hold the seeds' mean: prompts only here
+    table = table.drop(columns=dropped)
+    if all(SECOND + "reward" in data for data in parsed.values()):
+        second = {model: as_array(data[SECOND + "reward"]) for model, data in parsed.items()}
+        table = add_second_reward(table, evaluation_table(second, seed=seed))
     guards = {model: {g: as_array(data[g]) for g in JOB_GUARDS if g in data} for model, data in parsed.items()}
     add_guard_differences(table, guards, seed)
     return table

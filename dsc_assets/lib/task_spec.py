@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dsc_assets.lib.quality import QualityRules
 from resources.llm import SamplingParams
+from resources.models import KNOWN_MODELS
+from resources.text_scorers import PII_KINDS
 
 
 class TaskError(ValueError):
@@ -78,7 +80,7 @@ class Contrastive(BaseModel):
     negative_affix: str = Field(min_length=1)
 
 
-class _VaderOptions(BaseModel):
+class _VaderOptions(BaseModel):  # vader, textblob, afinn: no options
     model_config = ConfigDict(extra="forbid")
 
 
@@ -94,17 +96,49 @@ class _JudgeOptions(BaseModel):
 
     question: str = Field(min_length=1, description="A yes/no question about the response.")
     invert: bool = False
+    model: str | None = Field(
+        None, description="The judge's model (a packaged model's name or a .gguf path); none: the profile's judge."
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str | None) -> str | None:
+        if value is not None and value not in KNOWN_MODELS and not value.endswith(".gguf"):
+            raise ValueError(f"names unknown model '{value}' (known: {', '.join(KNOWN_MODELS)}, or a .gguf path)")
+        return value
+
+
+class _PiiRulesOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kinds: list[Literal[PII_KINDS]] = Field(default=list(PII_KINDS), min_length=1)  # type: ignore[valid-type]
+
+
+class _SafetyRulesOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refusal_weight: float = Field(0.5, ge=0.0, le=1.0, description="Share of the reward a refusal earns.")
 
 
 # The scorers resources/rewards.py builds (RewardModels.for_task), with the options each accepts: checked when the
 # task loads, not when reward_scores first runs after the whole chain was generated.
-SCORER_OPTIONS: dict[str, type[BaseModel]] = {"vader": _VaderOptions, "pii": _PiiOptions, "judge": _JudgeOptions}
+SCORER_OPTIONS: dict[str, type[BaseModel]] = {
+    "vader": _VaderOptions,
+    "pii": _PiiOptions,
+    "judge": _JudgeOptions,
+    "textblob": _VaderOptions,
+    "afinn": _VaderOptions,
+    "pii_rules": _PiiRulesOptions,
+    "safety_rules": _SafetyRulesOptions,
+}
 
 
 class Scorer(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="Registered scorer name: vader, pii or judge.")
+    name: str = Field(
+        description="Registered scorer name: vader, pii, judge, textblob, afinn, pii_rules, safety_rules."
+    )
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("name")
@@ -131,7 +165,7 @@ class Scorer(BaseModel):
                     if e["type"] == "missing"
                     else "is unknown"
                     if e["type"] == "extra_forbidden"
-                    else e["msg"]
+                    else e["msg"].removeprefix("Value error, ")
                 )
                 for e in error.errors()
             )
@@ -215,6 +249,9 @@ class TaskSpec(BaseModel):
     split: Split = Field(default_factory=Split)
     contrastive: Contrastive | None = None
     scorer: Scorer | None = None
+    # The evaluation's second reward: it scores every evaluated answer beside ``scorer`` and nothing else reads it
+    # (no acceptance, pair, DLMA or ALMoST step), so it never selects the data it judges.
+    second_scorer: Scorer | None = None
     acceptance: Acceptance = Field(default_factory=Acceptance)
     quality: QualityRules = Field(default_factory=QualityRules)
     almost: Almost | None = None
@@ -239,6 +276,8 @@ class TaskSpec(BaseModel):
     def _rates(self) -> "TaskSpec":
         if self.acceptance.min_rate > self.acceptance.max_rate:
             raise ValueError("acceptance.min_rate must not exceed acceptance.max_rate")
+        if self.second_scorer is not None and self.second_scorer == self.scorer:
+            raise ValueError("second_scorer is the same as scorer: a second reward must be another scorer or model")
         return self
 
 
@@ -258,7 +297,8 @@ FIELD_HINTS = {
     "sampling": "a mapping with temperature, top_p, top_k, max_tokens, repeat_penalty, seed, stop",
     "split": "a mapping with test_fraction and dev_fraction (0 to <1, together < 1), seed, group_by (id or linked)",
     "contrastive": "a mapping with positive_affix and negative_affix",
-    "scorer": "a mapping with name (vader, pii or judge) and options",
+    "scorer": "a mapping with name (vader, pii, judge, textblob, afinn, pii_rules or safety_rules) and options",
+    "second_scorer": "a mapping like scorer's: the evaluation's second reward (name and options)",
     "acceptance": "a mapping with temperature, seed, min_rate, max_rate",
     "almost": "a mapping with demonstrations (a list of {prompt, response}), best_of_n, rules (prompt, size, "
     "both), heldout_fraction, drop_truncated",

@@ -52,6 +52,7 @@ TASK_FIELDS: list[tuple[str, object, set[str]]] = [
     ("split.seed", 7, {"raw_prompts", "synthetic_comparisons"}),
     ("contrastive.positive_affix", "You love films.", {"contrastive_pairs", "self_reward_scores"} | ALMOST_GENERATION),
     ("scorer", {"name": "pii"}, {"reward_scores", "evaluation"}),
+    ("second_scorer", {"name": "afinn"}, {"evaluation"}),  # the evaluation's alone: it selects no data
     ("acceptance.temperature", 0.5, {"accepted_samples"}),
     ("acceptance.seed", 3, {"accepted_samples", "evaluation"}),  # evaluation's bootstrap uses it
     ("acceptance.min_rate", 0.1, set()),  # quality gate only: the check reruns, no asset does

@@ -60,6 +60,12 @@ def test_two_seeds_and_the_placebo_train_evaluate_and_keep_the_first_seeds_folde
     assert contrast["seeds"] == 2 and contrast["ci95_low"] <= contrast["difference_vs_base"] <= contrast["ci95_high"]
     answers = [json.loads(line) for line in (home / "ledger.jsonl").read_text().splitlines()]
     assert {"sft", "placebo", "base"} <= set(answers[-1]["models"]) and answers[-1]["training_seeds"] == 2
+    # sentiment's second reward (textblob) beside VADER on every row, the contrast included, over the same answers
+    for model in ("base", "sft", "placebo", "sft vs placebo"):
+        row = rows.loc[model]
+        assert row["second_ci95_low"] <= row["second_difference_vs_base"] <= row["second_ci95_high"], model
+        assert -1.0 <= row["rewards_spearman"] <= 1.0 or math.isnan(row["rewards_spearman"]), model
+    assert "second_reward" in json.loads(rows.loc["sft", "per_prompt"])
 
     # the run ends with the verdicts, computed from the same table (Holm over the profile's planned contrasts)
     summary = run.stdout[run.stdout.index("dsc run: sentiment, test split") :]
@@ -70,3 +76,4 @@ def test_two_seeds_and_the_placebo_train_evaluate_and_keep_the_first_seeds_folde
     verdicts = ("better after Holm", "worse after Holm", "not significant after Holm")
     assert any(verdict in printed["sft"] for verdict in verdicts)
     assert "null control" in printed["base_original"]
+    assert f"{rows.loc['sft', 'second_difference_vs_base']:+.3f}" in printed["sft"]  # the second reward beside

@@ -100,7 +100,10 @@ def test_dlma_self_reward_sign_and_antisymmetry(models):
 
 def test_unknown_scorer_and_judge_without_question_are_clear_errors(models):
     # rejected where the task file is read, before any model is loaded (see test_preflight for the file-level message)
-    with pytest.raises(ValueError, match=r"unknown scorer 'bleu' \(known: vader, pii, judge\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown scorer 'bleu' \(known: vader, pii, judge, textblob, afinn, pii_rules, safety_rules\)",
+    ):
         models.for_task(Scorer(name="bleu"))
     with pytest.raises(ValueError, match="scorer 'judge': option 'question' is missing"):
         models.for_task(Scorer(name="judge"))

@@ -3,7 +3,11 @@ scores them against the base.
 
 A method trained at several seeds (the profile's ``training_seeds``) is one row: each seed's checkpoint answers every
 prompt, and the row's interval resamples prompts and seeds (``seeds``, ``seed_sd`` beside it). With the placebo
-control in the profile, the row ``sft vs placebo`` is dSC's SFT against SFT on the unrevised drafts."""
+control in the profile, the row ``sft vs placebo`` is dSC's SFT against SFT on the unrevised drafts.
+
+With a ``second_scorer`` in task.yaml, a second reward that selected no data scores the same answers: its mean,
+difference from base, interval and p (``second_*``: the same paired bootstrap, seeds and contrasts) and the rank
+correlation of the two rewards over each row's answers (``rewards_spearman``) stand beside the first reward's."""
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +23,15 @@ from dsc_assets.lib.chat import ChainMessages
 from dsc_assets.lib.commit import git_commit
 from dsc_assets.lib.guards import JOB_GUARDS, guard_values, per_prompt, rates_of
 from dsc_assets.lib.samples import data_version
-from dsc_assets.lib.stats import PER_PROMPT, add_guard_differences, evaluation_table, per_prompt_json
+from dsc_assets.lib.stats import (
+    PER_PROMPT,
+    SPEARMAN,
+    add_guard_differences,
+    add_second_reward,
+    evaluation_table,
+    per_prompt_json,
+    rank_correlation,
+)
 from dsc_assets.lib.tables import markdown_table
 from resources.hashing import content_hash
 from resources.llm import GenerationProgress, LlamaCppLLM, side_by_side
@@ -37,6 +49,8 @@ from resources.trainer import LoRATrainer
         "sampling",
         "task.scorer",
         "scorer_model",
+        "task.second_scorer",
+        "second_scorer_model",
         "task.acceptance.seed",
         "student",
         "trainer.export",
@@ -80,12 +94,12 @@ def evaluation(
     seed, samples = task.spec.acceptance.seed, settings.eval_samples_per_prompt
     answers, hits = _answer_all(context, task, variants, test, sampling_params(task, settings), samples)
     answers = _by_method(answers, seeded)
-    table, rewards_by_model = _table(task, test, answers, rewards, samples, seeded)
+    table, rewards_by_model, second = _table(task, test, answers, rewards, samples, seeded)
     if len(reward_model) and reward_model.iloc[0]["status"] == "trained":
         table["reward_model_score"] = table["model"].map(
             _reward_model_means(reward_model.iloc[0], task, test, answers, samples, student.cache_path)
         )
-    table = _guard_columns(table, task.name, test, answers, rewards_by_model, seed)
+    table = _guard_columns(table, task.name, test, answers, rewards_by_model, seed, second)
     markdown = markdown_table(table.drop(columns=["task", PER_PROMPT]))
     report = settings.artifact_path("reports", task.name, "evaluation.md")
     report.parent.mkdir(parents=True, exist_ok=True)
@@ -210,6 +224,39 @@ def _answers(llm: LlamaCppLLM, requests: list, seeded: list, progress) -> list:
     return [g for params in seeded for g in llm.chat_many(requests, params, on_generated=progress)]
 
 
+def _rewards(scorer, prompts: list[str], answers: dict[str, list[str]], samples: int, seeded: dict[str, list[str]]):
+    """One scorer's rewards of every model's answers: per prompt, or (seeds, prompts) for a method trained at several
+    seeds (the samples' mean); and each answer's own, in answer order (for the rank correlation of two rewards)."""
+    by_model, by_answer = {}, {}
+    for name, texts in answers.items():
+        blocks = len(texts) // len(prompts) if prompts else 0  # seeds x samples, seed-major
+        chunks = [texts[k * len(prompts) : (k + 1) * len(prompts)] for k in range(blocks)]
+        scores = np.asarray([scorer.score(prompts, chunk) for chunk in chunks], dtype=float)
+        by_answer[name] = scores.ravel()
+        per_seed = scores.reshape(len(seeded.get(name, [name])), samples, -1).mean(axis=1)
+        # one value per prompt (the bootstrap resamples prompts), or one per seed and prompt
+        by_model[name] = per_seed[0] if len(per_seed) == 1 else per_seed
+    return by_model, by_answer
+
+
+CONTRASTS = [("almost_rl", "almost_sft"), ("sft", "placebo")]  # rows against another model than base
+
+
+def _comparisons(rewards_by_model: dict[str, np.ndarray], seed: int, groups: list[str]) -> pd.DataFrame:
+    """Every model against base (ALMoST's RL also against its SFT start, dSC's SFT against the placebo); intervals
+    resample whole ``groups`` of prompts (the cluster bootstrap)."""
+    table = evaluation_table(rewards_by_model, seed=seed, clusters=groups)
+    for model, start in CONTRASTS:
+        if {model, start} <= set(rewards_by_model):
+            treated, control = rewards_by_model[model], rewards_by_model[start]
+            if np.ndim(treated) != np.ndim(control):  # RL trains once, from its SFT's first seed
+                control = control[0] if np.ndim(control) == 2 else control
+                treated = treated[0] if np.ndim(treated) == 2 else treated
+            row = evaluation_table({"base": control, model: treated}, seed=seed, clusters=groups).iloc[[1]]
+            table = pd.concat([table, row.assign(model=f"{model} vs {start}")], ignore_index=True)
+    return table
+
+
 def _table(
     task,
     test: pd.DataFrame,
@@ -218,33 +265,31 @@ def _table(
     samples: int,
     seeded: dict[str, list[str]],
 ):
-    """Mean reward per model against base (ALMoST's RL also against its SFT start, dSC's SFT against the placebo);
-    the per-prompt rewards, (seeds, prompts) for a method trained at several seeds."""
-    scorer, prompts, seed = rewards.for_task(task.spec.scorer), test["prompt"].tolist(), task.spec.acceptance.seed
-    rewards_by_model = {}
-    for name, texts in answers.items():
-        blocks = len(texts) // len(prompts) if prompts else 0  # seeds x samples, seed-major
-        chunks = [texts[k * len(prompts) : (k + 1) * len(prompts)] for k in range(blocks)]
-        scores = np.asarray([scorer.score(prompts, chunk) for chunk in chunks], dtype=float)
-        per_seed = scores.reshape(len(seeded.get(name, [name])), samples, -1).mean(axis=1)
-        # one value per prompt (the bootstrap resamples prompts), or one per seed and prompt
-        rewards_by_model[name] = per_seed[0] if len(per_seed) == 1 else per_seed
-    groups = [task.groups.get(prompt_id, prompt_id) for prompt_id in test["prompt_id"]]  # the cluster bootstrap's
-    table = evaluation_table(rewards_by_model, seed=seed, clusters=groups)
-    contrasts = [("almost_rl", "almost_sft"), ("sft", "placebo")]
-    for model, start in contrasts:
-        if {model, start} <= set(rewards_by_model):
-            treated, control = rewards_by_model[model], rewards_by_model[start]
-            if np.ndim(treated) != np.ndim(control):  # RL trains once, from its SFT's first seed
-                control = control[0] if np.ndim(control) == 2 else control
-                treated = treated[0] if np.ndim(treated) == 2 else treated
-            row = evaluation_table({"base": control, model: treated}, seed=seed, clusters=groups).iloc[[1]]
-            table = pd.concat([table, row.assign(model=f"{model} vs {start}")], ignore_index=True)
+    """Mean reward per model against base (and the contrasts); the per-prompt rewards, (seeds, prompts) for a method
+    trained at several seeds. With a ``second_scorer``, its reward of the same answers beside the first (the same
+    paired bootstrap), and the two rewards' Spearman correlation over each row's answers; ``second`` holds its
+    per-prompt rewards (None without one)."""
+    prompts, seed = test["prompt"].tolist(), task.spec.acceptance.seed
+    rewards_by_model, first = _rewards(rewards.for_task(task.spec.scorer), prompts, answers, samples, seeded)
+    groups = [task.groups.get(prompt_id, prompt_id) for prompt_id in test["prompt_id"]]
+    table = _comparisons(rewards_by_model, seed, groups)
     words = {
         name: float(np.mean([len(t.split()) for t in texts])) if texts else np.nan for name, texts in answers.items()
     }
     table["mean_answer_words"] = table["model"].map(words)  # brevity can win a reward: length beside every row
-    return table, rewards_by_model
+    second = None
+    if task.spec.second_scorer is not None:  # the evaluation's alone: no data was selected by it
+        second, by_answer = _rewards(rewards.for_task(task.spec.second_scorer), prompts, answers, samples, seeded)
+        table = add_second_reward(table, _comparisons(second, seed, groups))
+        answers_of = lambda row: row.split(" vs ")  # noqa: E731  a contrast row: both models' answers
+        table[SPEARMAN] = [
+            rank_correlation(
+                np.concatenate([first[m] for m in answers_of(row)]),
+                np.concatenate([by_answer[m] for m in answers_of(row)]),
+            )
+            for row in table["model"]
+        ]
+    return table, rewards_by_model, second
 
 
 def _guard_columns(
@@ -254,8 +299,10 @@ def _guard_columns(
     answers: dict[str, list[str]],
     rewards_by_model: dict[str, np.ndarray],
     seed: int,
+    second: dict[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
-    """Every guard's rate per model, each job guard against base, and the per-prompt results (JSON)."""
+    """Every guard's rate per model, each job guard against base, and the per-prompt results (JSON; with the second
+    reward's when the task has one)."""
     prompts, guards, job = test["prompt"].tolist(), {}, {}
     for name, texts in answers.items():
         blocks = len(texts) // len(prompts)  # samples, times seeds for a seeded method
@@ -268,8 +315,17 @@ def _guard_columns(
     table.insert(2, "samples_per_prompt", len(answers["base"]) // len(prompts))
     table.insert(0, "task", task)
     ids = test["prompt_id"].tolist()
+    per_prompt_mean = lambda values: np.mean(np.atleast_2d(values), axis=0)  # noqa: E731  over seeds
     table[PER_PROMPT] = table["model"].map(
-        {name: per_prompt_json(ids, np.mean(np.atleast_2d(rewards_by_model[name]), axis=0), job[name]) for name in job}
+        {
+            name: per_prompt_json(
+                ids,
+                per_prompt_mean(rewards_by_model[name]),
+                job[name],
+                None if second is None else per_prompt_mean(second[name]),
+            )
+            for name in job
+        }
     )
     return table
 
@@ -287,7 +343,9 @@ def evaluation_report(
         )
         for i in range(min(3, len(test)))
     )
+    second = task.spec.second_scorer
+    scorers = task.spec.scorer.name + (f"; second scorer (never selects data): {second.name}" if second else "")
     return (
-        f"# Evaluation: {task.name}\n\nScorer: {task.spec.scorer.name}; {len(test)} held-out prompts; "
+        f"# Evaluation: {task.name}\n\nScorer: {scorers}; {len(test)} held-out prompts; "
         f"differences are against the base student, 95% bootstrap intervals.\n\n{markdown}\n## Examples\n{examples}"
     )
