@@ -149,3 +149,15 @@ def test_a_crash_mid_transaction_leaves_no_row(own_postgres_server):
     own_postgres_server.start()
     writer.close()
     assert cache.get("half") is None and cache.count() == 1
+
+
+def test_dsc_run_stops_before_any_model_call_when_the_cache_server_is_down(own_postgres_server, tmp_path):
+    url = own_postgres_server.create_database("dsc")
+    own_postgres_server.stop()
+    env = {"DSC_PROFILE": "test", "DSC_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path / "dagster")}
+    done = run_cli(
+        ["dsc", "run", "--tasks", "sentiment", "--select", "raw_prompts,drafts"], {**env, "DSC_CACHE_URL": url}
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"dsc run: call cache: the call cache's PostgreSQL server at {url} cannot be reached" in done.stderr
+    assert "nothing was run" in done.stderr
