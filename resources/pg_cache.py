@@ -21,7 +21,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.extras
-import psycopg2.pool
 
 COLUMNS = ("key", "kind", "model", "request", "response", "seconds", "created_at")
 _SCHEMA = """
@@ -36,7 +35,7 @@ CREATE TABLE IF NOT EXISTS calls (
 )
 """
 _SCHEMA_LOCK = 0x647363  # one advisory lock id: concurrent CREATE TABLE IF NOT EXISTS can still collide in PostgreSQL
-POOL_SIZE = 16  # connections per process and server at most (one per thread in flight)
+POOL_SIZE = 16  # connections per process and server at most (one per thread in flight; more threads wait)
 CONNECT_TIMEOUT_S = 10
 
 
@@ -59,12 +58,44 @@ class CacheUnavailableError(RuntimeError):
 
 
 class _Pool:
-    """This process's connections to one server, with the schema made once."""
+    """This process's connections to one server (at most POOL_SIZE at once: more threads wait for one), with the
+    schema made once. A connection found dropped means the server went away: the idle ones went with it, so they
+    are closed too, and the retry connects afresh."""
 
     def __init__(self, url: str):
         self.url, self.pid = url, os.getpid()
-        self.connections = psycopg2.pool.ThreadedConnectionPool(0, POOL_SIZE, url, connect_timeout=CONNECT_TIMEOUT_S)
+        self.idle: list = []
+        self.lock = threading.Lock()
+        self.slots = threading.BoundedSemaphore(POOL_SIZE)
         self.schema_ready = False
+
+    def take(self):
+        self.slots.acquire()
+        with self.lock:
+            if self.idle:
+                return self.idle.pop()
+        try:
+            return psycopg2.connect(self.url, connect_timeout=CONNECT_TIMEOUT_S)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def give(self, connection, broken: bool) -> None:
+        try:
+            if broken or connection.closed:
+                connection.close()
+                self.close()
+            else:
+                with self.lock:
+                    self.idle.append(connection)
+        finally:
+            self.slots.release()
+
+    def close(self) -> None:
+        with self.lock:
+            idle, self.idle = self.idle, []
+        for connection in idle:
+            connection.close()
 
 
 _POOLS: dict[str, _Pool] = {}
@@ -80,11 +111,11 @@ def _pool(url: str) -> _Pool:
 
 
 def close_pools() -> None:
-    """Close this process's connections (tests; before exit)."""
+    """Close this process's idle connections (tests; before exit)."""
     with _POOLS_LOCK:
         for pool in _POOLS.values():
             if pool.pid == os.getpid():
-                pool.connections.closeall()
+                pool.close()
         _POOLS.clear()
 
 
@@ -101,7 +132,11 @@ class PostgresCallCache:
         """A cursor in one transaction, committed on success; one retry on a fresh connection when the server
         dropped the pooled one (only operations whose retry is harmless use it: reads and idempotent inserts)."""
         pool = _pool(self.url)
-        connection, broken = self._connect(pool), False
+        try:
+            connection = pool.take()
+        except psycopg2.OperationalError as error:  # the server is down or refuses: no retry helps now
+            raise self._unavailable(error) from error
+        broken = False
         try:
             with connection:  # commit, or roll back on an error
                 if not self.read_only and not pool.schema_ready:
@@ -113,15 +148,7 @@ class PostgresCallCache:
             broken = True
             raise
         finally:
-            pool.connections.putconn(connection, close=broken or bool(connection.closed))
-
-    def _connect(self, pool: _Pool):
-        try:
-            return pool.connections.getconn()
-        except psycopg2.pool.PoolError as error:  # more threads than POOL_SIZE at once: wait for a connection
-            raise CacheUnavailableError(f"the call cache at {self.path}: {error}") from error
-        except psycopg2.OperationalError as error:
-            raise self._unavailable(error) from error
+            pool.give(connection, broken)
 
     def _unavailable(self, error: Exception) -> CacheUnavailableError:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

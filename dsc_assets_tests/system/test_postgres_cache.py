@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from dsc_assets_tests.conftest import run_cli
+from resources import pg_cache
 from resources.llm import LlamaCppLLM, SamplingParams
 from resources.pg_cache import CacheUnavailableError, PostgresCallCache
 from resources.stores import CallCache, open_cache
@@ -116,11 +118,26 @@ def test_copy_from_a_missing_file_is_a_usage_error(postgres_url, tmp_path):
     assert done.returncode == 2 and "no such cache file" in done.stderr
 
 
-def test_a_restarted_server_gives_a_clear_error_then_works_again(own_postgres_server):
+def _hold_several_connections(cache: PostgresCallCache) -> None:
+    with ThreadPoolExecutor(6) as threads:  # several threads at once: several connections left in the pool
+        list(threads.map(lambda n: (time.sleep(0.2), cache.get_many([f"k{n:04d}"])), range(12)))
+    assert len(pg_cache._pool(cache.url).idle) >= 2
+
+
+def test_a_restarted_server_is_reconnected_to_and_a_stopped_one_is_a_clear_error(own_postgres_server):
     server = own_postgres_server
     url = server.create_database("dsc")
     cache = PostgresCallCache(url)
     _fill(cache, 5)
+    _hold_several_connections(cache)
+    server.stop()
+    server.start()
+    # Every pooled connection died with the old server: the first one tried is found dead, the others are dropped
+    # with it, and the put goes through on a fresh connection.
+    cache.put("after-restart", "chat", "m", {"q": 2}, {"text": "kept"}, 1.0)
+    assert cache.get("after-restart") == {"text": "kept"} and cache.count() == 6
+
+    _hold_several_connections(cache)
     server.stop()
     started = time.monotonic()
     with pytest.raises(CacheUnavailableError, match=rf"PostgreSQL server at {url} cannot be reached.*Re-execute"):
@@ -129,10 +146,9 @@ def test_a_restarted_server_gives_a_clear_error_then_works_again(own_postgres_se
     with pytest.raises(CacheUnavailableError):
         cache.get("k0001")
     server.start()
-    # The pooled connections died with the old server: the next operation reconnects on its own.
-    cache.put("after-restart", "chat", "m", {"q": 2}, {"text": "kept"}, 1.0)
-    assert cache.get("after-restart") == {"text": "kept"} and cache.get("while-down") is None
-    assert cache.count() == 6 and cache.get("k0004") is not None
+    cache.put("back", "chat", "m", {"q": 3}, {"text": "kept too"}, 1.0)
+    assert cache.get("while-down") is None and cache.get("back") == {"text": "kept too"}
+    assert cache.count() == 7 and cache.get("k0004") is not None
 
 
 def test_a_crash_mid_transaction_leaves_no_row(own_postgres_server):
