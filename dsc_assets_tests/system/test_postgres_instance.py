@@ -51,6 +51,14 @@ def test_a_run_on_the_shared_instance_is_recorded_in_postgres(postgres_server, t
         assert cursor.fetchall() == [(runs[0].run_id, "SUCCESS")]
     connection.close()
     assert PostgresCallCache(cache_url).count("chat") == rows == 4  # every draft's call, in the shared cache
+    # `dsc plan` from another DAGSTER_HOME (another machine) with the same URLs sees the run: nothing is stale.
+    elsewhere = {**env, "DAGSTER_HOME": str(tmp_path / "other_dagster_home")}
+    (tmp_path / "other_dagster_home").mkdir()
+    planned = run_cli(["dsc", "plan", "--tasks", "sentiment", "--select", "raw_prompts,drafts"], elsewhere)
+    assert planned.returncode == 0 and "nothing is stale" in planned.stdout, planned.stdout + planned.stderr
+    embedded = {k: v for k, v in elsewhere.items() if k != "DSC_INSTANCE_URL"}  # its own SQLite: no history
+    planned = run_cli(["dsc", "plan", "--tasks", "sentiment", "--select", "raw_prompts,drafts"], embedded)
+    assert "nothing is stale" not in planned.stdout and "drafts" in planned.stdout, planned.stdout
 
 
 def test_a_profile_asks_for_the_shared_instance(tmp_path, monkeypatch):
