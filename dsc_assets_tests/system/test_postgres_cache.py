@@ -8,6 +8,7 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import psycopg2
 import pytest
 
 from dsc_assets_tests.conftest import run_cli
@@ -57,6 +58,12 @@ def test_same_answers_as_the_duckdb_cache(postgres_url, tmp_path):
     assert set(per_endpoint) == set(expected) == {"", "http://10.0.0.1:8000/v1"}
     for endpoint, (seconds, calls) in expected.items():
         assert per_endpoint[endpoint] == (pytest.approx(seconds), calls)
+    with psycopg2.connect(postgres_url) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchone()[0] == 1  # one pooled connection served every operation above
+    connection.close()
     # Two writers of one key (two machines that computed the same call): the first one's row stays, whole.
     pg.put("k0001", "chat", "model-1", {}, {"text": "a second writer of the same key"}, 9.0)
     assert pg.get("k0001")["text"] == "answer 1 ✓" and pg.count() == 40
@@ -153,8 +160,6 @@ def test_a_restarted_server_is_reconnected_to_and_a_stopped_one_is_a_clear_error
 
 def test_a_crash_mid_transaction_leaves_no_row(own_postgres_server):
     """Rows go in one transaction: a crash (``pg_ctl -m immediate``) before the commit leaves none of them."""
-    import psycopg2
-
     url = own_postgres_server.create_database("dsc")
     cache = PostgresCallCache(url)
     cache.put("before", "chat", "m", {}, {"text": "kept"}, 1.0)
