@@ -4,7 +4,7 @@
     .venv/bin/python -m resources.postgres_server
 
 starts one on a free port, prints the URLs of a ``dsc`` and a ``dagster`` database on it, and stops it (deleting its
-folder) on Ctrl-C. It uses Debian's server binaries (``apt-get install -y postgresql``; ``make postgres`` does it).
+folder) on Ctrl-C or SIGTERM. It uses Debian's server binaries (``apt-get install -y postgresql``; ``make postgres`` does it).
 PostgreSQL refuses to run as root, so as root the cluster belongs to Debian's ``postgres`` user (``runuser``);
 anyone else runs it as themselves. Authentication is ``trust`` for the one superuser ``dsc``, on 127.0.0.1 only.
 """
@@ -141,6 +141,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=None, help="default: a free port")
     args = parser.parse_args()
+
+    def stop(signum, frame):  # Ctrl-C, and a `kill` (a background job of a script ignores SIGINT)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     with PostgresServer(args.port) as server:
         cache, instance = server.create_database("dsc"), server.create_database("dagster")
         print(f"DSC_CACHE_URL={cache}\nDSC_INSTANCE_URL={instance}", flush=True)

@@ -69,6 +69,7 @@ def test_a_profile_asks_for_the_shared_instance(tmp_path, monkeypatch):
     profile = yaml.safe_load((PROJECT_ROOT / "profiles" / "test.yaml").read_text())
     profile["shared"] = {"instance_url": "postgresql://dsc@db.internal:5432/dagster"}
     (tmp_path / "shared.yaml").write_text(yaml.safe_dump(profile))
+    monkeypatch.setenv("DSC_PROFILE", "test")  # prepare_environment sets it; restored after the test
     monkeypatch.setenv("DSC_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     monkeypatch.delenv("DSC_INSTANCE_URL", raising=False)
