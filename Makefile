@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-fast install install-teacher lock lock-check llama llama-rebuild doctor browser bench ui
+.PHONY: run test test-fast install install-teacher lock lock-check llama llama-rebuild doctor browser postgres bench ui
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -72,9 +72,18 @@ browser:
 		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 		|| echo "make: chromium is not installed (apt-get install -y chromium as root); the UI test will be skipped"
 
+# The shared-deployment tests start a real PostgreSQL server (initdb, pg_ctl): Debian's postgresql package. Without
+# root or apt they are skipped locally and fail under CI (CI=1), as the UI test does without chromium.
+PG_BIN := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
+postgres:
+	@[ -n "$(PG_BIN)" ] || command -v initdb >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 \
+		&& [ "$$(id -u)" = 0 ] && apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } \
+		|| echo "make: PostgreSQL is not installed (apt-get install -y postgresql as root); its tests will be skipped"
+
 # The whole suite, as CI runs it (.ci/run): ruff (lint, and the formatter's check: nothing it would change), the
 # llama.cpp self-check, then every layer of the tests with the real 135M model.
-test: install browser
+test: install browser postgres
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/dsc doctor --profile test

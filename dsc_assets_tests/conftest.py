@@ -13,6 +13,7 @@ from typing import Iterator
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["dsc_assets_tests.postgres"]  # a real PostgreSQL server: postgres_server, postgres_url
 
 # Everything below runs on the test profile (SmolLM2-135M everywhere); set before dsc_assets is imported.
 os.environ.setdefault("DSC_PROFILE", "test")

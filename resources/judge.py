@@ -14,7 +14,7 @@ from resources.hashing import call_key, content_hash
 from resources.llm import load_llama
 from resources.models import resolve_model
 from resources.scorer import RewardScorer
-from resources.stores import CallCache
+from resources.stores import open_cache
 from resources.threads import llama_threads
 
 
@@ -143,7 +143,7 @@ class SelfRewardScorer:
     R = [log π(a1|p+,q) − log π(a1|p−,q)] − [log π(a2|p+,q) − log π(a2|p−,q)]."""
 
     def __init__(self, cache_path: str, model: _LocalModel):
-        self.cache, self.model = CallCache(cache_path), model
+        self.cache, self.model = open_cache(cache_path), model
         self.computed = 0
 
     def _key(self, system: str, query: str, answer: str) -> str:

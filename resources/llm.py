@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 import resources.threads  # noqa: F401  (first: sets OMP_WAIT_POLICY before llama_cpp is ever imported)
 from resources.hashing import call_key
 from resources.models import ModelError, ModelFile, resolve_model
-from resources.stores import CallCache
+from resources.stores import CallCache, open_cache
 from resources.threads import THREADS_ENV, llama_threads, usable_cores
 
 Message = dict[str, str]
@@ -88,10 +88,11 @@ class GenerationError(RuntimeError):
 
 
 class LLMResource(dg.ConfigurableResource):
-    """A chat model behind a content-addressed DuckDB cache. Subclasses implement one uncached call."""
+    """A chat model behind a content-addressed call cache. Subclasses implement one uncached call."""
 
     cache_path: str = Field(
-        default=".dsc/cache.duckdb", description="DuckDB file holding every model call, keyed by content hash."
+        default=".dsc/cache.duckdb",
+        description="Where every model call is kept, keyed by content hash: a DuckDB file, or a postgresql:// URL.",
     )
 
     _calls_made: int = PrivateAttr(default=0)
@@ -107,7 +108,7 @@ class LLMResource(dg.ConfigurableResource):
 
     @property
     def cache(self) -> CallCache:
-        return CallCache(self.cache_path)
+        return open_cache(self.cache_path)
 
     @property
     def calls_made(self) -> int:

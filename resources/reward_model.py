@@ -8,7 +8,7 @@ import time
 
 from resources.hashing import call_key
 from resources.hf import quiet_progress
-from resources.stores import CallCache
+from resources.stores import open_cache
 
 
 class RewardModelScorer:
@@ -55,7 +55,7 @@ def cached_scores(
     cache_path: str, version: str, model_dir: str, prompts: list[list[dict]], answers: list[str]
 ) -> list[float]:
     """Reward-model scores of (prompt messages, answer), from the call cache where they were computed before."""
-    cache = CallCache(cache_path)
+    cache = open_cache(cache_path)
     identity = f"reward_model:{version}"
     keys = [call_key("score", identity, p, a) for p, a in zip(prompts, answers)]
     found = cache.get_many(keys)

@@ -165,7 +165,10 @@ class RewardModels(dg.ConfigurableResource):
     self-rewards run on ``judge_model`` locally with llama.cpp; a judge with ``options.model`` runs on that model
     instead (a second reward judged by another model than the teacher)."""
 
-    cache_path: str = Field(default=".dsc/cache.duckdb", description="DuckDB call cache shared with generations.")
+    cache_path: str = Field(
+        default=".dsc/cache.duckdb",
+        description="The call cache shared with generations (a DuckDB file or a postgresql:// URL).",
+    )
     judge_model: str = Field(default="smollm2-135m", description="Model name or .gguf path for judge and self-reward.")
     model_cache_dir: str = Field(default=".dsc/models")
     n_ctx: int = Field(default=2048, description="Context of the judge; long texts are cut from the front.")

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from typing import Sequence
 
 from resources.hashing import call_key
-from resources.stores import CallCache
+from resources.stores import open_cache
 
 
 class RewardScorer(ABC):
@@ -15,7 +15,7 @@ class RewardScorer(ABC):
     name: str = "reward"
 
     def __init__(self, cache_path: str):
-        self.cache = CallCache(cache_path)
+        self.cache = open_cache(cache_path)
         self.computed = 0
         self.cached = 0
 

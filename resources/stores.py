@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -151,6 +152,31 @@ class CallCache:
                 ],
             )
 
+    def put_rows(self, rows: list[tuple]) -> int:
+        """Insert whole rows (``COLUMNS`` order: key, kind, model, request, response, seconds, created_at) whose key
+        is new, in one transaction; how many were new (``dsc cache copy``)."""
+        if self.read_only:
+            raise RuntimeError(f"the call cache {self.path} was opened read-only")
+        if not rows:
+            return 0
+        with self._connection() as con:
+            before = con.execute("SELECT count(*) FROM calls").fetchone()[0]
+            con.executemany("INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING", rows)
+            return con.execute("SELECT count(*) FROM calls").fetchone()[0] - before
+
+    def rows(self, batch: int = 5000) -> Iterator[list[tuple]]:
+        """Every row, ``batch`` at a time, in key order (each batch its own short turn on the file)."""
+        after = ""
+        while True:
+            with self._connection() as con:
+                if con is None or not _has_table(con):
+                    return
+                found = con.execute("SELECT * FROM calls WHERE key > ? ORDER BY key LIMIT ?", [after, batch]).fetchall()
+            if not found:
+                return
+            yield found
+            after = found[-1][0]
+
     def mean_seconds(self, model: str | None = None, kind: str | None = None) -> float | None:
         """Mean seconds of the computed calls of ``model`` and of ``kind`` (any when None); None without any. A
         scorer that takes no measurable time (VADER: 0.0 s) has a rate of 0, not an unknown one."""
@@ -220,11 +246,24 @@ def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
 
 
 def close_all() -> None:
-    """Close this process's connections now (tests that delete a cache file; before handing the file on)."""
+    """Close this process's connections now (tests that delete a cache file; before handing the file on), and its
+    PostgreSQL cache connections if it has any."""
     with _LOCK:
         for lease in list(_LEASES.values()):
             lease.close()
         _LEASES.clear()
+    if "resources.pg_cache" in sys.modules:
+        sys.modules["resources.pg_cache"].close_pools()
+
+
+def open_cache(location: str | Path, read_only: bool = False):
+    """The call cache at ``location``: a ``postgresql://`` URL (the shared deployment's PostgresCallCache, same
+    interface and keys) or a DuckDB file path (the embedded default, CallCache)."""
+    if str(location).startswith(("postgresql://", "postgres://")):
+        from resources.pg_cache import PostgresCallCache  # psycopg2 only where a deployment asks for it
+
+        return PostgresCallCache(str(location), read_only=read_only)
+    return CallCache(location, read_only=read_only)
 
 
 # ---- the warehouse: one DuckDB table per asset, one task's rows per partition ---------------------------------------

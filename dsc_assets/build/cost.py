@@ -22,7 +22,7 @@ from dsc_assets.lib.tasks import Task
 from resources.hashing import call_key
 from resources.models import resolve_model
 from resources.settings import SEEDED
-from resources.stores import CallCache
+from resources.stores import open_cache
 
 CHECKPOINTS = {
     "sft_checkpoint": "sft",
@@ -55,7 +55,7 @@ class Replay:
 
     def __init__(self, task: Task, env: Environment):
         self.task, self.env, self.settings = task, env, env.settings
-        self.cache = CallCache(env.llm.cache_path, read_only=True)
+        self.cache = open_cache(env.llm.cache_path, read_only=True)
         self.params = task.sampling_for(self.settings.max_tokens_cap)
         self.chain = ChainMessages(task)
         self.costs: dict[str, Cost] = {}

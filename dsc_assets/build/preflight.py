@@ -9,7 +9,7 @@
   room for the answer), the judge's for the DLMA self-reward, the student's for the evaluation. Tokens are counted
   with each model's own tokenizer; a chat template's markers are counted as ``CHAT_OVERHEAD`` tokens per message,
   more than ChatML needs, so the check errs on the side of failing;
-- the DuckDB files under DSC_HOME are not locked by another process.
+- the DuckDB files under DSC_HOME are not locked by another process; a call cache on PostgreSQL answers.
 
 Each problem is one line that names the file (and line, prompt id or field) and the fix.
 """
@@ -104,6 +104,21 @@ def lock_problems(home: Path, grace_s: float | None = None) -> list[str]:
     return problems
 
 
+def cache_server_problems(profile, home: Path) -> list[str]:
+    """The shared deployment's call cache (a postgresql:// URL) must answer before the first model call."""
+    from dsc_assets.lib.profiles import cache_location
+    from resources.stores import open_cache
+
+    location = cache_location(profile, home)
+    if not location.startswith(("postgresql://", "postgres://")):
+        return []
+    try:
+        open_cache(location, read_only=True).count()
+    except Exception as error:  # noqa: BLE001  CacheUnavailableError, or a driver error the URL provokes
+        return [f"call cache: {' '.join(str(error).split())}"]
+    return []
+
+
 def preflight(
     profile, tasks: list[str], home: Path, profile_file: str, max_tokens_cap: int | None = None, locks: bool = True
 ) -> list[Task]:
@@ -122,6 +137,7 @@ def preflight(
             problems += context_problems(task, window, max_tokens, profile_file)
     if locks:
         problems += lock_problems(home)
+    problems += cache_server_problems(profile, home)
     if problems:
         raise PreflightError(problems)
     return loaded

@@ -35,6 +35,7 @@ def prepare_environment(profile: str | None) -> None:
     wanted = (
         f"{INSTANCE_MARKER} (dsc_assets/cli/common.py); delete this first line to keep your own edits.\n"
         "telemetry:\n  enabled: false\n"  # an offline tool
+        f"{_shared_storage()}"  # the shared deployment's PostgreSQL, if the profile or DSC_INSTANCE_URL asks
         "concurrency:\n"
         "  runs:\n"
         "    max_concurrent_runs: 1\n"  # the queue: UI launches and backfill runs wait their turn
@@ -48,6 +49,29 @@ def prepare_environment(profile: str | None) -> None:
     if current is None or old_default or (current.startswith(INSTANCE_MARKER) and current != wanted):
         with open(config, "w") as handle:
             handle.write(wanted)
+
+
+def _shared_storage() -> str:
+    """The instance's storage section for the shared deployment: runs, event log and schedules in PostgreSQL
+    (dagster-postgres), so runs launched from several machines share one history and one UI; "" for the embedded
+    SQLite under DAGSTER_HOME. The URL names psycopg2, the driver dagster-postgres installs (SQLAlchemy 2.1 takes a
+    plain postgresql:// URL to mean psycopg 3, which nothing installs). A password never goes into the file: libpq
+    reads it from PGPASSWORD or ~/.pgpass."""
+    from urllib.parse import urlsplit
+
+    from dsc_assets.lib.profiles import INSTANCE_URL_ENV, instance_url, load_profile
+
+    url = instance_url(None if os.environ.get(INSTANCE_URL_ENV) else load_profile())
+    if not url:
+        return ""
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise UsageError(f"{INSTANCE_URL_ENV}={url}: the Dagster instance needs a postgresql:// URL")
+    if urlsplit(url).password is not None:
+        raise UsageError(
+            "the Dagster instance's URL holds a password, which dsc would write into DAGSTER_HOME/dagster.yaml: "
+            "leave it out of the URL and set PGPASSWORD or a ~/.pgpass line (libpq reads either)"
+        )
+    return f"storage:\n  postgres:\n    postgres_url: postgresql+psycopg2://{url.split('://', 1)[1]}\n"
 
 
 def task_list(value: str | None, default: list[str]) -> list[str]:

@@ -6,6 +6,7 @@
     dsc gate --partition sentiment [--check-only]         quality gate: failed expectations, exit 1 on failure
     dsc doctor [--profile test] [--force]                 can llama.cpp generate on this CPU? (child-process probe)
     dsc report [--profile study] [--tasks ...] [--prompts IDS]  a finished run's study report per task (report.py)
+    dsc cache copy --from A --to B                        the call cache between DuckDB and PostgreSQL (cache.py)
 
 Before anything runs, `run`, `plan`, `gate` and `refresh` check what can be known without a model call (task files,
 scorers, models, prompt lengths against n_ctx, DuckDB locks; see preflight.py). Errors print their root cause on the
@@ -20,6 +21,7 @@ import argparse
 import sys
 import traceback
 
+from dsc_assets.cli.cache import add_cache
 from dsc_assets.cli.common import UsageError
 from dsc_assets.cli.doctor import cmd_doctor
 from dsc_assets.cli.gate import GATE_HELP, cmd_gate
@@ -37,7 +39,9 @@ ENVIRONMENT = """environment:
   DSC_HOME           where tables, the call cache, datasets, checkpoints and models go (default: .dsc)
   DSC_PROMPTS_DIR    the tasks folder (default: prompts/)
   DAGSTER_HOME       the Dagster instance: run history and the run queue (default: $DSC_HOME/dagster)
-  DSC_LLAMA_THREADS  threads per llama.cpp context (default: every core this process may use)"""
+  DSC_LLAMA_THREADS  threads per llama.cpp context (default: every core this process may use)
+  DSC_CACHE_URL      the call cache on PostgreSQL (postgresql://...), over the profile's shared.cache_url
+  DSC_INSTANCE_URL   the Dagster instance on PostgreSQL (postgresql://...), over the profile's shared.instance_url"""
 HELP_EPILOG = f"{EXIT_CODES}\n\n{ENVIRONMENT}"
 
 
@@ -65,7 +69,7 @@ def parser() -> argparse.ArgumentParser:
     sub = _subcommands(top)
     verbose = argparse.ArgumentParser(add_help=False)
     verbose.add_argument("--verbose", "-v", action="store_true", help="print the full trace of an error")
-    for add in (_add_run, _add_plan_and_refresh, _add_gate, _add_doctor, _add_report):
+    for add in (_add_run, _add_plan_and_refresh, _add_gate, _add_doctor, _add_report, add_cache):
         add(sub, verbose)
     return top
 

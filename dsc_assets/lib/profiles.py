@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import dagster as dg
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, with_config
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, with_config
 from typing_extensions import TypedDict
 
 from dsc_assets.lib.paths import PROJECT_ROOT
@@ -26,6 +26,8 @@ from resources.settings import DEFAULT_METHODS, METHODS
 from resources.trainer import LoRATrainer
 
 PROFILE_ENV, HOME_ENV = "DSC_PROFILE", "DSC_HOME"
+# The shared deployment's PostgreSQL databases, over the profile's ``shared`` section (docs/scale-out.md).
+CACHE_URL_ENV, INSTANCE_URL_ENV = "DSC_CACHE_URL", "DSC_INSTANCE_URL"
 
 
 class ProfileError(ValueError):
@@ -73,6 +75,25 @@ class LocalModelProfile(BaseModel):
     n_ctx: int = Field(2048, **N_CTX)
     n_threads: int = Field(0, ge=0, le=1024)
     batch_size: int = Field(8, ge=1, le=64, description="Sequences decoded or scored together in one context.")
+
+
+def _postgres_url(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be a postgresql:// URL (its password in PGPASSWORD or ~/.pgpass, not in the profile)")
+    return value
+
+
+class SharedProfile(BaseModel):
+    """The shared deployment: state that several machines' runs share, on PostgreSQL (unset: the embedded files)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cache_url: Annotated[str | None, AfterValidator(_postgres_url)] = Field(
+        None, description="The call cache's database (DSC_CACHE_URL overrides it); unset: $DSC_HOME/cache.duckdb."
+    )
+    instance_url: Annotated[str | None, AfterValidator(_postgres_url)] = Field(
+        None, description="The Dagster instance's database (DSC_INSTANCE_URL overrides it); unset: SQLite."
+    )
 
 
 def _quality_overrides_type():
@@ -152,6 +173,7 @@ class Profile(BaseModel):
     )
     quality_overrides: QualityOverrides = Field(default_factory=dict)
     tasks: list[str] = Field(default_factory=list)
+    shared: SharedProfile = Field(default_factory=SharedProfile)
     _name: str = PrivateAttr("")  # the file it was loaded from, by stem ("" when built in code)
 
     @property
@@ -242,6 +264,7 @@ def _known_keys(parent: tuple) -> list[str]:
         ("generator",): GeneratorProfile,
         ("judge",): LocalModelProfile,
         ("student",): LocalModelProfile,
+        ("shared",): SharedProfile,
     }
     if parent == ("quality_overrides",):
         return list(QualityOverrides.__annotations__)
@@ -268,9 +291,20 @@ def _format_profile_errors(path: Path, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def cache_location(profile: Profile, home: Path) -> str:
+    """Where the call cache is: DSC_CACHE_URL, else the profile's ``shared.cache_url``, else the DuckDB file."""
+    return os.environ.get(CACHE_URL_ENV) or profile.shared.cache_url or str(home / "cache.duckdb")
+
+
+def instance_url(profile: Profile | None) -> str | None:
+    """The Dagster instance's PostgreSQL database, when the deployment is shared: DSC_INSTANCE_URL, else the
+    profile's ``shared.instance_url``; None for the embedded SQLite instance."""
+    return os.environ.get(INSTANCE_URL_ENV) or (profile.shared.instance_url if profile else None)
+
+
 def build_generator(profile: Profile, home: Path) -> LLMResource:
     gen = profile.generator
-    cache = str(home / "cache.duckdb")
+    cache = cache_location(profile, home)
     if gen.backend == "openai":
         if bool(gen.base_url) == bool(gen.endpoints):
             raise ValueError(
@@ -293,26 +327,27 @@ def build_generator(profile: Profile, home: Path) -> LLMResource:
             max_retries=gen.max_retries,
             max_concurrency=gen.max_concurrency,
         )
-    return _local_llm(gen, home)
+    return _local_llm(gen, home, cache)
 
 
 def build_rewards(profile: Profile, home: Path) -> RewardModels:
-    settings = _local_model_settings(profile.judge, home)
+    settings = _local_model_settings(profile.judge, home, cache_location(profile, home))
     return RewardModels(judge_model=settings.pop("model"), **settings)
 
 
 def build_student(profile: Profile, home: Path) -> LlamaCppLLM:
-    return _local_llm(profile.student, home)
+    return _local_llm(profile.student, home, cache_location(profile, home))
 
 
-def _local_llm(model: GeneratorProfile | LocalModelProfile, home: Path) -> LlamaCppLLM:
-    return LlamaCppLLM(**_local_model_settings(model, home))
+def _local_llm(model: GeneratorProfile | LocalModelProfile, home: Path, cache: str) -> LlamaCppLLM:
+    return LlamaCppLLM(**_local_model_settings(model, home, cache))
 
 
-def _local_model_settings(model: GeneratorProfile | LocalModelProfile, home: Path) -> dict:
-    """A profile's embedded model: its file, context, threads and batch, with the home's cache and model folder."""
+def _local_model_settings(model: GeneratorProfile | LocalModelProfile, home: Path, cache: str) -> dict:
+    """A profile's embedded model: its file, context, threads and batch, with the call cache and the home's model
+    folder."""
     return {
-        "cache_path": str(home / "cache.duckdb"),
+        "cache_path": cache,
         "model": model.model,
         "model_cache_dir": str(home / "models"),
         "n_ctx": model.n_ctx,

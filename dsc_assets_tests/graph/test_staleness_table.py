@@ -103,6 +103,9 @@ PROFILE_SETTINGS: list[tuple[str, object, dict[str, set[str]]]] = [
     ("max_tokens_cap", 24, {t: SAMPLERS | {"evaluation"} for t in TASKS}),
     ("quality_overrides", {"min_chars": 5}, {}),
     ("tasks", ["sycophancy"], {}),
+    # where the shared deployment keeps its state changes no data: the same keys, the same tables
+    ("shared.cache_url", "postgresql://dsc@127.0.0.1:1/dsc", {}),
+    ("shared.instance_url", "postgresql://dsc@127.0.0.1:1/dagster", {}),
     # a method switched off: the root of its branch (its checkpoint too) and nothing else
     ("methods", ["sft", "dpo", "rdpo", "almost"], {t: {"contrastive_pairs", "dlma_checkpoint"} for t in TASKS}),
     ("methods", ["sft", "dlma", "almost"], {t: {"dpo_checkpoint", "rdpo_checkpoint"} for t in TASKS}),
