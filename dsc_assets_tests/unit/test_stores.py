@@ -114,3 +114,33 @@ def test_a_process_exiting_as_the_cache_closes_exits_cleanly(tmp_path):
     assert not failures, failures
     with duckdb.connect(str(tmp_path / "cache0.duckdb"), read_only=True) as con:  # and the writes are all there
         assert con.execute("SELECT count(*) FROM calls").fetchone()[0] == 20
+
+
+def test_a_cache_copied_to_parquet_and_back_keeps_every_row_and_copies_each_key_once(tmp_path, capsys):
+    """A home that will not survive (a study across sessions) leaves its calls in a Parquet file to commit; copying it
+    into a new home's cache gives the same rows, created_at and seconds included, and a second copy adds nothing."""
+    from dsc_assets.cli.main import main
+    from resources.cache_files import ParquetCalls
+
+    def copy(source, target) -> str:
+        assert main(["cache", "copy", "--from", str(source), "--to", str(target)]) == 0
+        return capsys.readouterr().out
+
+    source, back, parquet = tmp_path / "a.duckdb", tmp_path / "b.duckdb", tmp_path / "calls" / "study.parquet"
+    cache = CallCache(source)
+    for n in range(12):
+        cache.put(f"k{n:03d}", "chat" if n % 3 else "score", f"m{n % 2}", {"q": f"é {n}"}, {"text": f"✓ {n}"}, n / 4)
+    close_all()
+    assert "12 copied" in copy(source, parquet)
+    cache.put("k999", "chat", "m0", {"q": "new"}, {"text": "later"}, 1.0)  # the home went on: one more call
+    close_all()
+    again = copy(source, parquet)
+    assert "13 calls read" in again and " 1 copied" in again, again
+    assert "13 copied" in copy(parquet, back)
+
+    def rows(store):
+        return [tuple(row) for batch in store.rows(batch=5) for row in batch]
+
+    original = rows(CallCache(source, read_only=True))
+    assert rows(ParquetCalls(parquet)) == original == rows(CallCache(back, read_only=True))
+    assert CallCache(back, read_only=True).get("k004") == {"text": "✓ 4"}
