@@ -33,15 +33,19 @@ def postgres_or_skip() -> None:
         pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """One server for the whole session (initdb and start take seconds); tests get their own database on it."""
+def _started() -> Iterator[PostgresServer]:
     postgres_or_skip()
     server = PostgresServer()
     try:
         yield server.start()
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One server for the whole session (initdb and start take seconds); tests get their own database on it."""
+    yield from _started()
 
 
 @pytest.fixture
@@ -53,9 +57,4 @@ def postgres_url(postgres_server: PostgresServer) -> str:
 @pytest.fixture
 def own_postgres_server() -> Iterator[PostgresServer]:
     """A server of this test's own, for a test that stops and restarts it."""
-    postgres_or_skip()
-    server = PostgresServer()
-    try:
-        yield server.start()
-    finally:
-        server.close()
+    yield from _started()

@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.extras
+
+from resources.call_rows import call_row
 
 COLUMNS = ("key", "kind", "model", "request", "response", "seconds", "created_at")
 _SCHEMA = """
@@ -187,16 +188,7 @@ class PostgresCallCache:
     def put(self, key: str, kind: str, model: str, request: Any, response: dict[str, Any], seconds: float) -> None:
         if self.read_only:
             raise RuntimeError(f"the call cache {self.path} was opened read-only")
-        row = (
-            key,
-            kind,
-            model,
-            json.dumps(request, sort_keys=True, ensure_ascii=False),
-            json.dumps(response, ensure_ascii=False),
-            seconds,
-            time.time(),
-        )
-        self.put_rows([row])
+        self.put_rows([call_row(key, kind, model, request, response, seconds)])
 
     def put_rows(self, rows: Iterable[tuple]) -> int:
         """Insert whole rows (``COLUMNS`` order) whose key is new, in one transaction; how many were new."""

@@ -27,6 +27,8 @@ import duckdb
 import pandas as pd
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
+from resources.call_rows import call_row
+
 # Within one process the operations take turns: DuckDB refuses a read-only and a read-write connection to the same
 # file at once in one process, and the turns are short.
 _LOCK = threading.RLock()
@@ -141,15 +143,7 @@ class CallCache:
         with self._connection() as con:
             con.execute(
                 "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    key,
-                    kind,
-                    model,
-                    json.dumps(request, sort_keys=True, ensure_ascii=False),
-                    json.dumps(response, ensure_ascii=False),
-                    seconds,
-                    time.time(),
-                ],
+                list(call_row(key, kind, model, request, response, seconds)),
             )
 
     def put_rows(self, rows: list[tuple]) -> int:
