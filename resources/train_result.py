@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Callable
+
+# Where a training reports its progress (the asset's run log): set by the caller around ``train()``; None: silent.
+TRAINING_PROGRESS: ContextVar[Callable[[str], None] | None] = ContextVar("training_progress", default=None)
+PROGRESS_EVERY_S = 30.0  # a line at the first logged loss, then every 30 s, and at the last step
 
 
 class NothingToTrain(ValueError):
@@ -31,7 +37,7 @@ def step_timer():
     class StepTimer(TrainerCallback):
         def __init__(self):
             self.durations: list[float] = []
-            self._started = 0.0
+            self._started = self._reported = 0.0
 
         def on_step_begin(self, args, state, control, **kwargs):
             self._started = time.perf_counter()
@@ -39,7 +45,26 @@ def step_timer():
         def on_step_end(self, args, state, control, **kwargs):
             self.durations.append(time.perf_counter() - self._started)
 
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            """After a step's loss is logged: a progress line at the first, every 30 s, and at the last."""
+            report, now = TRAINING_PROGRESS.get(), time.perf_counter()
+            if report is None or not self.durations or "loss" not in (logs or {}):
+                return
+            first, last = not self._reported, state.global_step >= state.max_steps
+            if first or last or now - self._reported >= PROGRESS_EVERY_S:
+                self._reported = now
+                report(progress_line(state.global_step, state.max_steps, self.durations, state.log_history))
+
     return StepTimer()
+
+
+def progress_line(step: int, steps: int, durations: list[float], history: list[dict]) -> str:
+    """``step 12/64, loss 1.234, 2.10 s/step, ~1.8 min left`` (the loss: the latest logged)."""
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    recent = sorted(durations[-8:])
+    per_step = recent[len(recent) // 2]
+    loss = f", loss {losses[-1]:.3f}" if losses else ""
+    return f"step {step}/{steps}{loss}, {per_step:.2f} s/step, ~{per_step * (steps - step) / 60:.1f} min left"
 
 
 def step_seconds(trainer) -> float:

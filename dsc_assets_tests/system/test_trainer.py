@@ -7,6 +7,7 @@ import pytest
 from datasets import Dataset
 
 from resources.llm import LlamaCppLLM, SamplingParams
+from resources.train_result import TRAINING_PROGRESS
 from resources.trainer import LoRATrainer
 
 SYSTEM = {"role": "system", "content": "You are a cheerful film critic."}
@@ -40,17 +41,30 @@ def _sft_rows() -> list[dict]:
     ]
 
 
+PROGRESS: list[str] = []
+
+
 @pytest.fixture(scope="module")
 def sft_result(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sft")
     trainer = _trainer(tmp)
-    return trainer, trainer.train_sft(Dataset.from_list(_sft_rows()), str(tmp / "sft")), tmp
+    token = TRAINING_PROGRESS.set(PROGRESS.append)  # what the checkpoint asset routes into the run log
+    try:
+        return trainer, trainer.train_sft(Dataset.from_list(_sft_rows()), str(tmp / "sft")), tmp
+    finally:
+        TRAINING_PROGRESS.reset(token)
 
 
 def test_sft_steps_reduce_training_loss(sft_result):
     _, result, _ = sft_result
     assert result.steps == 6 and len(result.losses) == 6
     assert np.mean(result.losses[-2:]) < 0.7 * np.mean(result.losses[:2])
+
+
+def test_a_training_reports_its_progress_at_the_first_and_the_last_step(sft_result):
+    _, result, _ = sft_result
+    assert PROGRESS[0].startswith("step 1/6, loss ") and PROGRESS[-1].startswith("step 6/6, loss ")
+    assert f"loss {result.losses[-1]:.3f}" in PROGRESS[-1] and PROGRESS[-1].endswith("~0.0 min left")
 
 
 def test_rdpo_steps_reduce_training_loss(tmp_path):

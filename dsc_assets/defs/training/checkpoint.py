@@ -14,6 +14,7 @@ from dsc_assets.lib.samples import data_version
 from resources.datasets import load_records
 from resources.hashing import content_hash
 from resources.settings import METHODS, SEEDED, DscSettings
+from resources.train_result import TRAINING_PROGRESS
 from resources.trainer import LoRATrainer
 
 CHECKPOINT_COLUMNS = [
@@ -130,7 +131,11 @@ def _train_one(context, trainer: LoRATrainer, settings, method: str, task: str, 
     dtype, why = trainer.precision()
     context.log.info(f"{label}: trainer precision {dtype} ({why})")
     fit = None if train is None else (lambda dataset, output_dir: train(trainer, dataset, output_dir))
-    checkpoint = trainer.checkpoint(method, folder, f"{task}-{method}.gguf", records, train=fit)
+    progress = TRAINING_PROGRESS.set(lambda line: context.log.info(f"{label}: {line}"))
+    try:
+        checkpoint = trainer.checkpoint(method, folder, f"{task}-{method}.gguf", records, train=fit)
+    finally:
+        TRAINING_PROGRESS.reset(progress)
     if checkpoint.reused:
         context.log.info(f"{label}: reusing {folder}")
     return checkpoint
