@@ -18,6 +18,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from dsc_assets.lib.paths import PROJECT_ROOT
     from dsc_assets.lib.profiles import dsc_home, load_profile, profile_file
     from dsc_assets.lib.report import ReportError, consistency_problems, prompt_selection, write_report
+    from dsc_assets.lib.report_summary import write_summary
 
     if args.prompts is not None:
         try:
@@ -57,6 +58,9 @@ def cmd_report(args: argparse.Namespace) -> int:
                 continue
             for problem in problems:
                 print(f"dsc report: {task}: warning: {problem} (tables from different runs?)", file=sys.stderr)
+        readme = PROJECT_ROOT / "reports" / "README.md"
+        summary = write_summary(con, family, out, path.stem, readme if out.resolve().parent == readme.parent else None)
+        print(f"dsc report: wrote {summary} ({family.size} planned contrasts, {len(family.missing)} not measured yet)")
     finally:
         con.close()
     return 1 if failed else 0

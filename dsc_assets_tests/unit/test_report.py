@@ -350,6 +350,21 @@ def test_holm_over_the_studys_family_is_beside_each_raw_verdict(tmp_path, profil
     assert "| better after Holm |" in text and "| not significant after Holm |" in text
     assert "dpo: excludes 0" in text  # the raw verdict stays beside the adjusted one
 
+    # the summary: every planned contrast, measured or not, with the same adjusted verdicts, also into a README block
+    from dsc_assets.lib.report_summary import BEGIN, END, write_summary
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Reports\n\nbefore\n{BEGIN.format(name='tiny')}\nold table\n{END.format(name='tiny')}\nafter\n")
+    summary = write_summary(con, family, tmp_path / "out", "tiny", readme).read_text()
+    lines = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): line for line in summary.splitlines()[4:]}
+    assert "6; 4 measured" in summary
+    assert "better after Holm" in lines[("sentiment", "sft vs base")] and "0.006" in lines[("sentiment", "sft vs base")]
+    assert "not significant after Holm" in lines[("sentiment", "dpo vs base")]
+    assert "not measured yet" in lines[("safety", "dpo")]
+    updated = readme.read_text()
+    assert "old table" not in updated and "before" in updated and "after" in updated
+    assert lines[("privacy", "sft vs base")] in updated
+
 
 def test_the_ledger_counts_every_look_at_test_and_is_merged_once(tmp_path, profile_path):
     from dsc_assets.lib import ledger
