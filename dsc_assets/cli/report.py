@@ -58,9 +58,11 @@ def cmd_report(args: argparse.Namespace) -> int:
                 continue
             for problem in problems:
                 print(f"dsc report: {task}: warning: {problem} (tables from different runs?)", file=sys.stderr)
-        readme = PROJECT_ROOT / "reports" / "README.md"
-        summary = write_summary(con, family, out, path.stem, readme if out.resolve().parent == readme.parent else None)
-        print(f"dsc report: wrote {summary} ({family.size} planned contrasts, {len(family.missing)} not measured yet)")
+        if len(failed) < len(tasks):  # the summary beside the reports it sums up, never alone
+            readme = PROJECT_ROOT / "reports" / "README.md"
+            inside = out.resolve().parent == readme.parent
+            summary = write_summary(con, family, out, path.stem, readme if inside else None)
+            print(f"dsc report: wrote {summary} ({family.size} contrasts planned, {len(family.missing)} not measured)")
     finally:
         con.close()
     return 1 if failed else 0

@@ -354,7 +354,9 @@ def test_holm_over_the_studys_family_is_beside_each_raw_verdict(tmp_path, profil
     from dsc_assets.lib.report_summary import BEGIN, END, write_summary
 
     readme = tmp_path / "README.md"
-    readme.write_text(f"# Reports\n\nbefore\n{BEGIN.format(name='tiny')}\nold table\n{END.format(name='tiny')}\nafter\n")
+    readme.write_text(
+        f"# Reports\n\nbefore\n{BEGIN.format(name='tiny')}\nold table\n{END.format(name='tiny')}\nafter\n"
+    )
     summary = write_summary(con, family, tmp_path / "out", "tiny", readme).read_text()
     lines = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): line for line in summary.splitlines()[4:]}
     assert "6; 4 measured" in summary
