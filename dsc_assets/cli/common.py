@@ -116,9 +116,10 @@ def execute(job, task: str, instance, selection) -> object:
         import dagster as dg
 
         from dsc_assets.definitions import dsc_job_definition
+        from dsc_assets.lib.dagster_private import python_entry_point
 
         return dg.execute_job(
-            dg.reconstructable(dsc_job_definition),
+            python_entry_point(dg.reconstructable(dsc_job_definition)),
             instance,
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},  # steps log to the UI
             tags={"dagster/partition": task},
