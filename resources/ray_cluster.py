@@ -58,6 +58,9 @@ class LocalRayCluster:
         command += [f"--object-store-memory={self.object_store_mb * 1_000_000}", *options]
         command += [f"{flag}={port}" for flag, port in ports.items()]
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_WAIT_POLICY": "PASSIVE"}
+        # A step launched from the UI's code server starts as `dagster api execute_step`: the nodes' PATH finds
+        # this environment's dagster first, as an activated virtualenv (or a worker image) would.
+        env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
         with open(self.root / f"{name}.log", "a") as log:
             return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
