@@ -19,7 +19,6 @@ from dsc_assets.lib.paths import PROJECT_ROOT
 from dsc_assets_tests.conftest import dagster_dev, graphql, private_tasks, run_cli
 from dsc_assets_tests.system.test_backfill import LAUNCH
 
-pytest.importorskip("dagster_ray")
 VOLATILE = ("seconds", "cached")  # how long a call took and whether this run found it cached: not the data
 
 
