@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,6 +36,7 @@ class LocalRayCluster:
     def __init__(self, workers: int = 2, cpus: int = 1, object_store_mb: int = 100, root: str | Path | None = None):
         self.workers, self.cpus, self.object_store_mb = workers, cpus, object_store_mb
         # Ray's socket paths must stay short (108 bytes): a folder of its own under /tmp, not a test's tmp_path.
+        self.own_root = root is None  # a folder made here is removed on stop, logs and session with it
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="dsc-ray-", dir="/tmp"))
         self.gcs_port, self.dashboard_port = free_port(), free_port()
         self.nodes: list[subprocess.Popen] = []
@@ -101,14 +103,17 @@ class LocalRayCluster:
         """Every node's process group: SIGTERM (ray start --block stops its services), then SIGKILL."""
         for node in reversed(self.nodes):
             _signal_group(node, signal.SIGTERM)
+        deadline = time.monotonic() + 10  # for all of them together: a node that ignores SIGTERM is killed after
         for node in reversed(self.nodes):
             try:
-                node.wait(timeout=30)
+                node.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
             _signal_group(node, signal.SIGKILL)
             node.wait()
         self.nodes = []
+        if self.own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> "LocalRayCluster":
         return self.start()
