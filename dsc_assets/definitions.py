@@ -10,6 +10,7 @@ from dsc_assets.build.automation import dsc_refresh_sensor
 from dsc_assets.defs import almost, datasets, dlma, evaluation, generation, rewards, training
 from dsc_assets.defs.partitions import task_partitions
 from dsc_assets.defs.stage import inputs_source
+from dsc_assets.lib.execution import Execution, execution_settings, forwarded_env_names
 from dsc_assets.lib.profiles import (
     Profile,
     build_generator,
@@ -29,12 +30,33 @@ GROUPS = (generation, rewards, dlma, datasets, training, almost, evaluation)  # 
 all_assets = [*dg.load_assets_from_modules([group.assets for group in GROUPS]), inputs_source()]
 all_checks = dg.load_asset_checks_from_modules([group.checks for group in GROUPS if hasattr(group, "checks")])
 
-dsc_job = dg.define_asset_job(
-    "dsc_job",
-    selection=dg.AssetSelection.all(),  # materializable assets only: task_inputs is observed, not built
-    partitions_def=task_partitions,
-    description="The whole graph for one task (partition): prompts to data to checkpoints.",
-)
+
+def build_job(execution: Execution):
+    """dsc_job: on Ray a step whose worker died is started again (every finished call is cached, so the retry asks
+    the model only for what was in flight); in process a failure is the user's to read, not to repeat."""
+    retry = dg.RetryPolicy(max_retries=execution.step_retries, delay=1) if execution.on_ray else None
+    return dg.define_asset_job(
+        "dsc_job",
+        selection=dg.AssetSelection.all(),  # materializable assets only: task_inputs is observed, not built
+        partitions_def=task_partitions,
+        description="The whole graph for one task (partition): prompts to data to checkpoints.",
+        op_retry_policy=retry if execution.step_retries else None,
+    )
+
+
+def build_executor(execution: Execution) -> dg.ExecutorDefinition:
+    """In-process by default (~3x faster than multiprocess on 2 cores, one loaded model per run); with
+    DSC_EXECUTOR=ray each step is a Ray job on the cluster at DSC_RAY_ADDRESS (lib/execution.py)."""
+    if not execution.on_ray:
+        return dg.in_process_executor
+    from dagster_ray import ray_executor
+
+    ray = {"address": execution.ray_address, "num_cpus": execution.step_cpus, "env_vars": forwarded_env_names()}
+    return ray_executor.configured({"ray": ray}, name="ray")
+
+
+execution = execution_settings()
+dsc_job = build_job(execution)
 
 
 def build_resources(profile: Profile, home: Path) -> dict:
@@ -73,9 +95,14 @@ def build_definitions(profile: Profile | None = None, home: Path | None = None) 
         jobs=[dsc_job],
         sensors=[dsc_refresh_sensor],
         resources=build_resources(profile, home or dsc_home()),
-        # In-process is ~3x faster than multiprocess on 2 cores, and keeps one loaded model per run.
-        executor=dg.in_process_executor,
+        executor=build_executor(execution),
     )
+
+
+def dsc_job_definition() -> dg.JobDefinition:
+    """dsc_job as a module-level function, for ``dg.reconstructable``: a step on another process or machine (Ray)
+    loads the job from here."""
+    return defs.resolve_job_def("dsc_job")
 
 
 profile = load_profile()

@@ -18,7 +18,8 @@ INSTANCE_MARKER = "# Written by dsc"
 
 def prepare_environment(profile: str | None) -> None:
     """Profile and DAGSTER_HOME for this process, and the instance's dagster.yaml that `make ui` (dagster dev) and
-    every dsc command share: runs from the UI, backfills and the sensor go through one queue, one run at a time.
+    every dsc command share: runs from the UI, backfills and the sensor go through one queue, one run at a time
+    unless DSC_MAX_CONCURRENT_RUNS says more.
     (Each run already uses every core; two at once only share them, and load a model each.) A dagster.yaml without
     dsc's first line is the user's own and is left alone."""
     if profile:
@@ -32,13 +33,16 @@ def prepare_environment(profile: str | None) -> None:
     dagster_home = os.environ["DAGSTER_HOME"] = os.environ.get("DAGSTER_HOME") or str(dsc_home() / "dagster")
     usable_home(Path(dagster_home), "DAGSTER_HOME")
     config = os.path.join(dagster_home, "dagster.yaml")
+    from dsc_assets.lib.execution import execution_settings
+
+    runs_at_once = execution_settings().max_concurrent_runs  # DSC_MAX_CONCURRENT_RUNS: 1 unless the cores are there
     wanted = (
         f"{INSTANCE_MARKER} (dsc_assets/cli/common.py); delete this first line to keep your own edits.\n"
         "telemetry:\n  enabled: false\n"  # an offline tool
         f"{_shared_storage()}"  # the shared deployment's PostgreSQL, if the profile or DSC_INSTANCE_URL asks
         "concurrency:\n"
         "  runs:\n"
-        "    max_concurrent_runs: 1\n"  # the queue: UI launches and backfill runs wait their turn
+        f"    max_concurrent_runs: {runs_at_once}\n"  # the queue: UI launches and backfill runs wait their turn
         "    tag_concurrency_limits:\n"
         "      - key: dsc/trigger\n"  # the refresh sensor's runs, one at a time whatever the limit above
         "        value: refresh_sensor\n"
@@ -128,7 +132,24 @@ QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {}}}}  # a job's own logge
 
 
 def execute(job, task: str, instance, selection) -> object:
-    """One task's run of ``job`` (``selection``: asset keys, None for all) in this process, failures returned."""
+    """One task's run of ``job`` (``selection``: asset keys, None for all), failures returned: in this process, or
+    with DSC_EXECUTOR=ray orchestrated here while each step runs as a Ray job (loaded from definitions.py)."""
+    from dsc_assets.lib.execution import execution_settings
+
+    if execution_settings().on_ray:
+        import dagster as dg
+
+        from dsc_assets.definitions import dsc_job_definition
+        from dsc_assets.lib.dagster_private import python_entry_point
+
+        return dg.execute_job(
+            python_entry_point(dg.reconstructable(dsc_job_definition)),
+            instance,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},  # steps log to the UI
+            tags={"dagster/partition": task},
+            asset_selection=selection,
+            raise_on_error=False,
+        )
     return job.execute_in_process(
         run_config=QUIET_RUN_CONFIG,
         partition_key=task,

@@ -41,7 +41,9 @@ ENVIRONMENT = """environment:
   DAGSTER_HOME       the Dagster instance: run history and the run queue (default: $DSC_HOME/dagster)
   DSC_LLAMA_THREADS  threads per llama.cpp context (default: every core this process may use)
   DSC_CACHE_URL      the call cache on PostgreSQL (postgresql://...), over the profile's shared.cache_url
-  DSC_INSTANCE_URL   the Dagster instance on PostgreSQL (postgresql://...), over the profile's shared.instance_url"""
+  DSC_INSTANCE_URL   the Dagster instance on PostgreSQL (postgresql://...), over the profile's shared.instance_url
+  DSC_EXECUTOR       in_process (default) or ray: every step a Ray job at DSC_RAY_ADDRESS (docs/scale-out.md)
+  DSC_MAX_CONCURRENT_RUNS  runs the instance's queue starts at once (default: 1)"""
 HELP_EPILOG = f"{EXIT_CODES}\n\n{ENVIRONMENT}"
 
 
@@ -163,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 def _guarded(args: argparse.Namespace) -> int:
     """Run a command; any error becomes its root cause on the first line (the trace only with --verbose)."""
     from dsc_assets.build.preflight import PreflightError
+    from dsc_assets.lib.execution import ExecutionError
     from dsc_assets.lib.profiles import HomeError, ProfileError
     from dsc_assets.lib.task_spec import TaskError
     from resources.models import ModelError
@@ -180,7 +183,7 @@ def _guarded(args: argparse.Namespace) -> int:
             f"{command}: {len(error.problems)} problem(s) found before any model call; nothing was run", file=sys.stderr
         )
         return 2
-    except (ProfileError, TaskError, ModelError, HomeError) as error:
+    except (ProfileError, TaskError, ModelError, HomeError, ExecutionError) as error:
         print(f"{command}: {type(error).__name__}: {error}", file=sys.stderr)
         if args.verbose:
             traceback.print_exc()

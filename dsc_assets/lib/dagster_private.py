@@ -3,6 +3,7 @@ dsc_assets_tests/unit/test_dagster_private.py, which fails loudly when an upgrad
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from dagster._core.event_api import PartitionKeyFilter
@@ -11,7 +12,14 @@ from dagster._loggers import colored_console_logger
 
 PLANNED, FAILED = AssetCheckExecutionRecordStatus.PLANNED, AssetCheckExecutionRecordStatus.FAILED
 
-__all__ = ["FAILED", "PLANNED", "check_history", "colored_console_logger", "forget_input_version"]
+__all__ = [
+    "FAILED",
+    "PLANNED",
+    "check_history",
+    "colored_console_logger",
+    "forget_input_version",
+    "python_entry_point",
+]
 
 
 def check_history(instance: Any, check_key: Any, partition: str, limit: int = 5) -> list:
@@ -29,3 +37,11 @@ def forget_input_version(context: Any, asset_key: Any) -> None:
     if step is None:  # invoked directly (a test calling the asset's function): no step, no cached provenance
         return
     step.wipe_input_asset_version_info(asset_key)  # in a real step: an AttributeError when Dagster moved it
+
+
+def python_entry_point(job: Any) -> Any:
+    """A reconstructable job whose steps start as ``<this interpreter> -m dagster api execute_step`` rather than a
+    ``dagster`` looked up on the worker's PATH (``dg.reconstructable`` sets no interpreter in the command): a Ray
+    worker started without the virtualenv on its PATH still runs the step in the project's environment."""
+    python = job.repository.executable_path or sys.executable
+    return job._replace(repository=job.repository._replace(entry_point=[python, "-m", "dagster"]))

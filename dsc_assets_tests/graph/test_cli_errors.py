@@ -76,12 +76,29 @@ def test_an_unusable_dsc_home_is_a_configuration_error_that_names_it(tmp_path):
         assert first.startswith(f"dsc plan: HomeError: DSC_HOME={home} ") and "set DSC_HOME to a folder" in first
 
 
+def test_an_unknown_executor_is_a_configuration_error_that_names_it(tmp_path):
+    """DSC_EXECUTOR / DSC_MAX_CONCURRENT_RUNS that cannot be used: exit 2 before anything runs, naming the variable."""
+    for variable, value in (("DSC_EXECUTOR", "celery"), ("DSC_MAX_CONCURRENT_RUNS", "0")):
+        result = run_cli(["dsc", "plan", "--profile", "test"], {"DSC_HOME": str(tmp_path / "home"), variable: value})
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.splitlines()[0].startswith(f"dsc plan: ExecutionError: {variable}='{value}'"), (
+            result.stderr
+        )
+
+
 def test_every_command_help_names_its_exit_codes_and_environment():
     for command in ("run", "plan", "refresh", "gate", "doctor", "report"):
         result = run_cli(["dsc", command, "--help"], {})
         assert result.returncode == 0, result.stderr
         assert "exit codes:" in result.stdout and "2  a usage or configuration error" in result.stdout
-        for variable in ("DSC_PROFILE", "DSC_HOME", "DSC_PROMPTS_DIR", "DAGSTER_HOME", "DSC_LLAMA_THREADS"):
+        for variable in (
+            "DSC_PROFILE",
+            "DSC_HOME",
+            "DSC_PROMPTS_DIR",
+            "DAGSTER_HOME",
+            "DSC_LLAMA_THREADS",
+            "DSC_EXECUTOR",
+        ):
             assert variable in result.stdout, (command, variable)
 
 

@@ -52,3 +52,22 @@ def test_colored_console_logger_is_a_logger_definition_with_its_config():
     logger = dagster_private.colored_console_logger
     assert isinstance(logger, dg.LoggerDefinition) and logger.config_schema is not None
     assert "init_context" in inspect.signature(logger.logger_fn).parameters
+
+
+def test_python_entry_point_names_this_interpreter_in_the_step_command():
+    """A step delegated to another process (Ray) is started with the command the job's origin gives."""
+    import sys
+
+    from dagster._grpc.types import ExecuteStepArgs
+
+    from dsc_assets.definitions import dsc_job_definition
+
+    job = dagster_private.python_entry_point(dg.reconstructable(dsc_job_definition))
+    args = ExecuteStepArgs(job.get_python_origin(), "run-id", ["drafts"])
+    assert list(args.get_command_args(skip_serialized_namedtuple=True)) == [
+        sys.executable,
+        "-m",
+        "dagster",
+        "api",
+        "execute_step",
+    ]
