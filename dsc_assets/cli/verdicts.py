@@ -48,7 +48,9 @@ def verdict_rows(evaluation: pd.DataFrame, task: str, family: Family) -> pd.Data
 
 
 def _p(value: float) -> str:
-    return "" if value is None or math.isnan(value) else f"{value:.3f}"
+    if value is None or math.isnan(value):
+        return ""
+    return "<0.001" if value < 0.001 else f"{value:.3f}"  # a bootstrap p is never 0: at least 1 / (resamples + 1)
 
 
 def print_verdicts(database: Path, tasks: list[str], planned_tasks: list[str], methods: list[str], split: str) -> bool:
