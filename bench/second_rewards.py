@@ -1,0 +1,132 @@
+"""Candidate second rewards (issue 24) against hand labels, per task: Spearman and AUC with the labels, Spearman with
+the task's first reward, milliseconds per answer.
+
+    DSC_LLAMA_THREADS=1 python bench/second_rewards.py [--tasks sentiment,privacy,...]
+        [--json reports/second_rewards/results.json]
+
+Reads ``reports/second_rewards/answers/<task>.jsonl`` (bench/label_answers.py) and ``labels/<task>.jsonl`` (labels
+made before any scorer ran; labels/README.md has the rules). Every score is oriented so that higher is better on
+the task's criterion (more positive, less personal data, more harmless, more in the neutral role, more objective).
+The first reward is the project's own scorer (resources/rewards.py, the task's ``scorer:``); the candidates are in
+bench/second_candidates.py. Scores go through a fresh call cache, so the timings are real computation; a judge's
+model is loaded (and its first batch run) before its clock starts. One llama.cpp thread throughout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import resources.threads  # noqa: E402,F401  (OMP_WAIT_POLICY before llama_cpp loads)
+from bench.second_candidates import candidates  # noqa: E402
+from dsc_assets.lib.tasks import load_task  # noqa: E402
+from resources.rewards import RewardModels  # noqa: E402
+
+TASKS = ("sentiment", "privacy", "safety", "roleplay", "sycophancy")
+ROOT = Path("reports/second_rewards")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def spearman(a: list[float], b: list[float]) -> float | None:
+    from scipy.stats import spearmanr
+
+    if len(set(a)) < 2 or len(set(b)) < 2:
+        return None  # a constant scorer has no rank correlation
+    return round(float(spearmanr(a, b).statistic), 3)
+
+
+def auc(scores: list[float], binary: list[int]) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    if len(set(binary)) < 2:
+        return None
+    return round(float(roc_auc_score(binary, scores)), 3)
+
+
+def first_reward(task_name: str, cache: str, teacher_cache: str):
+    """The task's own scorer, as the pipeline builds it (the judge on the 1.5B teacher, 1 thread)."""
+    spec = load_task(task_name).spec.scorer
+    models = RewardModels(
+        cache_path=cache, judge_model="qwen2.5-coder-1.5b", model_cache_dir=teacher_cache, n_threads=1, batch_size=8
+    )
+    scorer = models.for_task(spec)
+    return f"first: {spec.name} {dict(spec.options) or ''}".strip(), scorer.score
+
+
+def timed(score, prompts: list[str], answers: list[str], warm: bool) -> tuple[list[float], float]:
+    """Scores and ms per answer; ``warm``: score the first answer once before the clock (model load, first batch)."""
+    if warm:
+        score(prompts[:1], [answers[0] + " "])  # not the same text: the cache must not answer the timed call
+    started = time.perf_counter()
+    values = score(prompts, answers)
+    return [float(v) for v in values], (time.perf_counter() - started) * 1000 / len(answers)
+
+
+def measure(task_name: str, cache_dir: Path, teacher_cache: str) -> dict:
+    answers = read_jsonl(ROOT / "answers" / f"{task_name}.jsonl")
+    labels = {row["answer_id"]: row for row in read_jsonl(ROOT / "labels" / f"{task_name}.jsonl")}
+    assert set(labels) == {a["answer_id"] for a in answers}, "every answer needs exactly one label"
+    assert all(a["split"] == "dev" for a in answers), "only dev prompts are measured"
+    prompts, texts = [a["prompt"] for a in answers], [a["answer"] for a in answers]
+    gold = [float(labels[a["answer_id"]]["label"]) for a in answers]
+    binary = [int(labels[a["answer_id"]]["binary"]) for a in answers]
+    name, score = first_reward(task_name, str(cache_dir / f"{task_name}-first.duckdb"), teacher_cache)
+    rows = []
+    first, ms = timed(score, prompts, texts, warm=True)
+    rows.append(row_of(name, first, ms, gold, binary, first))
+    report(task_name, rows[-1])
+    for candidate in candidates(task_name, cache_dir):
+        values, ms = timed(candidate.score, prompts, texts, warm=candidate.warm)
+        rows.append({**row_of(candidate.name, values, ms, gold, binary, first), "options": candidate.options})
+        report(task_name, rows[-1])
+    return {
+        "n": len(answers),
+        "prompts": len({a["prompt_id"] for a in answers}),
+        "label_counts": {str(k): gold.count(k) for k in sorted(set(gold))},
+        "binary_positive": sum(binary),
+        "scorers": rows,
+        "scores": {row["scorer"]: row.pop("values") for row in rows},
+    }
+
+
+def report(task_name: str, row: dict) -> None:
+    print(task_name, json.dumps({k: v for k, v in row.items() if k != "values"}), flush=True)
+
+
+def row_of(name: str, values: list[float], ms: float, gold: list[float], binary: list[int], first: list[float]):
+    return {
+        "scorer": name,
+        "n": len(values),
+        "spearman_labels": spearman(values, gold),
+        "auc": auc(values, binary),
+        "spearman_first": spearman(values, first),
+        "ms_per_answer": round(ms, 2),
+        "values": values,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--json", default=str(ROOT / "results.json"))
+    parser.add_argument("--teacher-cache", default=".dsc/models", help="where the 1.5B teacher is assembled")
+    args = parser.parse_args()
+    out = Path(args.json)
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    with tempfile.TemporaryDirectory() as folder:
+        for name in args.tasks.split(","):
+            results[name] = measure(name, Path(folder), args.teacher_cache)
+            out.write_text(json.dumps(results, indent=1) + "\n")  # each task saved as soon as it is measured
+
+
+if __name__ == "__main__":
+    main()
