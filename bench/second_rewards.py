@@ -114,13 +114,42 @@ def row_of(name: str, values: list[float], ms: float, gold: list[float], binary:
     }
 
 
+def tables(results: dict) -> str:
+    """One markdown table per task from results.json (what reports/second_rewards.md shows)."""
+    fmt = lambda v: "–" if v is None else f"{v:+.3f}" if isinstance(v, float) and abs(v) <= 1 else str(v)  # noqa: E731
+    lines = []
+    for task, result in results.items():
+        counts = ", ".join(f"{k}: {v}" for k, v in result["label_counts"].items())
+        lines += [
+            f"### {task}",
+            "",
+            f"{result['n']} answers to {result['prompts']} dev prompts; labels {counts}; binary positives "
+            f"{result['binary_positive']} of {result['n']}.",
+            "",
+            "| scorer | n | Spearman vs labels | AUC | Spearman vs first reward | ms/answer |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in result["scorers"]:
+            auc_text = "–" if row["auc"] is None else f"{row['auc']:.3f}"
+            lines.append(
+                f"| {row['scorer']} | {row['n']} | {fmt(row['spearman_labels'])} | {auc_text} | "
+                f"{fmt(row['spearman_first'])} | {row['ms_per_answer']:.1f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--json", default=str(ROOT / "results.json"))
     parser.add_argument("--teacher-cache", default=".dsc/models", help="where the 1.5B teacher is assembled")
+    parser.add_argument("--tables", action="store_true", help="print the markdown tables of --json and stop")
     args = parser.parse_args()
     out = Path(args.json)
+    if args.tables:
+        print(tables(json.loads(out.read_text())))
+        return
     results = json.loads(out.read_text()) if out.is_file() else {}
     with tempfile.TemporaryDirectory() as folder:
         for name in args.tasks.split(","):
