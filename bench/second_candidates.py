@@ -167,7 +167,8 @@ def judges(task: str, cache_dir: Path) -> list[Candidate]:
     ]
 
 
-def candidates(task: str, cache_dir: Path) -> list[Candidate]:
+def candidates(task: str, cache_dir: Path, all_judges: bool = False) -> list[Candidate]:
+    """The task's candidates; judges only where the first reward is a judge, unless ``all_judges``."""
     rules = {
         "sentiment": [
             Candidate("textblob polarity", per_text(_textblob), {"library": "textblob 0.15.3", "analyzer": "Pattern"}),
@@ -202,4 +203,4 @@ def candidates(task: str, cache_dir: Path) -> list[Candidate]:
             Candidate("agree/disagree keywords", per_text(_sycophancy_rule), {"rule": "disagree - agree matches"}),
         ],
     }[task]
-    return rules + judges(task, cache_dir)
+    return rules + (judges(task, cache_dir) if all_judges or task not in QUESTIONS else [])

@@ -71,7 +71,7 @@ def timed(score, prompts: list[str], answers: list[str], warm: bool) -> tuple[li
     return [float(v) for v in values], (time.perf_counter() - started) * 1000 / len(answers)
 
 
-def measure(task_name: str, cache_dir: Path, teacher_cache: str) -> dict:
+def measure(task_name: str, cache_dir: Path, teacher_cache: str, all_judges: bool) -> dict:
     answers = read_jsonl(ROOT / "answers" / f"{task_name}.jsonl")
     labels = {row["answer_id"]: row for row in read_jsonl(ROOT / "labels" / f"{task_name}.jsonl")}
     assert set(labels) == {a["answer_id"] for a in answers}, "every answer needs exactly one label"
@@ -84,7 +84,7 @@ def measure(task_name: str, cache_dir: Path, teacher_cache: str) -> dict:
     first, ms = timed(score, prompts, texts, warm=True)
     rows.append(row_of(name, first, ms, gold, binary, first))
     report(task_name, rows[-1])
-    for candidate in candidates(task_name, cache_dir):
+    for candidate in candidates(task_name, cache_dir, all_judges):
         values, ms = timed(candidate.score, prompts, texts, warm=candidate.warm)
         rows.append({**row_of(candidate.name, values, ms, gold, binary, first), "options": candidate.options})
         report(task_name, rows[-1])
@@ -114,25 +114,47 @@ def row_of(name: str, values: list[float], ms: float, gold: list[float], binary:
     }
 
 
+def spearman_interval(values: list[float], gold: list[float], rounds: int = 2000) -> tuple[float, float] | None:
+    """95% percentile bootstrap interval of the Spearman correlation (answers resampled, seed 0)."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    if len(set(values)) < 2:
+        return None
+    rng, x, y = np.random.default_rng(0), np.asarray(values), np.asarray(gold)
+    draws = []
+    for _ in range(rounds):
+        index = rng.integers(0, len(x), len(x))
+        if len(set(x[index])) > 1 and len(set(y[index])) > 1:
+            draws.append(spearmanr(x[index], y[index]).statistic)
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return round(float(low), 2), round(float(high), 2)
+
+
 def tables(results: dict) -> str:
     """One markdown table per task from results.json (what reports/second_rewards.md shows)."""
     fmt = lambda v: "–" if v is None else f"{v:+.3f}" if isinstance(v, float) and abs(v) <= 1 else str(v)  # noqa: E731
     lines = []
     for task, result in results.items():
-        counts = ", ".join(f"{k}: {v}" for k, v in result["label_counts"].items())
+        counts = ", ".join(f"{float(k):g}: {v}" for k, v in result["label_counts"].items())
+        labels = {row["answer_id"]: row for row in read_jsonl(ROOT / "labels" / f"{task}.jsonl")}
+        answers = read_jsonl(ROOT / "answers" / f"{task}.jsonl")
+        gold = [float(labels[a["answer_id"]]["label"]) for a in answers]
         lines += [
             f"### {task}",
             "",
             f"{result['n']} answers to {result['prompts']} dev prompts; labels {counts}; binary positives "
             f"{result['binary_positive']} of {result['n']}.",
             "",
-            "| scorer | n | Spearman vs labels | AUC | Spearman vs first reward | ms/answer |",
+            "| scorer | n | Spearman vs labels [95% bootstrap] | AUC | Spearman vs first reward | ms/answer |",
             "|---|---|---|---|---|---|",
         ]
         for row in result["scorers"]:
             auc_text = "–" if row["auc"] is None else f"{row['auc']:.3f}"
+            interval = spearman_interval(result["scores"][row["scorer"]], gold)
+            ci = "" if interval is None else f" [{interval[0]:+.2f}, {interval[1]:+.2f}]"
             lines.append(
-                f"| {row['scorer']} | {row['n']} | {fmt(row['spearman_labels'])} | {auc_text} | "
+                f"| {row['scorer']} | {row['n']} | {fmt(row['spearman_labels'])}{ci} | {auc_text} | "
                 f"{fmt(row['spearman_first'])} | {row['ms_per_answer']:.1f} |"
             )
         lines.append("")
@@ -144,6 +166,7 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--json", default=str(ROOT / "results.json"))
     parser.add_argument("--teacher-cache", default=".dsc/models", help="where the 1.5B teacher is assembled")
+    parser.add_argument("--all-judges", action="store_true", help="judges on sentiment and privacy too (slow)")
     parser.add_argument("--tables", action="store_true", help="print the markdown tables of --json and stop")
     args = parser.parse_args()
     out = Path(args.json)
@@ -153,7 +176,7 @@ def main() -> None:
     results = json.loads(out.read_text()) if out.is_file() else {}
     with tempfile.TemporaryDirectory() as folder:
         for name in args.tasks.split(","):
-            results[name] = measure(name, Path(folder), args.teacher_cache)
+            results[name] = measure(name, Path(folder), args.teacher_cache, args.all_judges)
             out.write_text(json.dumps(results, indent=1) + "\n")  # each task saved as soon as it is measured
 
 
