@@ -153,8 +153,13 @@ def tables(results: dict) -> str:
             auc_text = "–" if row["auc"] is None else f"{row['auc']:.3f}"
             interval = spearman_interval(result["scores"][row["scorer"]], gold)
             ci = "" if interval is None else f" [{interval[0]:+.2f}, {interval[1]:+.2f}]"
+            name = row["scorer"]
+            if name.startswith("first: judge"):
+                name = "**first: judge, 1.5B teacher**"
+            elif name.startswith("first:"):
+                name = f"**{name}**"
             lines.append(
-                f"| {row['scorer']} | {row['n']} | {fmt(row['spearman_labels'])}{ci} | {auc_text} | "
+                f"| {name} | {row['n']} | {fmt(row['spearman_labels'])}{ci} | {auc_text} | "
                 f"{fmt(row['spearman_first'])} | {row['ms_per_answer']:.1f} |"
             )
         lines.append("")
