@@ -166,6 +166,21 @@ def tables(results: dict) -> str:
     return "\n".join(lines)
 
 
+def merge(results: dict, other: dict) -> dict:
+    """``other``'s tasks into ``results``; for a task in both, only the scorers ``results`` lacks (the first reward
+    and the rules that both runs scored are kept from ``results``)."""
+    for task, result in other.items():
+        if task not in results:
+            results[task] = result
+            continue
+        known = {row["scorer"] for row in results[task]["scorers"]}
+        for row in result["scorers"]:
+            if row["scorer"] not in known:
+                results[task]["scorers"].append(row)
+                results[task]["scores"][row["scorer"]] = result["scores"][row["scorer"]]
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", default=",".join(TASKS))
@@ -173,8 +188,15 @@ def main() -> None:
     parser.add_argument("--teacher-cache", default=".dsc/models", help="where the 1.5B teacher is assembled")
     parser.add_argument("--all-judges", action="store_true", help="judges on sentiment and privacy too (slow)")
     parser.add_argument("--tables", action="store_true", help="print the markdown tables of --json and stop")
+    parser.add_argument("--merge", default="", help="comma-separated results files to merge into --json, then stop")
     args = parser.parse_args()
     out = Path(args.json)
+    if args.merge:
+        results = json.loads(out.read_text())
+        for other in args.merge.split(","):
+            results = merge(results, json.loads(Path(other).read_text()))
+        out.write_text(json.dumps(results, indent=1) + "\n")
+        return
     if args.tables:
         print(tables(json.loads(out.read_text())))
         return
