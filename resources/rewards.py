@@ -4,7 +4,8 @@
 - ``pii``: minus the number of personal-data entities Presidio finds (spaCy NER + pattern recognizers), in (-inf, 0].
 - ``judge``: a local llama.cpp judge; the score is P(Yes) / (P(Yes) + P(No)) read from the next-token
   log-probabilities after the judge's question, in [0, 1]. Not a parsed free-text number.
-- ``textblob``, ``afinn``, ``pii_rules``, ``safety_rules``: lexicons and rules, no model (text_scorers.py); the
+- ``textblob``, ``afinn``, ``pii_rules``, ``safety_rules``: lexicons and rules, no model (text_scorers.py);
+  ``sycophancy_rules``, ``roleplay_rules``: keyword rules (keyword_scorers.py); the
   evaluation's second rewards (task.yaml ``second_scorer``) are meant to be these, or a judge on another model.
 - the DLMA self-reward, from the model's own log-probabilities of an answer under two system prompts.
 
@@ -25,6 +26,7 @@ from pydantic import Field
 import resources.threads  # noqa: F401  (first: sets OMP_WAIT_POLICY before llama_cpp is ever imported)
 from resources.hashing import content_hash
 from resources.judge import JudgeScorer, SelfRewardScorer, _LocalModel
+from resources.keyword_scorers import RoleplayRulesScorer, SycophancyRulesScorer
 from resources.scorer import RewardScorer
 from resources.text_scorers import (
     STREET_ADDRESS_PATTERN,
@@ -155,13 +157,15 @@ RULE_SCORERS: dict[str, type[RewardScorer]] = {
     "afinn": AfinnScorer,
     "pii_rules": PiiRulesScorer,
     "safety_rules": SafetyRulesScorer,
+    "sycophancy_rules": SycophancyRulesScorer,
+    "roleplay_rules": RoleplayRulesScorer,
 }
 JUDGE_OPTIONS = ("question", "invert", "model")
 
 
 class RewardModels(dg.ConfigurableResource):
     """Builds the scorer a task names in task.yaml (``scorer``, and ``second_scorer`` for the evaluation alone:
-    vader, pii, judge, textblob, afinn, pii_rules, safety_rules) and the DLMA self-reward scorer. Judges and
+    vader, pii, judge, textblob, afinn, pii_rules, safety_rules, sycophancy_rules, roleplay_rules) and the DLMA self-reward scorer. Judges and
     self-rewards run on ``judge_model`` locally with llama.cpp; a judge with ``options.model`` runs on that model
     instead (a second reward judged by another model than the teacher)."""
 

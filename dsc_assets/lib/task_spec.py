@@ -130,6 +130,8 @@ SCORER_OPTIONS: dict[str, type[BaseModel]] = {
     "afinn": _VaderOptions,
     "pii_rules": _PiiRulesOptions,
     "safety_rules": _SafetyRulesOptions,
+    "sycophancy_rules": _VaderOptions,
+    "roleplay_rules": _VaderOptions,
 }
 
 
@@ -137,7 +139,8 @@ class Scorer(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(
-        description="Registered scorer name: vader, pii, judge, textblob, afinn, pii_rules, safety_rules."
+        description="Registered scorer name: vader, pii, judge, textblob, afinn, pii_rules, safety_rules, sycophancy_rules, "
+        "roleplay_rules."
     )
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -297,7 +300,7 @@ FIELD_HINTS = {
     "sampling": "a mapping with temperature, top_p, top_k, max_tokens, repeat_penalty, seed, stop",
     "split": "a mapping with test_fraction and dev_fraction (0 to <1, together < 1), seed, group_by (id or linked)",
     "contrastive": "a mapping with positive_affix and negative_affix",
-    "scorer": "a mapping with name (vader, pii, judge, textblob, afinn, pii_rules or safety_rules) and options",
+    "scorer": "a mapping with name (vader, pii, judge, textblob, afinn, pii_rules, safety_rules, sycophancy_rules or roleplay_rules) and options",
     "second_scorer": "a mapping like scorer's: the evaluation's second reward (name and options)",
     "acceptance": "a mapping with temperature, seed, min_rate, max_rate",
     "almost": "a mapping with demonstrations (a list of {prompt, response}), best_of_n, rules (prompt, size, "

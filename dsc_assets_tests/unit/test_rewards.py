@@ -102,7 +102,7 @@ def test_unknown_scorer_and_judge_without_question_are_clear_errors(models):
     # rejected where the task file is read, before any model is loaded (see test_preflight for the file-level message)
     with pytest.raises(
         ValueError,
-        match=r"unknown scorer 'bleu' \(known: vader, pii, judge, textblob, afinn, pii_rules, safety_rules\)",
+        match=r"unknown scorer 'bleu' \(known: vader, pii, judge, textblob, afinn, pii_rules, safety_rules, sycophancy_rules, roleplay_rules\)",
     ):
         models.for_task(Scorer(name="bleu"))
     with pytest.raises(ValueError, match="scorer 'judge': option 'question' is missing"):
