@@ -71,7 +71,7 @@ def print_verdicts(database: Path, tasks: list[str], planned_tasks: list[str], m
                 continue
             print(
                 f"\ndsc run: {task}, {split} split: each model against the base student (95% bootstrap interval; "
-                f"Holm over {family.size} planned contrasts)\n{markdown_table(verdict_rows(evaluation, task, family))}",
+                f"Holm over the family's {family.size} contrasts)\n{markdown_table(verdict_rows(evaluation, task, family))}",
                 flush=True,
             )
             shown = True
