@@ -76,6 +76,7 @@ def build_resources(profile: Profile, home: Path) -> dict:
             methods=list(profile.methods),
             training_seeds=profile.training_seeds,
             training_seeds_by_task=dict(profile.training_seeds_by_task),
+            second_scorers={task: scorer.model_dump_json() for task, scorer in profile.second_scorers.items()},
             quality_overrides=profile.quality_overrides,
             artifacts_dir=str(home / "artifacts"),
             ledger_path=str(home / "ledger.jsonl"),

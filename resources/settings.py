@@ -46,6 +46,10 @@ class DscSettings(dg.ConfigurableResource):
     training_seeds_by_task: dict[str, int] = Field(
         default_factory=dict, description="training_seeds for some tasks (e.g. 3 on sentiment and privacy)."
     )
+    second_scorers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Task -> the evaluation's second reward (a scorer as JSON), in place of task.yaml's second_scorer.",
+    )
     quality_overrides: dict[str, float] = Field(
         default_factory=dict,
         description="Profile-wide overrides of every task's quality thresholds (and min/max_acceptance_rate).",

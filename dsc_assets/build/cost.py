@@ -227,7 +227,8 @@ def _evaluation(replay: Replay, test) -> None:
     and the checkpoints are new models: every answer counts."""
     student = replay.env.memo(("student",), replay.env.student.model_identity)
     scorer = replay.env.memo(("scorer-identity", replay.task.name), lambda: _scorer(replay).identity())
-    second_scorer = replay.task.spec.second_scorer  # the evaluation's second reward scores every answer too
+    # the evaluation's second reward (task.yaml's, or the profile's for this task) scores every answer too
+    second_scorer = replay.task.second_scorer_for(replay.settings.second_scorers)
     second = None
     if second_scorer is not None:
         second = replay.env.memo(

@@ -52,19 +52,31 @@ def profile_windows(profile, home: Path, profile_file: str) -> tuple[list[Window
     return windows, problems
 
 
-def task_model_problems(tasks: list[Task], home: Path) -> list[str]:
+def task_model_problems(
+    tasks: list[Task], home: Path, second_scorers: dict | None = None, profile_file: str = "the profile"
+) -> list[str]:
     """A judge that names its own model (``options.model``, e.g. a second reward's) must find it installed now, not
-    when the evaluation first scores after every checkpoint was trained."""
+    when the evaluation first scores after every checkpoint was trained; a profile's ``second_scorers`` (task ->
+    Scorer) stands in for task.yaml's and must differ from the task's first reward."""
     problems = []
     for task in tasks:
+        override = (second_scorers or {}).get(task.name)
         for field in ("scorer", "second_scorer"):
-            scorer = getattr(task.spec, field)
+            from_profile = field == "second_scorer" and override is not None
+            scorer = override if from_profile else getattr(task.spec, field)
+            where = (
+                f"{profile_file}: field 'second_scorers.{task.name}"
+                if from_profile
+                else f"{task.folder / 'task.yaml'}: field '{field}"
+            )
+            if from_profile and scorer == task.spec.scorer:
+                problems.append(f"{where}' is the task's first reward: a second reward must be another scorer or model")
             model = scorer.options.get("model") if scorer is not None and scorer.name == "judge" else None
             if model:
                 try:
                     resolve_model(model, home / "models")
                 except ModelError as error:
-                    problems.append(f"{task.folder / 'task.yaml'}: field '{field}.options.model' '{model}': {error}")
+                    problems.append(f"{where}.options.model' '{model}': {error}")
     return problems
 
 
@@ -130,7 +142,7 @@ def preflight(
         except TaskError as error:
             problems += str(error).splitlines()
     windows, model_problems = profile_windows(profile, home, profile_file)
-    problems += model_problems + task_model_problems(loaded, home)
+    problems += model_problems + task_model_problems(loaded, home, dict(profile.second_scorers), profile_file)
     for task in loaded:
         max_tokens = task.sampling_for(max_tokens_cap).max_tokens
         for window in windows:

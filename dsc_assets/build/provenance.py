@@ -6,7 +6,7 @@ import datetime
 
 import dagster as dg
 
-from dsc_assets.lib.report import CHECKPOINT_TABLES
+from dsc_assets.lib.methods import CHECKPOINT_TABLES
 
 # The assets whose runs a reader needs to place a result: the teacher's data, each checkpoint, the evaluation.
 PROVENANCE_ASSETS = ["drafts", "revisions", "accepted_samples", *CHECKPOINT_TABLES, "evaluation"]

@@ -59,12 +59,12 @@ def _scorer(task: Task, env: Environment) -> Any:
 
 
 def _second_scorer_field(task: Task, env: Environment) -> Any:
-    scorer = task.spec.second_scorer  # a task without one keeps the evaluation's version it had before the field
+    scorer = task.second_scorer_for(env.settings.second_scorers)  # none: the version it had before the field
     return OMIT if scorer is None else scorer.model_dump(mode="json")
 
 
 def _second_scorer(task: Task, env: Environment) -> Any:
-    scorer = task.spec.second_scorer
+    scorer = task.second_scorer_for(env.settings.second_scorers)
     if scorer is None:
         return OMIT
     key = ("scorer", json.dumps(scorer.model_dump(mode="json"), sort_keys=True))

@@ -17,6 +17,7 @@ from typing_extensions import TypedDict
 
 from dsc_assets.lib.paths import PROJECT_ROOT
 from dsc_assets.lib.quality import QualityRules
+from dsc_assets.lib.task_spec import Scorer
 from dsc_assets.lib.yaml_files import read_mapping
 from resources.hashing import content_hash
 from resources.llm import LlamaCppLLM, LLMResource
@@ -170,6 +171,12 @@ class Profile(BaseModel):
     )
     training_seeds_by_task: dict[str, Annotated[int, Field(ge=1, le=10)]] = Field(
         default_factory=dict, description="training_seeds for some tasks, e.g. {sentiment: 3, privacy: 3}."
+    )
+    second_scorers: dict[str, Scorer] = Field(
+        default_factory=dict,
+        description="The evaluation's second reward for some tasks, in place of task.yaml's second_scorer (read by the "
+        "evaluation alone), e.g. {safety: {name: judge, options: {model: qwen2.5-coder-0.5b, ...}}}: a scorer on a "
+        "model the teacher extra installs, which a task file cannot ask of every install.",
     )
     quality_overrides: QualityOverrides = Field(default_factory=dict)
     tasks: list[str] = Field(default_factory=list)

@@ -19,6 +19,7 @@ import yaml
 from dsc_assets.lib import ledger
 from dsc_assets.lib.commit import git_commit
 from dsc_assets.lib.family import CONTROLS, Family, holm_verdict
+from dsc_assets.lib.methods import CHECKPOINT_TABLES
 from dsc_assets.lib.paths import PROJECT_ROOT
 from dsc_assets.lib.plots import effects_plot
 from dsc_assets.lib.previous_report import previous_evaluation, previous_report_section  # noqa: F401  (tests import it here)
@@ -32,15 +33,6 @@ from dsc_assets.lib.tasks import load_task, load_task_spec
 from dsc_assets.lib.verdicts import interval_verdict, second_reward_note, second_verdict
 from resources.stores import read_table
 
-CHECKPOINT_TABLES = [
-    "sft_checkpoint",
-    "dpo_checkpoint",
-    "rdpo_checkpoint",
-    "dlma_checkpoint",
-    "almost_sft_checkpoint",
-    "almost_rl_checkpoint",
-    "placebo_checkpoint",
-]
 CHECKPOINT_COLUMNS = ["method", "status", "train_rows", "steps", "first_loss", "last_loss", "seconds"]
 EVALUATION_COLUMNS = [
     "model",

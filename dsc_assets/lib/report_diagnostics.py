@@ -10,6 +10,7 @@ import math
 import duckdb
 import pandas as pd
 
+from dsc_assets.lib.methods import CHECKPOINTED
 from dsc_assets.lib.tables import markdown_table
 from resources.stores import read_table
 
@@ -32,49 +33,49 @@ def _checkpoint(con, method: str, task: str) -> dict:
     }
 
 
-def _signal(con, method: str, task: str) -> tuple[str, float | None, str]:
-    """(what the signal is, its value, a reason when it is weak) for the method's training data."""
+def _signal(con, method: str, task: str) -> tuple[str, str]:
+    """(what the signal is, a reason when it is weak) for the method's training data."""
     if method in ("sft", "placebo"):
         accepted = read_table(con, "accepted_samples", task)
         if accepted is None or accepted.empty or "accepted" not in accepted.columns:
-            return ("", None, "")
+            return ("", "")
         kept = accepted[accepted["accepted"]]
         if method == "placebo":
-            return (f"drafts only (mean draft reward {kept['draft_reward'].mean():+.3f})", None, "")
+            return (f"drafts only (mean draft reward {kept['draft_reward'].mean():+.3f})", "")
         after = "sample_reward" if "sample_reward" in kept.columns else "revision_reward"
         gain = float((kept[after] - kept["draft_reward"]).mean()) if len(kept) else float("nan")
         text = f"accepted {len(kept)} of {len(accepted)}; revision - draft reward {gain:+.3f}"
-        return (text, gain, "revisions barely better than drafts" if gain < WEAK_MARGIN else "")
+        return (text, "revisions barely better than drafts" if gain < WEAK_MARGIN else "")
     if method in ("dpo", "rdpo"):
         pairs = read_table(con, "preference_pairs", task)
         if pairs is None or pairs.empty or "margin" not in pairs.columns:
-            return ("", None, "")
+            return ("", "")
         margin = float(pairs["margin"].mean())
         text = f"{len(pairs)} pairs; chosen - rejected reward {margin:+.3f}"
-        return (text, margin, "small reward margin between chosen and rejected" if margin < WEAK_MARGIN else "")
+        return (text, "small reward margin between chosen and rejected" if margin < WEAK_MARGIN else "")
     if method == "dlma":
         pairs = read_table(con, "dlma_pairs", task)
         if pairs is None or pairs.empty:
-            return ("", None, "")
-        return (f"{len(pairs)} pairs; self-reward margin {pairs['self_reward'].mean():+.3f}", None, "")
+            return ("", "")
+        return (f"{len(pairs)} pairs; self-reward margin {pairs['self_reward'].mean():+.3f}", "")
     if method == "almost_sft":
         agreement = read_table(con, "reward_model_agreement", task)
         if agreement is None or agreement.empty:
-            return ("", None, "")
+            return ("", "")
         value = float(agreement["agreement_with_external_reward"].iloc[0])
         weak = "its reward model disagrees with the external reward" if value < WEAK_AGREEMENT else ""
-        return (f"reward model agrees with the external reward on {value:.0%} of pairs", value, weak)
-    return ("", None, "")
+        return (f"reward model agrees with the external reward on {value:.0%} of pairs", weak)
+    return ("", "")
 
 
 def diagnostics_table(con: duckdb.DuckDBPyConnection, task: str, evaluation: pd.DataFrame) -> pd.DataFrame:
     rows = []
     by_model = evaluation.set_index("model")
     base_words = by_model["mean_answer_words"].get("base") if "mean_answer_words" in by_model.columns else None
-    for method in ("sft", "dpo", "rdpo", "dlma", "almost_sft", "placebo"):
+    for method in CHECKPOINTED:
         if method not in by_model.index:
             continue
-        trained, (signal, _, weak) = _checkpoint(con, method, task), _signal(con, method, task)
+        trained, (signal, weak) = _checkpoint(con, method, task), _signal(con, method, task)
         reasons = [weak] if weak else []
         if trained and trained["rows"] < FEW_ROWS:
             reasons.append(f"few training rows ({trained['rows']})")

@@ -9,16 +9,15 @@ import json
 import duckdb
 import pandas as pd
 
+from dsc_assets.lib.methods import CHECKPOINTED
 from dsc_assets.lib.tables import markdown_table
 from resources.stores import read_table
-
-TABLES = ["sft", "dpo", "rdpo", "dlma", "almost_sft", "almost_rl", "placebo"]
 
 
 def effective_settings(con: duckdb.DuckDBPyConnection, task: str) -> dict[str, list[dict]]:
     """Method -> the settings of each of its trained seeds (empty where a table predates the ``settings`` column)."""
     found: dict[str, list[dict]] = {}
-    for method in TABLES:
+    for method in CHECKPOINTED:
         df = read_table(con, f"{method}_checkpoint", task)
         if df is None or "settings" not in df.columns:
             continue

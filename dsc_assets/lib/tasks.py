@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from dsc_assets.lib.leaks import Link, components, links
 from dsc_assets.lib.paths import PROJECT_ROOT
-from dsc_assets.lib.task_spec import FIELD_HINTS, REMOVED_METHOD, PromptRecord, TaskError, TaskSpec
+from dsc_assets.lib.task_spec import FIELD_HINTS, REMOVED_METHOD, PromptRecord, Scorer, TaskError, TaskSpec
 from dsc_assets.lib.yaml_files import read_mapping, read_utf8
 from resources.hashing import content_hash, file_sha256
 from resources.llm import SamplingParams
@@ -43,6 +43,12 @@ class Task:
         if max_tokens_cap and params.max_tokens > max_tokens_cap:
             params = params.model_copy(update={"max_tokens": max_tokens_cap})
         return params
+
+    def second_scorer_for(self, overrides: dict[str, str] | None = None) -> Scorer | None:
+        """The evaluation's second reward: the profile's for this task (``second_scorers``, a scorer as JSON by task)
+        where it names one, else task.yaml's ``second_scorer``."""
+        text = (overrides or {}).get(self.name)
+        return Scorer.model_validate_json(text) if text else self.spec.second_scorer
 
     def split_of(self, prompt_id: str) -> str:
         """'train', 'dev' or 'test', from the prompt's group and the split seed alone (a prompt without a group is

@@ -77,7 +77,9 @@ def _sentiment_table(tmp_path, second: bool):
         + ["Lovely.", "It was great.", "Brilliant and moving.", "Pleasant.", "An excellent cast.", "Happy."],
     }
     rewards = RewardModels(cache_path=str(tmp_path / "cache.duckdb"))
-    table, _, second_rewards = _table(task, test, answers, rewards, 1, {"sft": ["sft", "sft@seed1"]})
+    table, _, second_rewards = _table(
+        task, test, answers, rewards, 1, {"sft": ["sft", "sft@seed1"]}, task.second_scorer_for()
+    )
     return table.set_index("model"), answers, second_rewards
 
 
@@ -150,3 +152,33 @@ def test_dsc_plan_counts_a_score_of_the_second_reward_for_every_evaluated_answer
     without = run_cost(task, Environment(resources))["evaluation"]
     assert planned.calls == without.calls > 0  # the same answers
     assert planned.scores - without.scores == planned.calls  # one more score each
+
+
+def test_a_profiles_second_scorer_stands_in_for_the_tasks_and_moves_that_evaluation_alone(dsc_home):
+    """The study profile grades safety with the 0.5B judge (teacher extra) in place of task.yaml's rule: the profile's
+    ``second_scorers`` moves that task's evaluation version and nothing else, and preflight names a bad one."""
+    from dsc_assets.build.preflight import task_model_problems
+    from dsc_assets.definitions import build_definitions
+    from dsc_assets.lib.profiles import load_profile
+    from dsc_assets.lib.task_spec import Scorer
+    from dsc_assets.lib.tasks import load_task
+
+    profile = load_profile("test")
+    shipped = identity(build_definitions(profile, dsc_home))
+    judge = Scorer(name="judge", options={"question": "Is it safe?", "model": "smollm2-135m"})
+    overridden = profile.model_copy(update={"second_scorers": {"safety": judge}})
+    changed = identity(build_definitions(overridden, dsc_home))
+    assert _moved(shipped, changed) == {"safety": {"evaluation"}}
+    moved = shipped["versions"]["safety"]["evaluation"]["inputs"], changed["versions"]["safety"]["evaluation"]["inputs"]
+    assert {k for k in moved[0] if moved[0][k] != moved[1][k]} == {"task.second_scorer", "second_scorer_model"}
+    safety = load_task("safety")
+    assert safety.second_scorer_for({"safety": judge.model_dump_json()}) == judge
+    assert safety.second_scorer_for({}) == safety.spec.second_scorer
+    problems = task_model_problems([safety], dsc_home, {"safety": safety.spec.scorer}, "profiles/x.yaml")
+    assert problems == [
+        "profiles/x.yaml: field 'second_scorers.safety' is the task's first reward: a second reward must be another "
+        "scorer or model"
+    ]
+    missing = Scorer(name="judge", options={"question": "Safe?", "model": str(dsc_home / "nowhere.gguf")})
+    problems = task_model_problems([safety], dsc_home, {"safety": missing}, "profiles/x.yaml")
+    assert len(problems) == 1 and problems[0].startswith("profiles/x.yaml: field 'second_scorers.safety.options.model'")

@@ -5,7 +5,7 @@ A method trained at several seeds (the profile's ``training_seeds``) is one row:
 prompt, and the row's interval resamples prompts and seeds (``seeds``, ``seed_sd`` beside it). With the placebo
 control in the profile, the row ``sft vs placebo`` is dSC's SFT against SFT on the unrevised drafts.
 
-With a ``second_scorer`` in task.yaml, a second reward that selected no data scores the same answers: its mean,
+With a ``second_scorer`` in task.yaml (or one for the task in the profile's ``second_scorers``), a second reward that selected no data scores the same answers: its mean,
 difference from base, interval and p (``second_*``: the same paired bootstrap, seeds and contrasts) and the rank
 correlation of the two rewards over each row's answers (``rewards_spearman``) stand beside the first reward's."""
 
@@ -33,6 +33,7 @@ from dsc_assets.lib.stats import (
     rank_correlation,
 )
 from dsc_assets.lib.tables import markdown_table
+from dsc_assets.lib.task_spec import Scorer
 from resources.hashing import content_hash
 from resources.llm import GenerationProgress, LlamaCppLLM, side_by_side
 from resources.reward_model import cached_scores
@@ -94,7 +95,8 @@ def evaluation(
     seed, samples = task.spec.acceptance.seed, settings.eval_samples_per_prompt
     answers, hits = _answer_all(context, task, variants, test, sampling_params(task, settings), samples)
     answers = _by_method(answers, seeded)
-    table, rewards_by_model, second = _table(task, test, answers, rewards, samples, seeded)
+    second_scorer = task.second_scorer_for(settings.second_scorers)
+    table, rewards_by_model, second = _table(task, test, answers, rewards, samples, seeded, second_scorer)
     if len(reward_model) and reward_model.iloc[0]["status"] == "trained":
         table["reward_model_score"] = table["model"].map(
             _reward_model_means(reward_model.iloc[0], task, test, answers, samples, student.cache_path)
@@ -103,7 +105,7 @@ def evaluation(
     markdown = markdown_table(table.drop(columns=["task", PER_PROMPT]))
     report = settings.artifact_path("reports", task.name, "evaluation.md")
     report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(evaluation_report(task, test, markdown, answers, rewards_by_model))
+    report.write_text(evaluation_report(task, test, markdown, answers, rewards_by_model, second_scorer))
     context.log.info(f"{task.name} evaluation ({settings.eval_split} split):\n{markdown}")
     if settings.eval_split == "test":
         _record_look(context, task.name, settings, sorted(answers), len(test))
@@ -264,6 +266,7 @@ def _table(
     rewards: RewardModels,
     samples: int,
     seeded: dict[str, list[str]],
+    second_scorer: Scorer | None = None,
 ):
     """Mean reward per model against base (and the contrasts); the per-prompt rewards, (seeds, prompts) for a method
     trained at several seeds. With a ``second_scorer``, its reward of the same answers beside the first (the same
@@ -278,8 +281,8 @@ def _table(
     }
     table["mean_answer_words"] = table["model"].map(words)  # brevity can win a reward: length beside every row
     second = None
-    if task.spec.second_scorer is not None:  # the evaluation's alone: no data was selected by it
-        second, by_answer = _rewards(rewards.for_task(task.spec.second_scorer), prompts, answers, samples, seeded)
+    if second_scorer is not None:  # the evaluation's alone: no data was selected by it
+        second, by_answer = _rewards(rewards.for_task(second_scorer), prompts, answers, samples, seeded)
         table = add_second_reward(table, _comparisons(second, seed, groups))
         answers_of = lambda row: row.split(" vs ")  # noqa: E731  a contrast row: both models' answers
         table[SPEARMAN] = [
@@ -331,7 +334,12 @@ def _guard_columns(
 
 
 def evaluation_report(
-    task, test: pd.DataFrame, markdown: str, answers: dict[str, list[str]], rewards_by_model: dict[str, np.ndarray]
+    task,
+    test: pd.DataFrame,
+    markdown: str,
+    answers: dict[str, list[str]],
+    rewards_by_model: dict[str, np.ndarray],
+    second: Scorer | None = None,
 ) -> str:
     """The evaluation as a markdown page: the table and the first three prompts' answers, model by model."""
     examples = "".join(
@@ -343,7 +351,6 @@ def evaluation_report(
         )
         for i in range(min(3, len(test)))
     )
-    second = task.spec.second_scorer
     scorers = task.spec.scorer.name + (f"; second scorer (never selects data): {second.name}" if second else "")
     return (
         f"# Evaluation: {task.name}\n\nScorer: {scorers}; {len(test)} held-out prompts; "
