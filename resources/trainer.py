@@ -315,6 +315,27 @@ class LoRATrainer(dg.ConfigurableResource):
 
         return train_rl(self, prompts, policy_dir, reward_function, output_dir)
 
+    def merge_adapter(self, adapter_dir: str, base_dir: str | None, merged_dir: str) -> str:
+        """The merged model of a saved LoRA adapter on ``base_dir`` (None: the student), as training writes it: the
+        same weights dtype, PEFT's merge, the base's tokenizer (resources/checkpoint_carry.py rebuilds carried
+        checkpoints with it). A sequence-classification adapter (ALMoST's reward model) keeps its scalar head."""
+        from peft import PeftConfig, PeftModel
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+        base = base_dir or str(self.base_dir())
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if PeftConfig.from_pretrained(adapter_dir).task_type == "SEQ_CLS":
+            model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=self._weights_dtype())
+            model.config.pad_token_id = tokenizer.pad_token_id
+        else:
+            model = AutoModelForCausalLM.from_pretrained(base, dtype=self._weights_dtype())
+        merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+        merged.save_pretrained(merged_dir)
+        tokenizer.save_pretrained(merged_dir)
+        return merged_dir
+
     def export_gguf(self, merged_dir: str, out_path: str) -> str:
         """Write the merged model as GGUF: the student's GGUF with every fine-tuned weight replaced (in F16) and all
         else (tokenizer, chat template, untouched quantized tensors) copied as it was."""

@@ -7,6 +7,7 @@
     dsc doctor [--profile test] [--force]                 can llama.cpp generate on this CPU? (child-process probe)
     dsc report [--profile study] [--tasks ...] [--prompts IDS]  a finished run's study report per task (report.py)
     dsc cache copy --from A --to B                        the call cache between DuckDB and PostgreSQL (cache.py)
+    dsc checkpoints pack --to DIR / unpack --from DIR     finished checkpoints carried between homes (checkpoints.py)
 
 Before anything runs, `run`, `plan`, `gate` and `refresh` check what can be known without a model call (task files,
 scorers, models, prompt lengths against n_ctx, DuckDB locks; see preflight.py). Errors print their root cause on the
@@ -22,6 +23,7 @@ import sys
 import traceback
 
 from dsc_assets.cli.cache import add_cache
+from dsc_assets.cli.checkpoints import add_checkpoints
 from dsc_assets.cli.common import UsageError
 from dsc_assets.cli.doctor import cmd_doctor
 from dsc_assets.cli.gate import GATE_HELP, cmd_gate
@@ -71,7 +73,7 @@ def parser() -> argparse.ArgumentParser:
     sub = _subcommands(top)
     verbose = argparse.ArgumentParser(add_help=False)
     verbose.add_argument("--verbose", "-v", action="store_true", help="print the full trace of an error")
-    for add in (_add_run, _add_plan_and_refresh, _add_gate, _add_doctor, _add_report, add_cache):
+    for add in (_add_run, _add_plan_and_refresh, _add_gate, _add_doctor, _add_report, add_cache, add_checkpoints):
         add(sub, verbose)
     return top
 
