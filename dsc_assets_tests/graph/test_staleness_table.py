@@ -114,6 +114,7 @@ PROFILE_SETTINGS: list[tuple[str, object, dict[str, set[str]]]] = [
     # more training seeds: every seeded checkpoint and the evaluation (ALMoST's RL trains once), for that task only
     ("training_seeds", 3, {t: SEEDED | {"evaluation"} for t in TASKS}),
     ("training_seeds_by_task", {"sentiment": 3}, {"sentiment": SEEDED | {"evaluation"}}),
+    ("second_scorers", {"sentiment": {"name": "afinn"}}, {"sentiment": {"evaluation"}}),  # in place of task.yaml's
 ]
 
 
