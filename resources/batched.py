@@ -26,48 +26,11 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from resources.decode_budget import DECODE_LOCK, DecodeBudget  # noqa: F401 (sets OMP_WAIT_POLICY; importable here)
+from resources.shared_prefill import _Prefill, score_shared
 
 _REGISTRY = threading.Lock()  # the engines below
 
 MAX_LOGIT_ROWS_PER_DECODE = 128  # bounds the logits buffer when scoring (rows x vocabulary x 4 bytes)
-
-
-class _Captured(Exception):
-    def __init__(self, kwargs: dict[str, Any]):
-        super().__init__("captured")
-        self.kwargs = kwargs
-
-
-class _PromptCapture:
-    """Stands in for a Llama inside its chat handler: the handler renders the chat template and tokenizes exactly as
-    ``create_chat_completion`` does, then calls ``create_completion``, where we stop and keep the prompt tokens and the
-    stop strings it asked for (the user's plus the template's)."""
-
-    def __init__(self, llama):
-        self._llama = llama
-
-    def __getattr__(self, name: str):
-        return getattr(self._llama, name)
-
-    def create_completion(self, **kwargs):
-        raise _Captured(kwargs)
-
-
-def chat_prompt(llama, messages: Sequence[dict], stop: Sequence[str] = ()) -> tuple[list[int], list[str]]:
-    """Prompt tokens and stop strings of a chat request, as ``llama.create_chat_completion`` would make them."""
-    from llama_cpp import llama_chat_format
-
-    handler = (
-        llama.chat_handler
-        or llama._chat_handlers.get(llama.chat_format)
-        or llama_chat_format.get_chat_completion_handler(llama.chat_format)
-    )
-    try:
-        handler(llama=_PromptCapture(llama), messages=list(messages), stop=list(stop) or None)
-    except _Captured as captured:
-        stops = captured.kwargs.get("stop") or []
-        return list(captured.kwargs["prompt"]), [stops] if isinstance(stops, str) else list(stops)
-    raise RuntimeError(f"the chat handler of {llama.chat_format!r} did not ask for a completion")
 
 
 @dataclass
@@ -102,15 +65,6 @@ class _Slot:
     multibyte_fix: int = 0
 
 
-@dataclass
-class _Prefill:
-    index: int
-    tokens: list[int]
-    wanted: range
-    seq_id: int
-    fed: int = 0
-
-
 class BatchEngine:
     """A second llama.cpp context on a loaded model's weights, for ``n_seq`` sequences at once."""
 
@@ -142,6 +96,7 @@ class BatchEngine:
         self._llama_cpp = llama_cpp
         self._internals = internals
         self._busy = threading.Lock()  # one decode loop at a time on this context, whichever thread asks
+        self.prefilled = 0  # tokens fed by ``score`` (what prefix sharing saves is counted against it)
 
     def close(self) -> None:
         if self._batch is not None:
@@ -326,14 +281,22 @@ class BatchEngine:
         sequences: Sequence[Sequence[int]],
         wanted: Sequence[range],
         on_logits: Callable[[int, int, np.ndarray], None],
+        share_prefixes: bool = False,
     ) -> None:
         """Prefill every sequence, many per ``llama_decode``; ``on_logits(sequence, position, logits)`` for each
-        position in ``wanted[sequence]`` (the logits at position p predict token p + 1; the array is a view)."""
+        position in ``wanted[sequence]`` (the logits at position p predict token p + 1; the array is a view).
+
+        ``share_prefixes``: sequences that begin alike (a judge's instructions and the same request before each of
+        many answers) are prefilled in waves of ``n_seq`` in sorted order, and each run of a wave that shares a
+        prefix computes it once and copies its KV to the others (``llama_memory_seq_cp``); see ``resources/shared_prefill.py``."""
         for tokens in sequences:
             if not tokens:
                 raise ValueError("cannot score an empty sequence")
             if len(tokens) > self.n_ctx_seq:
                 raise ValueError(f"a sequence of {len(tokens)} tokens is longer than the context of {self.n_ctx_seq}")
+        if share_prefixes:
+            score_shared(self, sequences, wanted, on_logits)
+            return
         queue = deque(range(len(sequences)))
         active: dict[int, _Prefill] = {}
         with DECODE_LOCK, self._busy:
@@ -344,29 +307,36 @@ class BatchEngine:
                         index = queue.popleft()
                         seq_id = min(set(range(self.n_seq)) - set(active))
                         active[seq_id] = _Prefill(index, list(sequences[index]), wanted[index], seq_id)
-                    self._batch.n_tokens = 0
-                    outputs: list[tuple[_Prefill, int, int]] = []
-                    room, rows = self.n_batch, MAX_LOGIT_ROWS_PER_DECODE
-                    for job in sorted(active.values(), key=lambda j: j.seq_id):
-                        while job.fed < len(job.tokens) and room > 0:
-                            pos = job.fed
-                            wants = pos in job.wanted
-                            if wants and rows == 0:
-                                break
-                            batch_index = self._add(job.tokens[pos], pos, job.seq_id, wants)
-                            if wants:
-                                outputs.append((job, pos, batch_index))
-                                rows -= 1
-                            job.fed += 1
-                            room -= 1
-                    self._decode()
-                    for job, pos, batch_index in outputs:
-                        on_logits(job.index, pos, self.logits(batch_index))
+                    self._prefill_step(active.values(), on_logits)
                     for job in [j for j in active.values() if j.fed >= len(j.tokens)]:
                         del active[job.seq_id]
                         self._drop(job.seq_id)
             finally:
                 self._clear()
+
+    def _prefill_step(self, jobs: Iterable[_Prefill], on_logits: Callable[[int, int, np.ndarray], None]) -> None:
+        """One ``llama_decode``: each job's next tokens up to its ``until`` (all of them by default) in the room
+        the batch has, logits only at wanted positions."""
+        self._batch.n_tokens = 0
+        outputs: list[tuple[_Prefill, int, int]] = []
+        room, rows = self.n_batch, MAX_LOGIT_ROWS_PER_DECODE
+        for job in sorted(jobs, key=lambda j: j.seq_id):
+            until = len(job.tokens) if job.until is None else job.until
+            while job.fed < until and room > 0:
+                pos = job.fed
+                wants = pos in job.wanted
+                if wants and rows == 0:
+                    break
+                batch_index = self._add(job.tokens[pos], pos, job.seq_id, wants)
+                if wants:
+                    outputs.append((job, pos, batch_index))
+                    rows -= 1
+                job.fed += 1
+                room -= 1
+        self.prefilled += self._batch.n_tokens
+        self._decode()
+        for job, pos, batch_index in outputs:
+            on_logits(job.index, pos, self.logits(batch_index))
 
 
 _ENGINES: "OrderedDict[tuple, BatchEngine]" = OrderedDict()

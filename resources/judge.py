@@ -92,6 +92,7 @@ class JudgeScorer(RewardScorer):
 
     name = "judge"
     SYSTEM = "You are a strict and fair judge of an AI assistant's answers. You answer only Yes or No."
+    share_prefixes = True  # compute a shared prompt start once per run of a wave (bench/judge_sharing.py: off vs on)
 
     def __init__(self, cache_path: str, model: _LocalModel, question: str, invert: bool = False):
         super().__init__(cache_path)
@@ -110,7 +111,14 @@ class JudgeScorer(RewardScorer):
         return first(["Yes", " Yes", "yes", " yes", "YES"]), first(["No", " No", "no", " no", "NO"])
 
     def _score(self, prompts: list[str], responses: list[str]) -> list[float]:
-        """All verdicts from batched prefills: many judge prompts per llama_decode, logits only at each last token."""
+        scores = [0.5] * len(prompts)
+        self._score_each(prompts, responses, scores.__setitem__)
+        return scores
+
+    def _score_each(self, prompts: list[str], responses: list[str], done) -> None:
+        """All verdicts from batched prefills: many judge prompts per llama_decode, logits only at each last token,
+        ``done(i, score)`` as each is read. The prompts share their start (the instructions; the request, for the
+        answers of one request): the engine computes a shared start once per run of a wave (``share_prefixes``)."""
         llama = self.model.llama()
         yes, no = self.verdict_tokens(llama)
         prefixes = []
@@ -125,17 +133,16 @@ class JudgeScorer(RewardScorer):
             prefixes.append(
                 prefix[-(llama.n_ctx() - 1) :]
             )  # a very long response loses its beginning, not the question
-        scores = [0.5] * len(prefixes)
 
         def verdict(index: int, position: int, logits: np.ndarray) -> None:
             logprobs = _log_softmax(logits.astype(np.float64))
             p_yes, p_no = np.exp(logprobs[yes]).sum(), np.exp(logprobs[no]).sum()
             p = float(p_yes / (p_yes + p_no)) if p_yes + p_no > 0 else 0.5
-            scores[index] = 1.0 - p if self.invert else p
+            done(index, 1.0 - p if self.invert else p)
 
+        wanted = [range(len(t) - 1, len(t)) for t in prefixes]
         with DECODE_LOCK:
-            self.model.engine().score(prefixes, [range(len(t) - 1, len(t)) for t in prefixes], verdict)
-        return scores
+            self.model.engine().score(prefixes, wanted, verdict, share_prefixes=self.share_prefixes)
 
 
 class SelfRewardScorer:

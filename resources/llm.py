@@ -313,7 +313,8 @@ class LlamaCppLLM(LLMResource):
     def _generate(self, indices, requests, params, commit) -> None:
         if not indices:
             return
-        from resources.batched import DECODE_LOCK, CompletionRequest, chat_prompt
+        from resources.batched import DECODE_LOCK, CompletionRequest
+        from resources.chat_prompt import chat_prompt
 
         llama = self.llama()
         batch = []

@@ -3,7 +3,8 @@ table as an Output with the metadata every stage records."""
 
 from __future__ import annotations
 
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import dagster as dg
 import pandas as pd
@@ -14,6 +15,7 @@ from dsc_assets.lib.tables import preview
 from dsc_assets.lib.task_spec import TaskError
 from dsc_assets.lib.tasks import Task, load_task
 from resources.llm import GenerationProgress, LLMResource, SamplingParams
+from resources.scorer import SCORE_PROGRESS
 from resources.settings import DscSettings
 
 
@@ -71,6 +73,17 @@ def generation_progress(context, label: str, llm: LLMResource, requests: list, s
     total, missing = len(requests) * len(seeded), sum(llm.count_missing(requests, p) for p in seeded)
     context.log.info(f"{label}: {total} answers, {total - missing} from the cache, {missing} to generate")
     return GenerationProgress(lambda line: context.log.info(f"{label}: {line}"), missing)
+
+
+@contextmanager
+def scoring_progress(context, label: str) -> Iterator[None]:
+    """Scores computed inside report their progress in the run log (count, rate, minutes left): a judge's hour of
+    scoring is otherwise a silent step."""
+    token = SCORE_PROGRESS.set(lambda line: context.log.info(f"{label}: {line}"))
+    try:
+        yield
+    finally:
+        SCORE_PROGRESS.reset(token)
 
 
 def sample_output(context, df: pd.DataFrame, task: Task) -> dg.Output[pd.DataFrame]:

@@ -288,3 +288,99 @@ def test_the_decode_budget_admits_contexts_while_their_cores_are_free():
     for worker in workers:
         worker.join(timeout=20)
     assert sorted(events[:2]) == ["a in", "b in"] and events[-1] == "all in" and len(events) == 5
+
+
+def test_shared_runs_cut_sorted_sequences_where_a_common_start_saves_the_most_prefill():
+    from resources.shared_prefill import MIN_SHARED_TOKENS, shared_runs
+
+    instructions = list(range(100, 100 + 20))  # what every judge prompt starts with
+    request_a, request_b = instructions + [1] * 30, instructions + [2] * 30
+    wave = [request_a + [7, 8], request_a + [9, 9, 9], request_b + [5], request_b + [6], request_b + [7]]
+    limits = [len(t) - 1 for t in wave]
+    # two runs of one request each (50 shared tokens: 1 x 50 + 2 x 50 saved) beat one run of the instructions
+    # (4 x 20 saved)
+    assert shared_runs(wave, limits) == [(0, 2, 50), (2, 5, 50)]
+    # a wanted position inside the common start caps what its run may share: logits come from a row's own tokens
+    assert shared_runs(wave, [10] + limits[1:]) == [(0, 2, 10), (2, 5, 50)]
+    # too short a common start is not shared, nor is a run of one
+    short = [[1] * (MIN_SHARED_TOKENS - 1) + [2], [1] * (MIN_SHARED_TOKENS - 1) + [3]]
+    assert shared_runs(short, [7, 7]) == [(0, 1, 0), (1, 2, 0)]
+    assert shared_runs([request_a], [49]) == [(0, 1, 0)]
+
+
+def test_shared_prefix_scoring_gives_every_wanted_row_once_from_less_prefill(tmp_path):
+    """The engine's scoring with ``share_prefixes`` against without, on the real 135M model: the same (sequence,
+    position) rows, logits equal to rounding (a copied KV row was computed in another ubatch), and fewer tokens
+    prefilled: the shared starts once per run of a wave."""
+    from resources.batched import batch_engine
+    from resources.decode_budget import DECODE_LOCK
+    from resources.llm import load_llama
+    from resources.models import resolve_model
+    from resources.shared_prefill import shared_runs
+
+    llama = load_llama(resolve_model("smollm2-135m", str(tmp_path / "models")).path, 1024, 2, 512, False)
+    start = llama.tokenize(b"You judge answers. Is the response polite? Request: Can you help me with my homework?")
+    answers = ["Sure, happy to help.", "No.", "Do it yourself, lazy.", "Of course! Which subject?", "Maybe."]
+    sequences = [start + llama.tokenize(f" Response: {a} Answer Yes or No.".encode(), add_bos=False) for a in answers]
+    sequences += [llama.tokenize(b"Something else entirely, with no shared start at all.")]
+    wanted = [range(len(t) - 3, len(t)) for t in sequences]
+    results = {}
+    with DECODE_LOCK:
+        engine = batch_engine(llama, ("test", "score"), 4, 1024, 2, 512)
+        for share in (False, True):
+            rows: dict = {}
+            fed = engine.prefilled
+            engine.score(
+                sequences, wanted, lambda i, p, logits, rows=rows: rows.setdefault((i, p), logits.copy()), share
+            )
+            results[share] = (rows, engine.prefilled - fed)
+    (plain, plain_fed), (shared, shared_fed) = results[False], results[True]
+    assert sorted(shared) == sorted(plain) == sorted((i, p) for i, w in enumerate(wanted) for p in w)
+    for key, logits in plain.items():
+        assert int(np.argmax(shared[key])) == int(np.argmax(logits))
+        np.testing.assert_allclose(shared[key], logits, atol=0.05)
+    assert plain_fed == sum(len(t) for t in sequences)
+    order = sorted(range(len(sequences)), key=lambda i: sequences[i])
+    expected_saved = 0
+    for begin in range(0, len(order), 4):
+        wave = [sequences[i] for i in order[begin : begin + 4]]
+        runs = shared_runs(wave, [min(len(t) - 1, wanted[i].start) for i, t in zip(order[begin : begin + 4], wave)])
+        expected_saved += sum((last - first - 1) * shared for first, last, shared in runs)
+    assert expected_saved >= 3 * len(start) - 3, "the five answers share the request in two waves"
+    assert shared_fed == plain_fed - expected_saved
+
+
+def test_judge_scores_are_committed_one_by_one_with_progress_lines(tmp_path, monkeypatch):
+    """A judge commits each verdict as it is read (a run killed mid-scoring keeps every finished score), and the
+    progress lines the run log shows count them."""
+    import resources.scorer as scorer_module
+    from dsc_assets.lib.task_spec import Scorer
+    from resources.hashing import call_key
+    from resources.rewards import RewardModels
+
+    models = RewardModels(
+        cache_path=str(tmp_path / "scores.duckdb"),
+        judge_model="smollm2-135m",
+        model_cache_dir=str(tmp_path / "models"),
+        n_ctx=512,
+        batch_size=2,
+    )
+    judge = models.for_task(Scorer(name="judge", options={"question": "Is the response polite?"}))
+    texts = ["Thank you!", "Go away.", "Sure.", "No.", "Happy to help."]
+    keys = [call_key("score", judge.identity(), "Help?", t) for t in texts]
+    committed, lines = [], []
+
+    def log(line: str) -> None:
+        lines.append(line)
+        committed.append(len(judge.cache.get_many(keys)))
+
+    monkeypatch.setattr(scorer_module, "PROGRESS_EVERY_S", 0.0)
+    token = scorer_module.SCORE_PROGRESS.set(log)
+    try:
+        scores = judge.score(["Help?"] * len(texts), texts)
+    finally:
+        scorer_module.SCORE_PROGRESS.reset(token)
+    assert committed == [1, 2, 3, 4, 5]
+    assert lines[-1].startswith("judge: 5/5 scored")
+    assert all(0.0 <= s <= 1.0 for s in scores) and judge.computed == 5
+    assert judge.score(["Help?"] * 2, texts[:2]) == scores[:2] and judge.computed == 5

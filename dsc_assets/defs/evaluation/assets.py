@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from dsc_assets.defs.stage import stage, version_metadata
-from dsc_assets.defs.steps import partition_task, sampling_params
+from dsc_assets.defs.steps import partition_task, sampling_params, scoring_progress
 from dsc_assets.lib import ledger
 from dsc_assets.lib.chat import ChainMessages
 from dsc_assets.lib.commit import git_commit
@@ -89,24 +89,21 @@ def evaluation(
     recompute the table over a subset of the test prompts (``dsc report --prompts``) without a model call."""
     task = partition_task(context)
     test = raw_prompts[raw_prompts["split"] == settings.eval_split]  # the evaluated prompts: test, or dev to tune
-    checkpoints = [sft_checkpoint, dpo_checkpoint, rdpo_checkpoint, dlma_checkpoint, almost_sft_checkpoint]
-    checkpoints += [almost_rl_checkpoint, placebo_checkpoint]
+    checkpoints = [sft_checkpoint, dpo_checkpoint, rdpo_checkpoint, dlma_checkpoint]
+    checkpoints += [almost_sft_checkpoint, almost_rl_checkpoint, placebo_checkpoint]
     variants, seeded = _variants(context, task.name, checkpoints, student, trainer, settings)
     seed, samples = task.spec.acceptance.seed, settings.eval_samples_per_prompt
     answers, hits = _answer_all(context, task, variants, test, sampling_params(task, settings), samples)
     answers = _by_method(answers, seeded)
     second_scorer = task.second_scorer_for(settings.second_scorers)
-    table, rewards_by_model, second = _table(task, test, answers, rewards, samples, seeded, second_scorer)
+    with scoring_progress(context, f"{task.name} evaluation"):
+        table, rewards_by_model, second = _table(task, test, answers, rewards, samples, seeded, second_scorer)
     if len(reward_model) and reward_model.iloc[0]["status"] == "trained":
         table["reward_model_score"] = table["model"].map(
             _reward_model_means(reward_model.iloc[0], task, test, answers, samples, student.cache_path)
         )
     table = _guard_columns(table, task.name, test, answers, rewards_by_model, seed, second)
-    markdown = markdown_table(table.drop(columns=["task", PER_PROMPT]))
-    report = settings.artifact_path("reports", task.name, "evaluation.md")
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(evaluation_report(task, test, markdown, answers, rewards_by_model, second_scorer))
-    context.log.info(f"{task.name} evaluation ({settings.eval_split} split):\n{markdown}")
+    markdown, report = _write_report(context, task, settings, test, table, answers, rewards_by_model, second_scorer)
     if settings.eval_split == "test":
         _record_look(context, task.name, settings, sorted(answers), len(test))
     return dg.Output(
@@ -121,6 +118,16 @@ def evaluation(
             **version_metadata(context, task),
         },
     )
+
+
+def _write_report(context, task, settings, test, table, answers, rewards_by_model, second_scorer):
+    """The table as markdown, in the run log and in the task's ``evaluation.md`` (returned with its path)."""
+    markdown = markdown_table(table.drop(columns=["task", PER_PROMPT]))
+    report = settings.artifact_path("reports", task.name, "evaluation.md")
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(evaluation_report(task, test, markdown, answers, rewards_by_model, second_scorer))
+    context.log.info(f"{task.name} evaluation ({settings.eval_split} split):\n{markdown}")
+    return markdown, report
 
 
 def _record_look(context, task: str, settings: DscSettings, models: list[str], prompts: int) -> None:
@@ -230,10 +237,12 @@ def _rewards(scorer, prompts: list[str], answers: dict[str, list[str]], samples:
     """One scorer's rewards of every model's answers: per prompt, or (seeds, prompts) for a method trained at several
     seeds (the samples' mean); and each answer's own, in answer order (for the rank correlation of two rewards)."""
     by_model, by_answer = {}, {}
-    for name, texts in answers.items():
-        blocks = len(texts) // len(prompts) if prompts else 0  # seeds x samples, seed-major
-        chunks = [texts[k * len(prompts) : (k + 1) * len(prompts)] for k in range(blocks)]
-        scores = np.asarray([scorer.score(prompts, chunk) for chunk in chunks], dtype=float)
+    blocks = {name: len(texts) // len(prompts) if prompts else 0 for name, texts in answers.items()}  # seeds x samples
+    pairs = [(p, t) for name, texts in answers.items() for p, t in zip(prompts * blocks[name], texts)]
+    # One call for every model's answers: a judge then prefills each request's shared start once for all of them.
+    flat = iter(scorer.score([p for p, _ in pairs], [t for _, t in pairs]) if pairs else [])
+    for name in answers:
+        scores = np.asarray([[next(flat) for _ in prompts] for _ in range(blocks[name])], dtype=float)
         by_answer[name] = scores.ravel()
         per_seed = scores.reshape(len(seeded.get(name, [name])), samples, -1).mean(axis=1)
         # one value per prompt (the bootstrap resamples prompts), or one per seed and prompt

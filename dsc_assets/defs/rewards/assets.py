@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from dsc_assets.defs.stage import stage
-from dsc_assets.defs.steps import partition_task, table_output
+from dsc_assets.defs.steps import partition_task, scoring_progress, table_output
 from dsc_assets.lib.acceptance import metropolis_hastings, uniform_draw
 from dsc_assets.lib.guards import GUARDS
 from dsc_assets.lib.plots import reward_histogram
@@ -23,7 +23,8 @@ def reward_scores(
     scorer = rewards.for_task(task.spec.scorer)
     rows = pd.concat([drafts, revisions], ignore_index=True)[["task", "prompt_id", "step", "kind", "prompt", "text"]]
     before = (scorer.computed, scorer.cached)
-    rows["reward"] = scorer.score(rows["prompt"].tolist(), rows["text"].tolist()) if len(rows) else []
+    with scoring_progress(context, f"{task.name} reward_scores"):
+        rows["reward"] = scorer.score(rows["prompt"].tolist(), rows["text"].tolist()) if len(rows) else []
     calls, hits = scorer.computed - before[0], scorer.cached - before[1]
     context.log.info(f"{task.name}: {len(rows)} answers scored, {hits} from the cache, {calls} computed")
     rows["scorer"] = task.spec.scorer.name
