@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import resources.threads  # noqa: E402,F401  (OMP_WAIT_POLICY before llama_cpp loads)
 from dsc_assets.lib.tasks import load_task  # noqa: E402
-from resources.judge import JudgeScorer  # noqa: E402
 from resources.rewards import RewardModels  # noqa: E402
 
 CALLS = Path(__file__).resolve().parent.parent / "reports" / "study" / "calls.parquet"

@@ -4,6 +4,7 @@ in the call cache like a generation."""
 
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 import numpy as np
@@ -184,6 +185,7 @@ class SelfRewardScorer:
                 starts.append(len(prefix))
                 totals.append(0.0)
             remaining = [len(t) - s for t, s in zip(sequences, starts)]
+            clock = [time.perf_counter()]  # each committed log-probability records the time since the one before
 
             def add(index: int, position: int, logits: np.ndarray) -> None:
                 # Row p predicts token p + 1: the answer's tokens are sequences[index][starts[index]:].
@@ -192,14 +194,16 @@ class SelfRewardScorer:
                 remaining[index] -= 1
                 if remaining[index] == 0:
                     system, query, answer = by_key[todo[index]]
+                    now = time.perf_counter()
                     self.cache.put(
                         todo[index],
                         "score",
                         self.model.file.sha256,
                         {"system": system, "query": query, "answer": answer},
                         {"logprob": totals[index]},
-                        0.0,
+                        now - clock[0],
                     )
+                    clock[0] = now
                     found[todo[index]] = totals[index]
                     self.computed += 1
 

@@ -73,14 +73,15 @@ class RewardScorer(ABC):
             first.setdefault(key, i)  # a pair asked twice is scored once
         missing = [i for key, i in first.items() if key not in found]
         if missing:
-            progress = ScoreProgress(self.name, len(missing))
+            progress, clock = ScoreProgress(self.name, len(missing)), [time.perf_counter()]
 
             def done(j: int, value: float) -> None:
-                i = missing[j]
-                found[keys[i]] = {"score": float(value)}
-                self.cache.put(
-                    keys[i], "score", identity, {"prompt": prompts[i], "response": responses[i]}, found[keys[i]], 0.0
-                )
+                # Each score records the time since the one before: they sum to the call's time, so their mean is the
+                # rate `dsc plan` charges a score of this scorer (a judge's: seconds; VADER's: next to nothing).
+                i, now = missing[j], time.perf_counter()
+                found[keys[i]], seconds, clock[0] = {"score": float(value)}, now - clock[0], now
+                request = {"prompt": prompts[i], "response": responses[i]}
+                self.cache.put(keys[i], "score", identity, request, found[keys[i]], seconds)
                 progress()
 
             self._score_each([prompts[i] for i in missing], [responses[i] for i in missing], done)

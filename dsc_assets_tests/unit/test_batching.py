@@ -381,6 +381,8 @@ def test_judge_scores_are_committed_one_by_one_with_progress_lines(tmp_path, mon
     finally:
         scorer_module.SCORE_PROGRESS.reset(token)
     assert committed == [1, 2, 3, 4, 5]
+    # each score records its time (the time since the one before), so `dsc plan` learns the judge's rate
+    assert judge.cache.mean_seconds(judge.identity(), "score") > 0
     assert lines[-1].startswith("judge: 5/5 scored")
     assert all(0.0 <= s <= 1.0 for s in scores) and judge.computed == 5
     assert judge.score(["Help?"] * 2, texts[:2]) == scores[:2] and judge.computed == 5
