@@ -20,9 +20,10 @@ from dsc_assets.lib.profiles import (
     dsc_home,
     load_profile,
     usable_home,
+    warehouse_location,
 )
 from resources.settings import DscSettings
-from resources.stores import WarehouseIOManager
+from resources.stores import warehouse_io_manager
 
 GROUPS = (generation, rewards, dlma, datasets, training, almost, evaluation)  # the graph's order, one folder each
 
@@ -83,8 +84,7 @@ def build_resources(profile: Profile, home: Path) -> dict:
             profile=profile.name,
             profile_sha=profile.sha(),
         ),
-        # The database file's name must differ from the schema's.
-        "io_manager": WarehouseIOManager(database=str(home / "warehouse.duckdb"), schema="dsc"),
+        "io_manager": warehouse_io_manager(warehouse_location(profile, home)),
     }
 
 

@@ -330,7 +330,31 @@ def read_table(con: duckdb.DuckDBPyConnection | None, name: str, task: str) -> p
     (the asset never ran). The one reader of the warehouse's tables outside the IO manager."""
     if con is None:
         return None
+    if hasattr(con, "read_partition"):  # the shared warehouse (resources/pg_warehouse.py)
+        return con.read_partition(name, task)
     try:
         return con.execute(f"SELECT * FROM dsc.{name} WHERE task = ?", [task]).df()
     except duckdb.CatalogException:
         return None
+
+
+def warehouse_io_manager(location: str):
+    """The IO manager of the warehouse at ``location``: a postgresql:// URL (the shared deployment) or a DuckDB file."""
+    if str(location).startswith(("postgresql://", "postgres://")):
+        from resources.pg_warehouse import PostgresWarehouseIOManager
+
+        return PostgresWarehouseIOManager(url=str(location))
+    return WarehouseIOManager(database=str(location), schema="dsc")  # the file's name must differ from the schema's
+
+
+def open_warehouse(location: str):
+    """A reader of the warehouse at ``location`` for ``read_table``: the PostgreSQL warehouse, or the DuckDB file
+    opened read-only (None when the file does not exist: nothing has run). DuckDB's IOException passes through (a
+    running job holds the file)."""
+    if str(location).startswith(("postgresql://", "postgres://")):
+        from resources.pg_warehouse import PostgresWarehouse
+
+        return PostgresWarehouse(str(location))
+    if not Path(location).exists():
+        return None
+    return duckdb.connect(str(location), read_only=True)

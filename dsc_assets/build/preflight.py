@@ -117,18 +117,23 @@ def lock_problems(home: Path, grace_s: float | None = None) -> list[str]:
 
 
 def cache_server_problems(profile, home: Path) -> list[str]:
-    """The shared deployment's call cache (a postgresql:// URL) must answer before the first model call."""
-    from dsc_assets.lib.profiles import cache_location
-    from resources.stores import open_cache
+    """The shared deployment's call cache and warehouse (postgresql:// URLs) must answer before the first model
+    call."""
+    from dsc_assets.lib.profiles import cache_location, warehouse_location
+    from resources.stores import open_cache, open_warehouse
 
-    location = cache_location(profile, home)
-    if not location.startswith(("postgresql://", "postgres://")):
-        return []
-    try:
-        open_cache(location, read_only=True).count()
-    except Exception as error:  # noqa: BLE001  CacheUnavailableError, or a driver error the URL provokes
-        return [f"call cache: {' '.join(str(error).split())}"]
-    return []
+    problems = []
+    checks = [
+        ("call cache", cache_location(profile, home), lambda url: open_cache(url, read_only=True).count()),
+        ("warehouse", warehouse_location(profile, home), lambda url: open_warehouse(url).tables()),
+    ]
+    for name, location, check in checks:
+        if location.startswith(("postgresql://", "postgres://")):
+            try:
+                check(location)
+            except Exception as error:  # noqa: BLE001  *UnavailableError, or a driver error the URL provokes
+                problems.append(f"{name}: {' '.join(str(error).split())}")
+    return problems
 
 
 def preflight(

@@ -64,20 +64,18 @@ def cmd_gate(args: argparse.Namespace) -> int:
 def _gate_task(defs, instance, task_name: str, selected: list[str], needed: set[str]) -> list[str]:
     """Print the verdicts of one task's selected assets; return '<task>: <asset> <STATUS>' for each that is not OK."""
     import dagster as dg
-    import duckdb
 
     from dsc_assets.build.gate import OK, gate_verdicts
     from dsc_assets.build.staleness import asset_order, plan
-    from dsc_assets.lib.profiles import dsc_home
+    from dsc_assets.lib.profiles import dsc_home, load_profile, warehouse_location
     from dsc_assets.lib.tasks import load_task
-    from resources.stores import read_table
+    from resources.stores import open_warehouse, read_table
 
     task = load_task(task_name)
     resources = defs.resources
     _, upstream = asset_order(defs)
     stale = {e.asset: e.reasons for e in plan(defs, instance, [task_name], observe=False)}
-    database = dsc_home() / "warehouse.duckdb"
-    con = duckdb.connect(str(database), read_only=True) if database.exists() else None
+    con = open_warehouse(warehouse_location(load_profile(), dsc_home()))
 
     def table_of(asset: str):
         return read_table(con, asset, task_name)

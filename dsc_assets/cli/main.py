@@ -44,6 +44,7 @@ ENVIRONMENT = """environment:
   DSC_LLAMA_THREADS  threads per llama.cpp context (default: every core this process may use)
   DSC_CACHE_URL      the call cache on PostgreSQL (postgresql://...), over the profile's shared.cache_url
   DSC_INSTANCE_URL   the Dagster instance on PostgreSQL (postgresql://...), over the profile's shared.instance_url
+  DSC_WAREHOUSE_URL  the asset tables on PostgreSQL (postgresql://...), over the profile's shared.warehouse_url
   DSC_EXECUTOR       in_process (default) or ray: every step a Ray job at DSC_RAY_ADDRESS (docs/scale-out.md)
   DSC_MAX_CONCURRENT_RUNS  runs the instance's queue starts at once (default: 1)"""
 HELP_EPILOG = f"{EXIT_CODES}\n\n{ENVIRONMENT}"

@@ -16,7 +16,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from dsc_assets.build.provenance import provenance
     from dsc_assets.lib.family import study_family
     from dsc_assets.lib.paths import PROJECT_ROOT
-    from dsc_assets.lib.profiles import dsc_home, load_profile, profile_file
+    from dsc_assets.lib.profiles import dsc_home, load_profile, profile_file, warehouse_location
     from dsc_assets.lib.report import ReportError, consistency_problems, prompt_selection, write_report
     from dsc_assets.lib.report_summary import write_summary
 
@@ -31,7 +31,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     tasks = task_list(args.tasks, profile.tasks)
     path = profile_file()
     out = Path(args.out) if args.out else PROJECT_ROOT / "reports" / path.stem
-    con = _open_warehouse(dsc_home() / "warehouse.duckdb")
+    con = _open_warehouse(warehouse_location(profile, dsc_home()))
     if con is None:
         return 1
     failed = []
@@ -83,15 +83,17 @@ def _merged_ledger(out):
     return path
 
 
-def _open_warehouse(database):
+def _open_warehouse(database: str):
     """The warehouse, read-only; None (and why, on stderr) when there is none or a running job holds it."""
     import duckdb
 
-    if not database.exists():
-        print(f"dsc report: no warehouse at {database}: nothing has run under this DSC_HOME", file=sys.stderr)
-        return None
+    from resources.stores import open_warehouse
+
     try:
-        return duckdb.connect(str(database), read_only=True)
+        con = open_warehouse(database)
+        if con is None:
+            print(f"dsc report: no warehouse at {database}: nothing has run under this DSC_HOME", file=sys.stderr)
+        return con
     except duckdb.IOException as error:
         print(
             f"dsc report: cannot open {database} read-only (a running job may be writing it; retry when it "

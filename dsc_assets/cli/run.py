@@ -60,11 +60,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _print_verdicts(profile, tasks: list[str]) -> None:
     """End with the evaluation: each method against base, its interval and its verdict after Holm."""
     from dsc_assets.cli.verdicts import print_verdicts
-    from dsc_assets.lib.profiles import dsc_home
+    from dsc_assets.lib.profiles import dsc_home, warehouse_location
     from resources.stores import close_all
 
     close_all()  # the run's own warehouse connection, before a read-only one opens the file
     try:
-        print_verdicts(dsc_home() / "warehouse.duckdb", tasks, profile.tasks, profile.methods, profile.eval_split)
+        print_verdicts(
+            warehouse_location(profile, dsc_home()), tasks, profile.tasks, profile.methods, profile.eval_split
+        )
     except Exception as error:  # noqa: BLE001 - the run's result stands; the summary is a convenience
         print(f"dsc run: could not print the evaluation summary ({error}); `dsc report` writes it", file=sys.stderr)

@@ -4,7 +4,6 @@ its verdict after Holm over the profile's family (every planned task x method), 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pandas as pd
 
@@ -53,15 +52,15 @@ def _p(value: float) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"  # a bootstrap p is never 0: at least 1 / (resamples + 1)
 
 
-def print_verdicts(database: Path, tasks: list[str], planned_tasks: list[str], methods: list[str], split: str) -> bool:
-    """Print the verdict table of every task in ``tasks`` that has an evaluation; False when none has one."""
-    import duckdb
-
+def print_verdicts(database: str, tasks: list[str], planned_tasks: list[str], methods: list[str], split: str) -> bool:
+    """Print the verdict table of every task in ``tasks`` that has an evaluation; False when none has one.
+    ``database``: the warehouse's DuckDB file or postgresql:// URL."""
     from dsc_assets.lib.family import study_family
+    from resources.stores import open_warehouse
 
-    if not database.exists():
+    con = open_warehouse(str(database))
+    if con is None:
         return False
-    con = duckdb.connect(str(database), read_only=True)
     try:
         family = study_family(con, list(dict.fromkeys([*planned_tasks, *tasks])), methods)
         shown = False

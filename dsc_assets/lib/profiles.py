@@ -28,7 +28,7 @@ from resources.trainer import LoRATrainer
 
 PROFILE_ENV, HOME_ENV = "DSC_PROFILE", "DSC_HOME"
 # The shared deployment's PostgreSQL databases, over the profile's ``shared`` section (docs/scale-out.md).
-CACHE_URL_ENV, INSTANCE_URL_ENV = "DSC_CACHE_URL", "DSC_INSTANCE_URL"
+CACHE_URL_ENV, INSTANCE_URL_ENV, WAREHOUSE_URL_ENV = "DSC_CACHE_URL", "DSC_INSTANCE_URL", "DSC_WAREHOUSE_URL"
 
 
 class ProfileError(ValueError):
@@ -94,6 +94,11 @@ class SharedProfile(BaseModel):
     )
     instance_url: Annotated[str | None, AfterValidator(_postgres_url)] = Field(
         None, description="The Dagster instance's database (DSC_INSTANCE_URL overrides it); unset: SQLite."
+    )
+    warehouse_url: Annotated[str | None, AfterValidator(_postgres_url)] = Field(
+        None,
+        description="The warehouse's database, one table per asset (DSC_WAREHOUSE_URL overrides it); unset: "
+        "$DSC_HOME/warehouse.duckdb.",
     )
 
 
@@ -301,6 +306,13 @@ def _format_profile_errors(path: Path, error: ValidationError) -> str:
 def cache_location(profile: Profile, home: Path) -> str:
     """Where the call cache is: DSC_CACHE_URL, else the profile's ``shared.cache_url``, else the DuckDB file."""
     return os.environ.get(CACHE_URL_ENV) or profile.shared.cache_url or str(home / "cache.duckdb")
+
+
+def warehouse_location(profile: Profile | None, home: Path) -> str:
+    """Where the asset tables are: DSC_WAREHOUSE_URL, else the profile's ``shared.warehouse_url``, else the DuckDB
+    file under the home."""
+    shared = profile.shared.warehouse_url if profile else None
+    return os.environ.get(WAREHOUSE_URL_ENV) or shared or str(home / "warehouse.duckdb")
 
 
 def instance_url(profile: Profile | None) -> str | None:
