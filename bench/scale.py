@@ -2,8 +2,10 @@
 and lookup (``get_many``) latency, PostgreSQL (resources/pg_cache.py, a server started here on 127.0.0.1) against
 the DuckDB file (resources/stores.py), and their ratios.
 
-    .venv/bin/python bench/scale.py [--parts cache] [--puts 300] [--spaced 20] [--writers 4] [--rounds 2]
-        [--json bench/results/scale.json]
+    .venv/bin/python bench/scale.py [--parts cache,warehouse] [--puts 300] [--spaced 20] [--writers 4] [--rounds 2]
+        [--rows 1000] [--repeats 10] [--partition-writes 10] [--json bench/results/scale.json]
+
+Part ``warehouse``: bench/scale_warehouse.py (a partition's write and read, PostgreSQL and Delta against DuckDB).
 
 Each store gets the same rows (a chat call's request and answer, ~1.5 KB) under fresh keys, through the interface the
 resources use:
@@ -194,7 +196,10 @@ def cache_part(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="cache", help="comma-separated parts to run (cache)")
+    parser.add_argument("--parts", default="cache", help="comma-separated parts to run (cache, warehouse)")
+    parser.add_argument("--rows", type=int, default=1000, help="warehouse: rows in the partition")
+    parser.add_argument("--repeats", type=int, default=10, help="warehouse: timed writes and reads per round")
+    parser.add_argument("--partition-writes", type=int, default=10, help="warehouse: writes per concurrent writer")
     parser.add_argument("--puts", type=int, default=300, help="rows per back-to-back run and per concurrent writer")
     parser.add_argument("--spaced", type=int, default=20, help="commits 0.5 s apart")
     parser.add_argument("--writers", type=int, default=4)
@@ -207,11 +212,20 @@ def main() -> None:
     }
     if "cache" in args.parts.split(","):
         report["cache"] = cache_part(args)
+    if "warehouse" in args.parts.split(","):
+        from bench.scale_warehouse import warehouse_part
+
+        report["warehouse"] = warehouse_part(args)
     report["machine"]["load_after"] = os.getloadavg()
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    print(json.dumps(report, indent=2))
+    if args.json:  # parts not run this time keep their earlier results
+        path = Path(args.json)
+        earlier = json.loads(path.read_text()) if path.exists() else {}
+        earlier.setdefault("runs", {})
+        for part in args.parts.split(","):
+            earlier[part] = report[part]
+            earlier["runs"][part] = {"command": report["command"], "machine": report["machine"]}
+        path.write_text(json.dumps(earlier, indent=2) + "\n")
 
 
 if __name__ == "__main__":

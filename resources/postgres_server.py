@@ -149,7 +149,8 @@ def main() -> None:
     signal.signal(signal.SIGINT, stop)
     with PostgresServer(args.port) as server:
         cache, instance = server.create_database("dsc"), server.create_database("dagster")
-        print(f"DSC_CACHE_URL={cache}\nDSC_INSTANCE_URL={instance}", flush=True)
+        tables = server.create_database("tables")
+        print(f"DSC_CACHE_URL={cache}\nDSC_INSTANCE_URL={instance}\nDSC_WAREHOUSE_URL={tables}", flush=True)
         try:
             signal.pause()
         except KeyboardInterrupt:
