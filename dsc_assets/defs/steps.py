@@ -17,6 +17,7 @@ from dsc_assets.lib.tasks import Task, load_task
 from resources.llm import GenerationProgress, LLMResource, SamplingParams
 from resources.scorer import SCORE_PROGRESS
 from resources.settings import DscSettings
+from resources.train_result import TRAINING_PROGRESS
 
 
 def partition_task(context: dg.AssetExecutionContext) -> Task:
@@ -84,6 +85,16 @@ def scoring_progress(context, label: str) -> Iterator[None]:
         yield
     finally:
         SCORE_PROGRESS.reset(token)
+
+
+@contextmanager
+def training_progress(context, label: str) -> Iterator[None]:
+    """A training inside reports its step, loss and minutes left in the run log (resources/train_result.py)."""
+    token = TRAINING_PROGRESS.set(lambda line: context.log.info(f"{label}: {line}"))
+    try:
+        yield
+    finally:
+        TRAINING_PROGRESS.reset(token)
 
 
 def sample_output(context, df: pd.DataFrame, task: Task) -> dg.Output[pd.DataFrame]:

@@ -1,6 +1,7 @@
 """Steps on Ray (DSC_EXECUTOR=ray: dagster-ray's ray_executor) against a real local cluster of two worker nodes on
 127.0.0.1 (resources/ray_cluster.py): the same tables as an in-process build; three partitions as concurrent runs
-through the instance's queue; a Ray worker killed mid-generation and the step's retry."""
+through the instance's queue on the whole shared deployment (PostgreSQL instance, cache and warehouse, two llama.cpp
+servers); a Ray worker killed mid-generation and the step's retry."""
 
 from __future__ import annotations
 
@@ -105,57 +106,112 @@ def test_steps_on_ray_write_the_tables_an_in_process_build_writes(tmp_path, ray_
 
 
 TASKS = ["privacy", "sentiment", "sycophancy"]
+SHARED_PROFILE = """# the test profile, generating through a pool of two llama.cpp servers (the 135M model)
+extends: test
+generator:
+  backend: openai
+  model: smollm2-135m
+  model_revision: test
+  max_concurrency: 2
+  endpoints:
+{endpoints}
+"""
 
 
-def test_three_partitions_as_concurrent_runs_on_ray_equal_a_serial_build(tmp_path, ray_cluster):
-    """A backfill of three tasks through `dagster dev` (the UI's path) with the queue at DSC_MAX_CONCURRENT_RUNS=3 and
-    every step on Ray: the three runs are under way at once and succeed; their tables and calls equal the same
-    partitions built one after the other in process on the embedded default."""
+def _warehouse_rows(frame) -> list:
+    """A table's rows without the per-run columns, as canonical JSON, sorted: DuckDB's and PostgreSQL's alike."""
+    import json
+
+    from resources.pg_warehouse import dumps
+
+    frame = frame[[c for c in frame.columns if c not in VOLATILE]]
+    return sorted(json.dumps(row, sort_keys=True) for row in json.loads(dumps(frame)))
+
+
+def test_three_partitions_as_concurrent_runs_on_the_shared_deployment_equal_a_serial_build(
+    tmp_path, ray_cluster, postgres_server
+):
+    """Issue 25's acceptance: a backfill of three tasks through `dagster dev` (the UI's path) on the shared
+    deployment (the Dagster instance, the call cache and the warehouse on PostgreSQL; every step on the two Ray
+    workers; generation over two llama.cpp servers) with the queue at DSC_MAX_CONCURRENT_RUNS=3: the three runs are
+    under way at once and succeed. The same partitions built one after the other in process on the embedded default
+    (SQLite, DuckDB) with a copy of that cache make no model call and write the same tables, row for row."""
+    from resources.llama_server import start_servers
+    from resources.pg_warehouse import PostgresWarehouse
+
     root = private_tasks(tmp_path / "prompts", {task: 2 for task in TASKS})
-    on_ray = _env(tmp_path, "c", DSC_PROMPTS_DIR=str(root), DSC_MAX_CONCURRENT_RUNS="3", **_on_ray(ray_cluster))
-    env = {**os.environ, **on_ray, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
-    with dagster_dev(env) as port:
-        assert "max_concurrent_runs: 3" in (tmp_path / "c" / "dagster" / "dagster.yaml").read_text()
-        params = {
-            "selector": {
-                "partitionSetName": "dsc_job_partition_set",
-                "repositorySelector": {"repositoryName": "__repository__", "repositoryLocationName": "dsc"},
-            },
-            "partitionNames": TASKS,
-            "assetSelection": [{"path": ["raw_prompts"]}, {"path": ["drafts"]}],
-            "forceSynchronousSubmission": True,
+    servers = start_servers(2, model_cache_dir=tmp_path / "models", n_threads=1, n_ctx=1024)
+    try:
+        endpoints = "\n".join(f"    - url: {server.base_url}" for server in servers)
+        (tmp_path / "shared.yaml").write_text(SHARED_PROFILE.format(endpoints=endpoints))
+        urls = {
+            "DSC_INSTANCE_URL": postgres_server.create_database(f"instance_{os.getpid()}"),
+            "DSC_CACHE_URL": postgres_server.create_database(f"cache_{os.getpid()}"),
+            "DSC_WAREHOUSE_URL": postgres_server.create_database(f"tables_{os.getpid()}"),
         }
-        result = graphql(port, LAUNCH, {"params": params})["data"]["launchPartitionBackfill"]
-        assert result["__typename"] == "LaunchBackfillSuccess", result
-        run_ids = set(result["launchedRunIds"])
-        with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
-            deadline = time.monotonic() + 600
-            while time.monotonic() < deadline:
-                runs = instance.get_runs(dg.RunsFilter(run_ids=list(run_ids)))
-                if len(runs) == 3 and all(r.is_finished for r in runs):
-                    break
-                time.sleep(2)
-            records = instance.get_run_records(dg.RunsFilter(run_ids=list(run_ids)))
-    assert sorted((r.dagster_run.tags["dagster/partition"], r.dagster_run.status.value) for r in records) == [
-        (task, "SUCCESS") for task in TASKS
-    ]
-    starts, ends = [r.start_time for r in records], [r.end_time for r in records]
-    assert max(starts) < min(ends), "the three runs were under way at the same time"
-    print(f"three concurrent runs on Ray: {max(ends) - min(starts):.0f}s from the first start to the last end")
-    jobs = _ray_jobs(ray_cluster, run_ids)
-    assert {job.metadata["dagster/op"] for job in jobs} >= {"raw_prompts", "drafts"}
-    assert len({job.driver_node_id for job in jobs}) == 2
-    started = time.monotonic()
-    serial = run_cli(
-        ["dsc", "run", "--tasks", ",".join(TASKS), "--select", "raw_prompts,drafts"],
-        _env(tmp_path, "s", DSC_PROMPTS_DIR=str(root)),
-    )
-    assert serial.returncode == 0, serial.stdout[-3000:] + serial.stderr[-3000:]
-    print(f"the same three in process, one after the other: {time.monotonic() - started:.0f}s (with dsc's startup)")
-    concurrent, one_by_one = tmp_path / "c" / "home", tmp_path / "s" / "home"
-    assert _tables(concurrent, ["raw_prompts", "drafts"]) == _tables(one_by_one, ["raw_prompts", "drafts"])
-    calls = _calls(concurrent)
-    assert len(calls) == 3 * 2 and calls == _calls(one_by_one)
+        on_ray = _env(tmp_path, "c", DSC_PROMPTS_DIR=str(root), DSC_MAX_CONCURRENT_RUNS="3", **_on_ray(ray_cluster))
+        on_ray.update(DSC_PROFILE=str(tmp_path / "shared.yaml"), **urls)
+        env = {**os.environ, **on_ray, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+        with dagster_dev(env) as port:
+            assert "max_concurrent_runs: 3" in (tmp_path / "c" / "dagster" / "dagster.yaml").read_text()
+            params = {
+                "selector": {
+                    "partitionSetName": "dsc_job_partition_set",
+                    "repositorySelector": {"repositoryName": "__repository__", "repositoryLocationName": "dsc"},
+                },
+                "partitionNames": TASKS,
+                "assetSelection": [{"path": ["raw_prompts"]}, {"path": ["drafts"]}],
+                "forceSynchronousSubmission": True,
+            }
+            result = graphql(port, LAUNCH, {"params": params})["data"]["launchPartitionBackfill"]
+            assert result["__typename"] == "LaunchBackfillSuccess", result
+            run_ids = set(result["launchedRunIds"])
+            with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+                assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+                deadline = time.monotonic() + 600
+                while time.monotonic() < deadline:
+                    runs = instance.get_runs(dg.RunsFilter(run_ids=list(run_ids)))
+                    if len(runs) == 3 and all(r.is_finished for r in runs):
+                        break
+                    time.sleep(2)
+                records = instance.get_run_records(dg.RunsFilter(run_ids=list(run_ids)))
+        assert sorted((r.dagster_run.tags["dagster/partition"], r.dagster_run.status.value) for r in records) == [
+            (task, "SUCCESS") for task in TASKS
+        ]
+        starts, ends = [r.start_time for r in records], [r.end_time for r in records]
+        assert max(starts) < min(ends), "the three runs were under way at the same time"
+        print(
+            f"three concurrent runs, shared deployment: {max(ends) - min(starts):.0f}s from the first start to the last end"
+        )
+        jobs = _ray_jobs(ray_cluster, run_ids)
+        assert {job.metadata["dagster/op"] for job in jobs} >= {"raw_prompts", "drafts"}
+        assert len({job.driver_node_id for job in jobs}) == 2
+        assert not (tmp_path / "c" / "home" / "warehouse.duckdb").exists()
+        assert not (tmp_path / "c" / "home" / "cache.duckdb").exists()
+
+        # The embedded default, serially, with a copy of the shared cache: it must make no call (asserted on the cache).
+        serial_env = _env(tmp_path, "s", DSC_PROMPTS_DIR=str(root), DSC_PROFILE=str(tmp_path / "shared.yaml"))
+        one_by_one = tmp_path / "s" / "home"
+        one_by_one.mkdir(parents=True)
+        copied = run_cli(
+            ["dsc", "cache", "copy", "--from", urls["DSC_CACHE_URL"], "--to", str(one_by_one / "cache.duckdb")],
+            serial_env,
+        )
+        assert copied.returncode == 0, copied.stdout + copied.stderr
+        calls = _calls(one_by_one)
+        assert len(calls) == 3 * 2, "each task's two drafts, made once across the three runs"
+        serial = run_cli(["dsc", "run", "--tasks", ",".join(TASKS), "--select", "raw_prompts,drafts"], serial_env)
+        assert serial.returncode == 0, serial.stdout[-3000:] + serial.stderr[-3000:]
+        assert _calls(one_by_one) == calls, "the serial build answered every call from the copied cache"
+        shared = PostgresWarehouse(urls["DSC_WAREHOUSE_URL"])
+        with duckdb.connect(str(one_by_one / "warehouse.duckdb"), read_only=True) as con:
+            for asset in ("raw_prompts", "drafts"):
+                local = con.execute(f"SELECT * FROM dsc.{asset}").df()
+                assert len(local) > 0
+                assert _warehouse_rows(shared.read(asset)) == _warehouse_rows(local), asset
+    finally:
+        for server in servers:
+            server.stop()
 
 
 FAULT_PROFILE = """# the test profile, answering one prompt at a time: each draft is cached the moment it is finished

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from dsc_assets.defs.stage import stage, version_metadata
-from dsc_assets.defs.steps import generation_progress, partition_task, sampling_params, table_output
+from dsc_assets.defs.steps import generation_progress, partition_task, sampling_params, table_output, training_progress
 from dsc_assets.defs.training.checkpoint import checkpoint_output
 from dsc_assets.lib.almost import COMPARISON_COLUMNS, CONFIGS, RESPONSE_COLUMNS, config_messages, synthesize_comparisons
 from dsc_assets.lib.chat import ChainMessages, assistant_message
@@ -217,11 +217,12 @@ def reward_model(
     try:
         if not records:
             raise NothingToTrain("no kept train-fold comparisons to train a reward model on")
-        summary = train_or_reuse(
-            folder,
-            lambda: trainer.train_reward_model(Dataset.from_list(records), str(folder)),
-            lambda result: {"model_dir": result.merged_dir},
-        ).summary
+        with training_progress(context, f"{task.name} reward model"):  # step, loss, minutes left in the run log
+            summary = train_or_reuse(
+                folder,
+                lambda: trainer.train_reward_model(Dataset.from_list(records), str(folder)),
+                lambda result: {"model_dir": result.merged_dir},
+            ).summary
     except NothingToTrain as reason:  # ALMoST stops here for this task; the gate names this step and why
         return _skipped_reward_model(context, task, row, str(reason))
     row.update(

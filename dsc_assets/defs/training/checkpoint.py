@@ -8,13 +8,12 @@ import numpy as np
 import pandas as pd
 
 from dsc_assets.defs.stage import version_metadata
-from dsc_assets.defs.steps import partition_task
+from dsc_assets.defs.steps import partition_task, training_progress
 from dsc_assets.lib.plots import line_plot
 from dsc_assets.lib.samples import data_version
 from resources.datasets import load_records
 from resources.hashing import content_hash
 from resources.settings import METHODS, SEEDED, DscSettings
-from resources.train_result import TRAINING_PROGRESS
 from resources.trainer import LoRATrainer
 
 CHECKPOINT_COLUMNS = [
@@ -131,11 +130,8 @@ def _train_one(context, trainer: LoRATrainer, settings, method: str, task: str, 
     dtype, why = trainer.precision()
     context.log.info(f"{label}: trainer precision {dtype} ({why})")
     fit = None if train is None else (lambda dataset, output_dir: train(trainer, dataset, output_dir))
-    progress = TRAINING_PROGRESS.set(lambda line: context.log.info(f"{label}: {line}"))
-    try:
+    with training_progress(context, label):
         checkpoint = trainer.checkpoint(method, folder, f"{task}-{method}.gguf", records, train=fit)
-    finally:
-        TRAINING_PROGRESS.reset(progress)
     if checkpoint.reused:
         context.log.info(f"{label}: reusing {folder}")
     return checkpoint
