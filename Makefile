@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-fast install install-teacher lock lock-check llama llama-rebuild doctor browser postgres bench ui
+.PHONY: run test test-fast install install-teacher lock lock-check llama llama-rebuild doctor browser postgres bench ui shared
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -80,6 +80,11 @@ postgres:
 		&& [ "$$(id -u)" = 0 ] && apt-get update -qq \
 		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } \
 		|| echo "make: PostgreSQL is not installed (apt-get install -y postgresql as root); its tests will be skipped"
+
+# The shared deployment on this machine (docs/scale-out.md): PostgreSQL (cache, instance, warehouse), a Ray head and
+# 2 workers, 2 llama.cpp servers of the 135M model; writes shared.yaml and .dsc/shared.env; Ctrl-C stops them all.
+shared: install postgres
+	$(BIN)/python -m resources.shared_deployment
 
 # The whole suite, as CI runs it (.ci/run): ruff (lint, and the formatter's check: nothing it would change), the
 # llama.cpp self-check, then every layer of the tests with the real 135M model.
