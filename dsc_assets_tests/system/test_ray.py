@@ -145,9 +145,10 @@ def test_three_partitions_as_concurrent_runs_on_the_shared_deployment_equal_a_se
         endpoints = "\n".join(f"    - url: {server.base_url}" for server in servers)
         (tmp_path / "shared.yaml").write_text(SHARED_PROFILE.format(endpoints=endpoints))
         urls = {
-            "DSC_INSTANCE_URL": postgres_server.create_database(f"instance_{os.getpid()}"),
-            "DSC_CACHE_URL": postgres_server.create_database(f"cache_{os.getpid()}"),
-            "DSC_WAREHOUSE_URL": postgres_server.create_database(f"tables_{os.getpid()}"),
+            # names of this test's own: the session's server holds other tests' databases (cache_<pid> among them)
+            "DSC_INSTANCE_URL": postgres_server.create_database(f"ray_instance_{os.getpid()}"),
+            "DSC_CACHE_URL": postgres_server.create_database(f"ray_cache_{os.getpid()}"),
+            "DSC_WAREHOUSE_URL": postgres_server.create_database(f"ray_tables_{os.getpid()}"),
         }
         on_ray = _env(tmp_path, "c", DSC_PROMPTS_DIR=str(root), DSC_MAX_CONCURRENT_RUNS="3", **_on_ray(ray_cluster))
         on_ray.update(DSC_PROFILE=str(tmp_path / "shared.yaml"), **urls)
