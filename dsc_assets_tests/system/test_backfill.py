@@ -26,6 +26,20 @@ mutation Launch($params: LaunchBackfillParams!) {
 """
 
 
+def backfill_params(tasks: list[str], assets: list[str]) -> dict:
+    """launchPartitionBackfill's params for these partitions of dsc_job and these assets, as the UI sends them;
+    submitted to the run queue now rather than at the backfill daemon's next 30 s tick."""
+    return {
+        "selector": {
+            "partitionSetName": "dsc_job_partition_set",
+            "repositorySelector": {"repositoryName": "__repository__", "repositoryLocationName": "dsc"},
+        },
+        "partitionNames": tasks,
+        "assetSelection": [{"path": [asset]} for asset in assets],
+        "forceSynchronousSubmission": True,
+    }
+
+
 def test_backfill_of_three_partitions_through_the_queue(tmp_path):
     root = private_tasks(tmp_path / "prompts", {task: 2 for task in TASKS})
     env = {
@@ -37,22 +51,8 @@ def test_backfill_of_three_partitions_through_the_queue(tmp_path):
         "OMP_WAIT_POLICY": "PASSIVE",
     }
     with dagster_dev(env) as port:
-        result = graphql(
-            port,
-            LAUNCH,
-            {
-                "params": {
-                    "selector": {
-                        "partitionSetName": "dsc_job_partition_set",
-                        "repositorySelector": {"repositoryName": "__repository__", "repositoryLocationName": "dsc"},
-                    },
-                    "partitionNames": TASKS,
-                    "assetSelection": [{"path": ["raw_prompts"]}, {"path": ["drafts"]}],
-                    # Submit the three runs to the run queue now rather than at the backfill daemon's next 30 s tick.
-                    "forceSynchronousSubmission": True,
-                }
-            },
-        )["data"]["launchPartitionBackfill"]
+        params = backfill_params(TASKS, ["raw_prompts", "drafts"])
+        result = graphql(port, LAUNCH, {"params": params})["data"]["launchPartitionBackfill"]
         assert result["__typename"] == "LaunchBackfillSuccess", result
         with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
             deadline = time.monotonic() + 420

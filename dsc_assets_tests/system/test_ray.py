@@ -18,7 +18,7 @@ import pytest
 
 from dsc_assets.lib.paths import PROJECT_ROOT
 from dsc_assets_tests.conftest import dagster_dev, graphql, private_tasks, run_cli
-from dsc_assets_tests.system.test_backfill import LAUNCH
+from dsc_assets_tests.system.test_backfill import LAUNCH, backfill_params
 
 VOLATILE = ("seconds", "cached")  # how long a call took and whether this run found it cached: not the data
 
@@ -155,15 +155,7 @@ def test_three_partitions_as_concurrent_runs_on_the_shared_deployment_equal_a_se
         env = {**os.environ, **on_ray, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
         with dagster_dev(env) as port:
             assert "max_concurrent_runs: 3" in (tmp_path / "c" / "dagster" / "dagster.yaml").read_text()
-            params = {
-                "selector": {
-                    "partitionSetName": "dsc_job_partition_set",
-                    "repositorySelector": {"repositoryName": "__repository__", "repositoryLocationName": "dsc"},
-                },
-                "partitionNames": TASKS,
-                "assetSelection": [{"path": ["raw_prompts"]}, {"path": ["drafts"]}],
-                "forceSynchronousSubmission": True,
-            }
+            params = backfill_params(TASKS, ["raw_prompts", "drafts"])
             result = graphql(port, LAUNCH, {"params": params})["data"]["launchPartitionBackfill"]
             assert result["__typename"] == "LaunchBackfillSuccess", result
             run_ids = set(result["launchedRunIds"])

@@ -132,24 +132,30 @@ def test_the_same_request_twice_is_generated_once(tmp_path):
     assert llm.calls_made == 1 and len({g.text for g in generations}) == 1
 
 
-def test_batched_scores_equal_one_at_a_time_scores(tmp_path):
-    """Batched judge verdicts and DLMA log-probs against the one-sequence-at-a-time functions. Not bit-identical: a
-    row's position in a multi-sequence ubatch picks llama.cpp's matrix kernel (gemm tile or gemv leftover), and the
-    135M Q4_1 model carries that rounding into the last digits; the old path itself moves P(Yes) by up to 0.02 between
-    one prefill and token-by-token evaluation of the same prompt. Measured batched-vs-old: |dP| <= 0.031, |d log p|
-    <= 0.024 (of sums around -10 to -80); the bounds below leave room for another CPU's kernels."""
+def _polite_judge(tmp_path, n_ctx: int, batch_size: int):
+    """The reward resource with the 135M model as judge, and its judge asking whether a response is polite."""
     from dsc_assets.lib.task_spec import Scorer
-    from resources.judge import _tokens, chatml, continuation_logprob, next_token_logprobs
     from resources.rewards import RewardModels
 
     models = RewardModels(
         cache_path=str(tmp_path / "scores.duckdb"),
         judge_model="smollm2-135m",
         model_cache_dir=str(tmp_path / "models"),
-        n_ctx=1024,
-        batch_size=4,
+        n_ctx=n_ctx,
+        batch_size=batch_size,
     )
-    judge = models.for_task(Scorer(name="judge", options={"question": "Is the response polite?"}))
+    return models, models.for_task(Scorer(name="judge", options={"question": "Is the response polite?"}))
+
+
+def test_batched_scores_equal_one_at_a_time_scores(tmp_path):
+    """Batched judge verdicts and DLMA log-probs against the one-sequence-at-a-time functions. Not bit-identical: a
+    row's position in a multi-sequence ubatch picks llama.cpp's matrix kernel (gemm tile or gemv leftover), and the
+    135M Q4_1 model carries that rounding into the last digits; the old path itself moves P(Yes) by up to 0.02 between
+    one prefill and token-by-token evaluation of the same prompt. Measured batched-vs-old: |dP| <= 0.031, |d log p|
+    <= 0.024 (of sums around -10 to -80); the bounds below leave room for another CPU's kernels."""
+    from resources.judge import _tokens, chatml, continuation_logprob, next_token_logprobs
+
+    models, judge = _polite_judge(tmp_path, n_ctx=1024, batch_size=4)
     texts = [
         "Thank you for asking! Happy to help.",
         "Shut up, idiot.",
@@ -354,18 +360,9 @@ def test_judge_scores_are_committed_one_by_one_with_progress_lines(tmp_path, mon
     """A judge commits each verdict as it is read (a run killed mid-scoring keeps every finished score), and the
     progress lines the run log shows count them."""
     import resources.scorer as scorer_module
-    from dsc_assets.lib.task_spec import Scorer
     from resources.hashing import call_key
-    from resources.rewards import RewardModels
 
-    models = RewardModels(
-        cache_path=str(tmp_path / "scores.duckdb"),
-        judge_model="smollm2-135m",
-        model_cache_dir=str(tmp_path / "models"),
-        n_ctx=512,
-        batch_size=2,
-    )
-    judge = models.for_task(Scorer(name="judge", options={"question": "Is the response polite?"}))
+    _, judge = _polite_judge(tmp_path, n_ctx=512, batch_size=2)
     texts = ["Thank you!", "Go away.", "Sure.", "No.", "Happy to help."]
     keys = [call_key("score", judge.identity(), "Help?", t) for t in texts]
     committed, lines = [], []
