@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import zlib
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import dagster as dg
 import numpy as np
@@ -103,6 +104,27 @@ class PostgresWarehouse:
                 "shared.warehouse_url"
             ) from None
 
+    @contextmanager
+    def _transaction(self, doing: str) -> Iterator:
+        """A cursor in one transaction of its own connection, committed at the end. A server that goes away inside
+        it is a WarehouseUnavailableError naming what was being done (psycopg2's own ``with connection`` would try
+        to roll back on the dead connection and replace the error with "connection already closed")."""
+        connection = self._connect()
+        try:
+            with connection.cursor() as cursor:
+                yield cursor
+            connection.commit()
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:  # the server went away inside
+            raise WarehouseUnavailableError(
+                f"the warehouse's PostgreSQL server at {display_url(self.url)} went away while {doing} "
+                f"({str(error).strip().splitlines()[0]}): nothing of it was kept; run the step again"
+            ) from None
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            connection.close()
+
     def _name(self, table: str) -> str:
         return f"{_quoted(self.schema)}.{_quoted(table)}"
 
@@ -119,51 +141,37 @@ class PostgresWarehouse:
         wanted = {str(column): _column_type(frame[column]) for column in frame.columns}
         if "task" in wanted:
             wanted["task"] = "TEXT"  # the partition key, whatever an empty frame's placeholder dtype says
-        connection = self._connect()
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [zlib.crc32(f"{self.schema}.{table}".encode())])
-                cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {_quoted(self.schema)}")
-                have = self._columns(cursor, table)
-                if have and len(frame):
-                    cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {self._name(table)})")
-                    if not cursor.fetchone()[0]:  # only empty outputs so far: placeholder types
-                        cursor.execute(f"DROP TABLE {self._name(table)}")
-                        have = {}
-                if not have:
-                    columns = ", ".join(f"{_quoted(c)} {kind}" for c, kind in wanted.items())
-                    cursor.execute(f"CREATE TABLE {self._name(table)} ({columns})")
-                    have = dict(wanted)
-                for column, kind in wanted.items():
-                    if column not in have:
-                        cursor.execute(f"ALTER TABLE {self._name(table)} ADD COLUMN {_quoted(column)} {kind}")
-                        have[column] = kind
-                    elif have[column] != kind and len(frame[column].dropna()):
-                        self._widen(cursor, table, column, have, kind)
-                if "task" in have:
-                    cursor.execute(f"DELETE FROM {self._name(table)} WHERE task = %s", [task])
-                if len(frame):
-                    kinds = [have[str(c)] for c in frame.columns]
-                    rows = [
-                        tuple(_cell(v, kind) for v, kind in zip(row, kinds))
-                        for row in frame.itertuples(index=False, name=None)
-                    ]
-                    names = ", ".join(_quoted(str(c)) for c in frame.columns)
-                    psycopg2.extras.execute_values(
-                        cursor, f"INSERT INTO {self._name(table)} ({names}) VALUES %s", rows, page_size=500
-                    )
-            connection.commit()
-        except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:  # the server went away mid-write
-            raise WarehouseUnavailableError(
-                f"the warehouse's PostgreSQL server at {display_url(self.url)} went away while {table}'s partition "
-                f"{task!r} was written ({str(error).strip().splitlines()[0]}): nothing of it was kept; run the step "
-                "again"
-            ) from None
-        except BaseException:
-            connection.rollback()
-            raise
-        finally:
-            connection.close()
+        with self._transaction(f"{table}'s partition {task!r} was written") as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [zlib.crc32(f"{self.schema}.{table}".encode())])
+            cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {_quoted(self.schema)}")
+            have = self._columns(cursor, table)
+            if have and len(frame):
+                cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {self._name(table)})")
+                if not cursor.fetchone()[0]:  # only empty outputs so far: placeholder types
+                    cursor.execute(f"DROP TABLE {self._name(table)}")
+                    have = {}
+            if not have:
+                columns = ", ".join(f"{_quoted(c)} {kind}" for c, kind in wanted.items())
+                cursor.execute(f"CREATE TABLE {self._name(table)} ({columns})")
+                have = dict(wanted)
+            for column, kind in wanted.items():
+                if column not in have:
+                    cursor.execute(f"ALTER TABLE {self._name(table)} ADD COLUMN {_quoted(column)} {kind}")
+                    have[column] = kind
+                elif have[column] != kind and len(frame[column].dropna()):
+                    self._widen(cursor, table, column, have, kind)
+            if "task" in have:
+                cursor.execute(f"DELETE FROM {self._name(table)} WHERE task = %s", [task])
+            if len(frame):
+                kinds = [have[str(c)] for c in frame.columns]
+                rows = [
+                    tuple(_cell(v, kind) for v, kind in zip(row, kinds))
+                    for row in frame.itertuples(index=False, name=None)
+                ]
+                names = ", ".join(_quoted(str(c)) for c in frame.columns)
+                psycopg2.extras.execute_values(
+                    cursor, f"INSERT INTO {self._name(table)} ({names}) VALUES %s", rows, page_size=500
+                )
 
     def _widen(self, cursor, table: str, column: str, have: dict[str, str], kind: str) -> None:
         if (kind, have[column]) in WIDER:
@@ -182,17 +190,13 @@ class PostgresWarehouse:
 
     def read(self, table: str, tasks: list[str] | None = None) -> pd.DataFrame | None:
         """The rows of ``tasks`` (every task when None); None when the table does not exist (never written)."""
-        connection = self._connect()
-        try:
-            with connection, connection.cursor() as cursor:
-                kinds = self._columns(cursor, table)
-                if not kinds:
-                    return None
-                where, params = ("WHERE task = ANY(%s)", [list(tasks)]) if tasks is not None else ("", [])
-                cursor.execute(f"SELECT * FROM {self._name(table)} {where}", params)
-                frame = pd.DataFrame(cursor.fetchall(), columns=list(kinds))
-        finally:
-            connection.close()
+        with self._transaction(f"{table} was read") as cursor:
+            kinds = self._columns(cursor, table)
+            if not kinds:
+                return None
+            where, params = ("WHERE task = ANY(%s)", [list(tasks)]) if tasks is not None else ("", [])
+            cursor.execute(f"SELECT * FROM {self._name(table)} {where}", params)
+            frame = pd.DataFrame(cursor.fetchall(), columns=list(kinds))
         for column, kind in kinds.items():
             if kind == "BIGINT" and not frame[column].isna().any():
                 frame[column] = frame[column].astype("int64")
@@ -212,15 +216,9 @@ class PostgresWarehouse:
         """Nothing to close: each read and write takes its own connection (a reader's ``close`` contract)."""
 
     def tables(self) -> list[str]:
-        connection = self._connect()
-        try:
-            with connection, connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [self.schema]
-                )
-                return sorted(name for (name,) in cursor.fetchall())
-        finally:
-            connection.close()
+        with self._transaction("its tables were listed") as cursor:
+            cursor.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [self.schema])
+            return sorted(name for (name,) in cursor.fetchall())
 
 
 class PostgresWarehouseIOManager(dg.ConfigurableIOManager):
