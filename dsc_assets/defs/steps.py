@@ -77,24 +77,24 @@ def generation_progress(context, label: str, llm: LLMResource, requests: list, s
 
 
 @contextmanager
-def scoring_progress(context, label: str) -> Iterator[None]:
+def _progress_in_log(variable, context, label: str) -> Iterator[None]:
+    """Route the lines a resource reports through ``variable`` (a ContextVar) into the run log, prefixed."""
+    token = variable.set(lambda line: context.log.info(f"{label}: {line}"))
+    try:
+        yield
+    finally:
+        variable.reset(token)
+
+
+def scoring_progress(context, label: str):
     """Scores computed inside report their progress in the run log (count, rate, minutes left): a judge's hour of
     scoring is otherwise a silent step."""
-    token = SCORE_PROGRESS.set(lambda line: context.log.info(f"{label}: {line}"))
-    try:
-        yield
-    finally:
-        SCORE_PROGRESS.reset(token)
+    return _progress_in_log(SCORE_PROGRESS, context, label)
 
 
-@contextmanager
-def training_progress(context, label: str) -> Iterator[None]:
+def training_progress(context, label: str):
     """A training inside reports its step, loss and minutes left in the run log (resources/train_result.py)."""
-    token = TRAINING_PROGRESS.set(lambda line: context.log.info(f"{label}: {line}"))
-    try:
-        yield
-    finally:
-        TRAINING_PROGRESS.reset(token)
+    return _progress_in_log(TRAINING_PROGRESS, context, label)
 
 
 def sample_output(context, df: pd.DataFrame, task: Task) -> dg.Output[pd.DataFrame]:
