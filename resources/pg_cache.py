@@ -237,7 +237,10 @@ class PostgresCallCache:
         def mean(cursor):
             if not _has_table(cursor):
                 return None
-            cursor.execute(f"SELECT avg(seconds) FROM calls WHERE {where}", [v for _, v in filters])
+            cursor.execute(
+                f"SELECT coalesce(avg(seconds) FILTER (WHERE seconds > 0), avg(seconds)) FROM calls WHERE {where}",
+                [v for _, v in filters],
+            )
             return cursor.fetchone()[0]
 
         value = self._retrying(mean)

@@ -173,13 +173,18 @@ class CallCache:
 
     def mean_seconds(self, model: str | None = None, kind: str | None = None) -> float | None:
         """Mean seconds of the computed calls of ``model`` and of ``kind`` (any when None); None without any. A
-        scorer that takes no measurable time (VADER: 0.0 s) has a rate of 0, not an unknown one."""
+        scorer that takes no measurable time (VADER: 0.0 s) has a rate of 0, not an unknown one. Rows stored at 0.0
+        s beside measured ones are left out of the mean: judge scores cached before scores recorded their time were
+        stored at 0.0, and would make the plan charge a judged task's scoring almost nothing."""
         with self._connection() as con:
             if con is None or not _has_table(con):
                 return None
             filters = [(f"{name} = ?", value) for name, value in (("model", model), ("kind", kind)) if value]
             where = " AND ".join(f for f, _ in filters) or "true"
-            value = con.execute(f"SELECT avg(seconds) FROM calls WHERE {where}", [v for _, v in filters]).fetchone()
+            value = con.execute(
+                f"SELECT coalesce(avg(seconds) FILTER (WHERE seconds > 0), avg(seconds)) FROM calls WHERE {where}",
+                [v for _, v in filters],
+            ).fetchone()
             return None if value[0] is None else float(value[0])
 
     def endpoint_seconds(self, model: str) -> dict[str, tuple[float, int]]:

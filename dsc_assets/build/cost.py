@@ -209,15 +209,20 @@ def _training(replay: Replay, rows: int) -> None:
 
 
 def _seconds_per_step(checkpoints: Path) -> dict[tuple[str, str], float]:
-    """Seconds per optimizer step of the checkpoints trained in this home (their summaries: setup and export
-    included), keyed by (kind, precision), with "" for any kind or any precision; empty before any."""
+    """Seconds per optimizer step of the checkpoints trained in this home, keyed by (kind, precision), with "" for
+    any kind or any precision; empty before any. A summary's median step (``step_seconds``) where it has one: its
+    whole ``seconds`` (setup and export included) also counts any time the run sat paused or shared the cores, and
+    one such checkpoint (a reward model paused for hours: 47 s a step for a 12.5 s median) made the plan charge
+    every training 4x its time."""
     totals: dict[tuple[str, str], list[float]] = {}
     for summary in checkpoints.glob("*/*/*/summary.json") if checkpoints.is_dir() else []:
         data = json.loads(summary.read_text())
         kind, precision = summary.parent.parent.parent.name, str(data.get("precision") or "float32")
+        steps = float(data.get("steps", 0))
+        seconds = float(data["step_seconds"]) * steps if data.get("step_seconds") else float(data.get("seconds", 0))
         for key in ((kind, precision), (kind, ""), ("", precision), ("", "")):
-            seconds, steps = totals.setdefault(key, [0.0, 0.0])
-            totals[key] = [seconds + float(data.get("seconds", 0)), steps + float(data.get("steps", 0))]
+            total, counted = totals.setdefault(key, [0.0, 0.0])
+            totals[key] = [total + seconds, counted + steps]
     return {key: seconds / steps for key, (seconds, steps) in totals.items() if steps}
 
 

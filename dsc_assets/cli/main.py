@@ -100,6 +100,12 @@ def _add_plan_and_refresh(sub, verbose) -> None:
         command.add_argument("--tasks", help="comma-separated task names (default: the profile's list)")
         command.add_argument("--profile", help="profile name or YAML path")
         command.add_argument("--select", help="comma-separated asset names to consider (default: all)")
+        if name == "plan":
+            command.add_argument("--json", help="also write the estimate per asset and task to this JSON file")
+            command.add_argument(
+                "--against",
+                help="a plan's JSON written earlier: print its estimate beside the measured time of each step since",
+            )
         command.set_defaults(func=func)
 
 

@@ -22,12 +22,13 @@ def _print_plan(entries, costs) -> None:
         print("dsc plan: nothing is stale")
         return
     width = max(len(e.asset) for e in entries)
-    print(f"{'asset':<{width}}  {'task':<12} {'model calls':>16}  reasons")
+    print(f"{'asset':<{width}}  {'task':<12} {'model calls':>16} {'minutes':>8}  reasons")
     for entry in entries:
         cost = costs.get((entry.asset, entry.task))
         calls = f"{cost.model_calls} (+{cost.cached} cached)" if cost and (cost.model_calls or cost.cached) else "-"
+        minutes = f"{cost.seconds / 60:.1f}" if cost and cost.seconds else "-"
         reasons = ["never built" if r == "missing" else r for r in entry.reasons]
-        print(f"{entry.asset:<{width}}  {entry.task:<12} {calls:>16}  {'; '.join(reasons)}")
+        print(f"{entry.asset:<{width}}  {entry.task:<12} {calls:>16} {minutes:>8}  {'; '.join(reasons)}")
     total = [c for key, c in costs.items() if any((e.asset, e.task) == key for e in entries)]
     never = sum(1 for e in entries if "missing" in e.reasons)
     print(
@@ -73,8 +74,16 @@ def _plan(args: argparse.Namespace):
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    *_, entries, costs, _only = _plan(args)
+    from dsc_assets.build.plan_check import compare, write_estimate
+
+    _dg, _defs, instance, _tasks, entries, costs, _only = _plan(args)
     _print_plan(entries, costs)
+    if args.json:
+        stale = {(e.asset, e.task) for e in entries}
+        write_estimate(args.json, {key: cost for key, cost in costs.items() if key in stale}, args.profile)
+        print(f"dsc plan: the estimate per asset is in {args.json}")
+    if args.against:
+        compare(args.against, instance)
     return 0
 
 

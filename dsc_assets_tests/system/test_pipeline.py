@@ -10,6 +10,7 @@ import pandas as pd
 from datasets import load_from_disk
 
 from dsc_assets.build.cost import run_cost
+from dsc_assets.build.plan_check import compare, write_estimate
 from dsc_assets.definitions import build_definitions
 from dsc_assets.defs.inputs import Environment
 from dsc_assets.lib import ledger
@@ -24,12 +25,20 @@ def _table(home, asset: str) -> pd.DataFrame:
         return con.execute(f"SELECT * FROM dsc.{asset} WHERE task = 'sentiment'").df()
 
 
-def test_full_graph_then_reproducible_evaluation(dsc_home):
+def test_full_graph_then_reproducible_evaluation(dsc_home, tmp_path):
     defs = build_definitions(load_profile("test"), dsc_home)
     planned = run_cost(load_task("sentiment"), Environment(defs.resources))  # what `dsc plan` counts, new home
+    write_estimate(str(tmp_path / "plan.json"), {(a, "sentiment"): c for a, c in planned.items()}, "test")
     instance = dg.DagsterInstance.ephemeral()
     result = defs.resolve_job_def("dsc_job").execute_in_process(partition_key="sentiment", instance=instance)
     assert result.success
+    # `dsc plan --against`: every planned asset that the run built has its step's measured wall time beside the
+    # estimate (a new home measured no rate yet: the estimate is 0, the measurement is not).
+    against = {row["asset"]: row for row in compare(str(tmp_path / "plan.json"), instance)}
+    built = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
+    assert {"drafts", "sft_checkpoint", "evaluation"} <= built & set(against)
+    assert all(against[asset]["measured"] > 0 for asset in built & set(against))
+    assert against["sft_checkpoint"]["measured"] > against["reward_scores"]["measured"]  # training vs VADER
     # The run makes exactly the generations the plan counted and no more scores than it counted (scores of texts not
     # generated yet are an upper bound: two identical answers share one), counted from the cache afterwards.
     stores.close_all()

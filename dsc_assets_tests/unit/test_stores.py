@@ -144,3 +144,18 @@ def test_a_cache_copied_to_parquet_and_back_keeps_every_row_and_copies_each_key_
     original = rows(CallCache(source, read_only=True))
     assert rows(ParquetCalls(parquet)) == original == rows(CallCache(back, read_only=True))
     assert CallCache(back, read_only=True).get("k004") == {"text": "✓ 4"}
+
+
+def test_mean_seconds_leaves_out_unmeasured_rows_beside_measured_ones_and_keeps_a_scorer_that_takes_no_time(tmp_path):
+    """Judge scores cached before scores recorded their time sit at 0.0 s beside measured ones: the plan's rate is the
+    mean of the measured; a scorer whose every call took 0.0 s (VADER) keeps a rate of 0, not an unknown one."""
+    cache = CallCache(tmp_path / "cache.duckdb")
+    for n in range(6):
+        cache.put(f"old{n}", "score", "judge", {"n": n}, {"score": 0.5}, 0.0)
+    for n, seconds in enumerate((4.0, 5.0)):
+        cache.put(f"new{n}", "score", "judge", {"n": n}, {"score": 0.5}, seconds)
+    for n in range(3):
+        cache.put(f"vader{n}", "score", "vader", {"n": n}, {"score": 0.1}, 0.0)
+    assert cache.mean_seconds("judge") == 4.5 and cache.mean_seconds("vader") == 0.0
+    assert cache.mean_seconds("absent") is None
+    close_all()
