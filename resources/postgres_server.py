@@ -107,6 +107,16 @@ class PostgresServer:
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, name)
         return self.url(name)
 
+    def shared_databases(self, prefix: str = "") -> dict[str, str]:
+        """The shared deployment's three databases (the call cache, the Dagster instance, the warehouse), created
+        empty; the variables that point dsc at them. ``prefix`` keeps one user's names apart from another's on one
+        server."""
+        return {
+            "DSC_CACHE_URL": self.create_database(f"{prefix}dsc"),
+            "DSC_INSTANCE_URL": self.create_database(f"{prefix}dagster"),
+            "DSC_WAREHOUSE_URL": self.create_database(f"{prefix}tables"),
+        }
+
     def close(self) -> None:
         """Stop the server and delete its folder."""
         try:
@@ -148,9 +158,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     with PostgresServer(args.port) as server:
-        cache, instance = server.create_database("dsc"), server.create_database("dagster")
-        tables = server.create_database("tables")
-        print(f"DSC_CACHE_URL={cache}\nDSC_INSTANCE_URL={instance}\nDSC_WAREHOUSE_URL={tables}", flush=True)
+        print("\n".join(f"{name}={url}" for name, url in server.shared_databases().items()), flush=True)
         try:
             signal.pause()
         except KeyboardInterrupt:

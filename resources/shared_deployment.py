@@ -28,16 +28,23 @@ from resources.llama_server import start_servers
 from resources.postgres_server import PostgresServer
 from resources.ray_cluster import LocalRayCluster
 
-PROFILE = """# Written by resources/shared_deployment.py: the test profile, generating over the servers it started.
+POOL_PROFILE = """# {header}
 extends: {extends}
 generator:
   backend: openai
   model: {model}
-  model_revision: local
+  model_revision: {revision}
   max_concurrency: 2
   endpoints:
 {endpoints}
 """
+
+
+def pool_profile(servers, extends: str, model: str, revision: str, header: str) -> str:
+    """A profile that extends ``extends`` and generates over ``servers`` (llama.cpp servers' pool, 2 requests in
+    flight each); ``revision`` names the servers' weights in the cache's keys."""
+    endpoints = "\n".join(f"    - url: {server.base_url}" for server in servers)
+    return POOL_PROFILE.format(header=header, extends=extends, model=model, revision=revision, endpoints=endpoints)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,18 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as started:
         try:
             postgres = started.enter_context(PostgresServer())
-            urls = {
-                "DSC_CACHE_URL": postgres.create_database("dsc"),
-                "DSC_INSTANCE_URL": postgres.create_database("dagster"),
-                "DSC_WAREHOUSE_URL": postgres.create_database("tables"),
-            }
+            urls = postgres.shared_databases()
             ray = started.enter_context(LocalRayCluster(workers=args.workers, cpus=args.cpus))
             servers = start_servers(
                 args.servers, model=args.model, model_cache_dir=args.model_cache_dir, n_threads=args.threads
             )
             started.callback(lambda: [server.stop() for server in servers])
-            endpoints = "\n".join(f"    - url: {server.base_url}" for server in servers)
-            Path(args.profile).write_text(PROFILE.format(extends=args.extends, model=args.model, endpoints=endpoints))
+            header = "Written by resources/shared_deployment.py: generating over the servers it started."
+            Path(args.profile).write_text(pool_profile(servers, args.extends, args.model, "local", header))
             variables = {
                 **urls,
                 "DSC_EXECUTOR": "ray",

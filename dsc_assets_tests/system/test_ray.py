@@ -106,16 +106,6 @@ def test_steps_on_ray_write_the_tables_an_in_process_build_writes(tmp_path, ray_
 
 
 TASKS = ["privacy", "sentiment", "sycophancy"]
-SHARED_PROFILE = """# the test profile, generating through a pool of two llama.cpp servers (the 135M model)
-extends: test
-generator:
-  backend: openai
-  model: smollm2-135m
-  model_revision: test
-  max_concurrency: 2
-  endpoints:
-{endpoints}
-"""
 
 
 def _warehouse_rows(frame) -> list:
@@ -138,18 +128,15 @@ def test_three_partitions_as_concurrent_runs_on_the_shared_deployment_equal_a_se
     (SQLite, DuckDB) with a copy of that cache make no model call and write the same tables, row for row."""
     from resources.llama_server import start_servers
     from resources.pg_warehouse import PostgresWarehouse
+    from resources.shared_deployment import pool_profile
 
     root = private_tasks(tmp_path / "prompts", {task: 2 for task in TASKS})
     servers = start_servers(2, model_cache_dir=tmp_path / "models", n_threads=1, n_ctx=1024)
     try:
-        endpoints = "\n".join(f"    - url: {server.base_url}" for server in servers)
-        (tmp_path / "shared.yaml").write_text(SHARED_PROFILE.format(endpoints=endpoints))
-        urls = {
-            # names of this test's own: the session's server holds other tests' databases (cache_<pid> among them)
-            "DSC_INSTANCE_URL": postgres_server.create_database(f"ray_instance_{os.getpid()}"),
-            "DSC_CACHE_URL": postgres_server.create_database(f"ray_cache_{os.getpid()}"),
-            "DSC_WAREHOUSE_URL": postgres_server.create_database(f"ray_tables_{os.getpid()}"),
-        }
+        header = "the test profile, generating through a pool of two llama.cpp servers (the 135M model)"
+        (tmp_path / "shared.yaml").write_text(pool_profile(servers, "test", "smollm2-135m", "test", header))
+        # names of this test's own: the session's server holds other tests' databases (cache_<pid> among them)
+        urls = postgres_server.shared_databases(f"ray_{os.getpid()}_")
         on_ray = _env(tmp_path, "c", DSC_PROMPTS_DIR=str(root), DSC_MAX_CONCURRENT_RUNS="3", **_on_ray(ray_cluster))
         on_ray.update(DSC_PROFILE=str(tmp_path / "shared.yaml"), **urls)
         env = {**os.environ, **on_ray, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
