@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from resources.decode_budget import DECODE_LOCK, DecodeBudget  # noqa: F401 (sets OMP_WAIT_POLICY; importable here)
-from resources.shared_prefill import _Prefill, score_shared
+from resources.shared_prefill import _Prefill, pick_source, score_shared, take_shared
 
 _REGISTRY = threading.Lock()  # the engines below
 
@@ -63,6 +63,8 @@ class _Slot:
     text: bytes = b""
     pending: int | None = None  # sampled, not yet decoded
     multibyte_fix: int = 0
+    source: int | None = None  # prefix sharing: the slot whose KV this one copies once it holds ``shared`` tokens
+    shared: int = 0
 
 
 class BatchEngine:
@@ -96,7 +98,7 @@ class BatchEngine:
         self._llama_cpp = llama_cpp
         self._internals = internals
         self._busy = threading.Lock()  # one decode loop at a time on this context, whichever thread asks
-        self.prefilled = 0  # tokens fed by ``score`` (what prefix sharing saves is counted against it)
+        self.prefilled = 0  # prompt tokens fed by ``score`` and ``generate`` (prefix sharing's saving shows here)
 
     def close(self) -> None:
         if self._batch is not None:
@@ -175,8 +177,13 @@ class BatchEngine:
         repeat_penalty: float,
         seed: int,
         on_done: Callable[[int, Completion], None],
+        share_prefixes: bool = False,
     ) -> None:
-        """Answer every request with continuous batching; ``on_done(index, completion)`` as each one finishes."""
+        """Answer every request with continuous batching; ``on_done(index, completion)`` as each one finishes.
+
+        ``share_prefixes``: a prompt that begins like one already in the context (a task's system prompt, ALMoST's
+        demonstrations) copies that start's KV from it (``llama_memory_seq_cp``) instead of prefilling it again;
+        see ``resources/shared_prefill.py``."""
         llama_cpp = self._llama_cpp
         queue = deque(requests)
         for request in queue:
@@ -193,12 +200,15 @@ class BatchEngine:
                     while queue and len(slots) < self.n_seq:
                         request = queue.popleft()
                         seq_id = min(set(range(self.n_seq)) - set(slots))
-                        slots[seq_id] = _Slot(
-                            request, seq_id, self._sampler(top_k, top_p, temperature, repeat_penalty, seed)
-                        )
+                        slot = _Slot(request, seq_id, self._sampler(top_k, top_p, temperature, repeat_penalty, seed))
+                        if share_prefixes:
+                            slot.source, slot.shared = pick_source(slot, slots.values())
+                        slots[seq_id] = slot
+                    take_shared(self, slots)
                     step_started, in_step = time.perf_counter(), list(slots.values())
                     sample_at = self._fill_batch(slots)
                     self._decode()
+                    take_shared(self, slots)  # before sampling: a source may finish (and be dropped) in this step
                     for slot in in_step:  # the step's time, shared by the sequences in it (sampling is ~1% of it)
                         slot.share += (time.perf_counter() - step_started) / len(in_step)
                     for slot, batch_index in sample_at:
@@ -227,7 +237,7 @@ class BatchEngine:
         room = self.n_batch - self._batch.n_tokens
         for slot in sorted(slots.values(), key=lambda s: s.seq_id):
             prompt = slot.request.prompt
-            if slot.fed >= len(prompt) or room <= 0:
+            if slot.fed >= len(prompt) or room <= 0 or slot.source is not None:  # (waits to copy a shared start)
                 continue
             chunk = prompt[slot.fed : slot.fed + room]
             for offset, token in enumerate(chunk):
@@ -237,6 +247,7 @@ class BatchEngine:
                     sample_at.append((slot, index))
             slot.fed += len(chunk)
             room -= len(chunk)
+            self.prefilled += len(chunk)
         return sample_at
 
     def _advance(self, slot: _Slot, token: int) -> Completion | None:

@@ -273,6 +273,9 @@ class LlamaCppLLM(LLMResource):
     )
 
     _file: ModelFile | None = PrivateAttr(default=None)
+    # a prompt's start that another prompt in the context already holds is copied, not prefilled again (ALMoST's
+    # demonstrations, a task's system prompt: bench/generation_sharing.py measures off against on)
+    _share_prefixes: bool = PrivateAttr(default=True)
 
     def model_file(self) -> ModelFile:
         if self._file is None:
@@ -345,6 +348,7 @@ class LlamaCppLLM(LLMResource):
                 repeat_penalty=params.repeat_penalty,
                 seed=params.seed,
                 on_done=done,
+                share_prefixes=self._share_prefixes,
             )
 
 
