@@ -22,6 +22,7 @@ import psycopg2
 import psycopg2.extras
 
 from resources.call_rows import call_row
+from resources.stores import seconds_query
 
 COLUMNS = ("key", "kind", "model", "request", "response", "seconds", "created_at")
 _SCHEMA = """
@@ -231,16 +232,12 @@ class PostgresCallCache:
 
     def mean_seconds(self, model: str | None = None, kind: str | None = None) -> float | None:
         """As CallCache.mean_seconds: the mean seconds of the computed calls of ``model`` and ``kind``."""
-        filters = [(f"{name} = %s", value) for name, value in (("model", model), ("kind", kind)) if value]
-        where = " AND ".join(f for f, _ in filters) or "true"
+        sql, params = seconds_query(model, kind, "%s")
 
         def mean(cursor):
             if not _has_table(cursor):
                 return None
-            cursor.execute(
-                f"SELECT coalesce(avg(seconds) FILTER (WHERE seconds > 0), avg(seconds)) FROM calls WHERE {where}",
-                [v for _, v in filters],
-            )
+            cursor.execute(sql, params)
             return cursor.fetchone()[0]
 
         value = self._retrying(mean)

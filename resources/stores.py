@@ -91,6 +91,32 @@ class CacheBusyError(RuntimeError):
     """Another process kept the call cache open for longer than dsc waits."""
 
 
+def seconds_query(model: str | None, kind: str | None, placeholder: str) -> tuple[str, list]:
+    """The SQL of a cache's mean seconds per call (``placeholder``: DuckDB's or PostgreSQL's), what `dsc plan` charges
+    a call. A scorer that takes no measurable time (VADER: 0.0 s) has a rate of 0, not an unknown one. Left out beside
+    measured rows: rows at 0.0 s (judge scores cached before scores recorded their time), and rows over 20x the mean,
+    the calls during which the run sat paused or asleep (one 15-minute pause among 115 judge scores made the judge's
+    mean 10.9 s for a typical 4.4). Not the median: a judge's score records the time since the previous one, so the
+    first verdict of a wave carries the wave (median 0.02 s, 90th percentile 21 s)."""
+    filters = []
+    if model:
+        filters.append(
+            (f"model LIKE {placeholder}", model[:-1] + "%")
+            if model.endswith("*")
+            else (f"model = {placeholder}", model)
+        )
+    if kind:
+        filters.append((f"kind = {placeholder}", kind))
+    where = " AND ".join(f for f, _ in filters) or "true"
+    sql = (
+        f"WITH measured AS (SELECT seconds FROM calls WHERE {where}), "
+        "typical AS (SELECT avg(seconds) AS m FROM measured WHERE seconds > 0) "
+        "SELECT coalesce(avg(seconds) FILTER (WHERE seconds > 0 AND seconds <= 20 * m), avg(seconds)) "
+        "FROM measured, typical"
+    )
+    return sql, [v for _, v in filters]
+
+
 class CallCache:
     """A DuckDB table of model calls keyed by content hash, opened per operation: safe across threads and processes.
     ``read_only``: never writes (and a missing file reads as empty)."""
@@ -172,19 +198,13 @@ class CallCache:
             after = found[-1][0]
 
     def mean_seconds(self, model: str | None = None, kind: str | None = None) -> float | None:
-        """Mean seconds of the computed calls of ``model`` and of ``kind`` (any when None); None without any. A
-        scorer that takes no measurable time (VADER: 0.0 s) has a rate of 0, not an unknown one. Rows stored at 0.0
-        s beside measured ones are left out of the mean: judge scores cached before scores recorded their time were
-        stored at 0.0, and would make the plan charge a judged task's scoring almost nothing."""
+        """Mean seconds of the computed calls of ``model`` and of ``kind`` (any when None; a ``model`` ending in
+        ``*`` is a prefix); None without any. See ``seconds_query`` for what the mean leaves out."""
         with self._connection() as con:
             if con is None or not _has_table(con):
                 return None
-            filters = [(f"{name} = ?", value) for name, value in (("model", model), ("kind", kind)) if value]
-            where = " AND ".join(f for f, _ in filters) or "true"
-            value = con.execute(
-                f"SELECT coalesce(avg(seconds) FILTER (WHERE seconds > 0), avg(seconds)) FROM calls WHERE {where}",
-                [v for _, v in filters],
-            ).fetchone()
+            sql, params = seconds_query(model, kind, "?")
+            value = con.execute(sql, params).fetchone()
             return None if value[0] is None else float(value[0])
 
     def endpoint_seconds(self, model: str) -> dict[str, tuple[float, int]]:

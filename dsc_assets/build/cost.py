@@ -76,6 +76,8 @@ class Replay:
                 measured = self.env.memo(("student",), self.env.student.model_identity)
             if measured == self.env.memo(("generator",), self.env.llm.model_identity):
                 own = self.env.llm.seconds_per_call(self.cache)
+            elif model == "reward_model":  # its version is not known before it trains: any this home scored with
+                own = self.cache.mean_seconds("reward_model:*")
             else:
                 own = self.cache.mean_seconds(measured)
             rates = (own, self.cache.mean_seconds(kind=kind), self.cache.mean_seconds())
@@ -202,10 +204,21 @@ def _training(replay: Replay, rows: int) -> None:
     for asset, method in {**CHECKPOINTS, "reward_model": "almost"}.items():
         if replay.settings.builds(method) and (method != "almost" or replay.task.spec.almost is not None):
             folder = asset.removesuffix("_checkpoint")  # checkpoints/<method folder>/<task>/<version>/
-            rate = next((rates[k] for k in ((folder, precision), (folder, ""), ("", precision)) if k in rates), 0.0)
+            family = _FAMILY.get(folder, "")
+            keys = ((folder, precision), (folder, ""), (family, precision), (family, ""), ("", precision))
+            rate = next((rates[k] for k in keys if k in rates), 0.0)
             trainings = replay.settings.seeds_for(replay.task.name) if folder in SEEDED else 1
             replay.cost(asset).steps += steps * trainings
             replay.cost(asset).seconds += steps * trainings * (rate or rates.get(("", ""), 0.0))
+
+
+# What a kind of training's step costs like, for a kind this home has not trained yet: a preference step runs the
+# chosen and the rejected answer (DPO, rDPO, DLMA, the reward model), a sequence step one answer (SFT, the placebo,
+# ALMoST's SFT); measured, a DPO step was 1.4-2x an SFT step (bench/README.md, "Training precision").
+_FAMILY = {
+    **dict.fromkeys(("sft", "placebo", "almost_sft"), "family:sequence"),
+    **dict.fromkeys(("dpo", "rdpo", "dlma", "reward_model"), "family:pair"),
+}
 
 
 def _seconds_per_step(checkpoints: Path) -> dict[tuple[str, str], float]:
@@ -220,7 +233,8 @@ def _seconds_per_step(checkpoints: Path) -> dict[tuple[str, str], float]:
         kind, precision = summary.parent.parent.parent.name, str(data.get("precision") or "float32")
         steps = float(data.get("steps", 0))
         seconds = float(data["step_seconds"]) * steps if data.get("step_seconds") else float(data.get("seconds", 0))
-        for key in ((kind, precision), (kind, ""), ("", precision), ("", "")):
+        family = _FAMILY.get(kind, "")
+        for key in {(kind, precision), (kind, ""), (family, precision), (family, ""), ("", precision), ("", "")}:
             total, counted = totals.setdefault(key, [0.0, 0.0])
             totals[key] = [total + seconds, counted + steps]
     return {key: seconds / steps for key, (seconds, steps) in totals.items() if steps}

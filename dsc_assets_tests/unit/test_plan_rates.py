@@ -19,4 +19,6 @@ def test_the_median_step_is_the_rate_where_a_summary_has_one_not_a_whole_call_th
     rates = _seconds_per_step(tmp_path)
     assert rates[("reward_model", "float32")] == 12.5 and rates[("sft", "float32")] == 8.0
     assert rates[("", "")] == (1250.0 + 80.0) / 110
+    # a kind not trained yet is charged like its family: DPO like the reward model (pairs), the placebo like SFT
+    assert rates[("family:pair", "float32")] == 12.5 and rates[("family:sequence", "float32")] == 8.0
     assert _seconds_per_step(tmp_path / "absent") == {}

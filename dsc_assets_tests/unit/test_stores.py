@@ -147,8 +147,9 @@ def test_a_cache_copied_to_parquet_and_back_keeps_every_row_and_copies_each_key_
 
 
 def test_mean_seconds_leaves_out_unmeasured_rows_beside_measured_ones_and_keeps_a_scorer_that_takes_no_time(tmp_path):
-    """Judge scores cached before scores recorded their time sit at 0.0 s beside measured ones: the plan's rate is the
-    mean of the measured; a scorer whose every call took 0.0 s (VADER) keeps a rate of 0, not an unknown one."""
+    """Judge scores cached before scores recorded their time sit at 0.0 s beside measured ones, and a call during which
+    the run was paused took 200x the others: the plan's rate is the mean of the measured, typical ones; a scorer whose
+    every call took 0.0 s (VADER) keeps a rate of 0, not an unknown one."""
     cache = CallCache(tmp_path / "cache.duckdb")
     for n in range(6):
         cache.put(f"old{n}", "score", "judge", {"n": n}, {"score": 0.5}, 0.0)
@@ -158,4 +159,12 @@ def test_mean_seconds_leaves_out_unmeasured_rows_beside_measured_ones_and_keeps_
         cache.put(f"vader{n}", "score", "vader", {"n": n}, {"score": 0.1}, 0.0)
     assert cache.mean_seconds("judge") == 4.5 and cache.mean_seconds("vader") == 0.0
     assert cache.mean_seconds("absent") is None
+    for n in range(40):  # a judge's verdicts record the time since the previous one: a wave's time lands on its first
+        cache.put(f"wave{n}", "score", "judge", {"w": n}, {"score": 0.5}, 36.0 if n % 8 == 0 else 0.01)
+    typical = (4.0 + 5.0 + 5 * 36.0 + 35 * 0.01) / 42
+    assert cache.mean_seconds("judge") == pytest.approx(typical)
+    cache.put("paused", "score", "judge", {"n": "p"}, {"score": 0.5}, 900.0)  # the run sat stopped for 15 minutes
+    assert cache.mean_seconds("judge") == pytest.approx(typical)
+    cache.put("reward_model:v1", "score", "reward_model:v1", {}, {"score": 1.0}, 1.5)
+    assert cache.mean_seconds("reward_model:*") == 1.5
     close_all()
