@@ -21,8 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg2
 import psycopg2.extras
 
-from resources.call_rows import call_row
-from resources.stores import seconds_query
+from resources.call_rows import call_row, seconds_query
 
 COLUMNS = ("key", "kind", "model", "request", "response", "seconds", "created_at")
 _SCHEMA = """

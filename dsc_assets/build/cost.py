@@ -208,8 +208,14 @@ def _training(replay: Replay, rows: int) -> None:
             keys = ((folder, precision), (folder, ""), (family, precision), (family, ""), ("", precision))
             rate = next((rates[k] for k in keys if k in rates), 0.0)
             trainings = replay.settings.seeds_for(replay.task.name) if folder in SEEDED else 1
-            replay.cost(asset).steps += steps * trainings
-            replay.cost(asset).seconds += steps * trainings * (rate or rates.get(("", ""), 0.0))
+            # RL: a step is one prompt's k samples (RLOO's batch is k), so an epoch is a step per prompt
+            count = (
+                (trainer.max_steps if trainer.max_steps > 0 else rows * trainer.epochs)
+                if folder == "almost_rl"
+                else steps
+            )
+            replay.cost(asset).steps += count * trainings
+            replay.cost(asset).seconds += count * trainings * (rate or rates.get(("", ""), 0.0))
 
 
 # What a kind of training's step costs like, for a kind this home has not trained yet: a preference step runs the
