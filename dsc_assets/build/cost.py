@@ -210,7 +210,7 @@ def _training(replay: Replay, rows: int) -> None:
             trainings = replay.settings.seeds_for(replay.task.name) if folder in SEEDED else 1
             # RL: a step is one prompt's k samples (RLOO's batch is k), so an epoch is a step per prompt
             count = (
-                (trainer.max_steps if trainer.max_steps > 0 else rows * trainer.epochs)
+                (trainer.max_steps if trainer.max_steps > 0 else math.ceil(rows * trainer.epochs))
                 if folder == "almost_rl"
                 else steps
             )
