@@ -29,7 +29,7 @@ def two_tasks(tmp_path):
 
 
 CHAIN = "raw_prompts,drafts,critiques,revisions"
-_ROW = re.compile(r"^(\S+)\s+(\S+)\s+(?:\d+ \(\+\d+ cached\)|-)\s+(.*)$")
+_ROW = re.compile(r"^(\S+)\s+(\S+)\s+(?:\d+ \(\+\d+ cached\)|-)\s+(?:\d+\.\d|-)\s+(.*)$")  # calls, minutes
 
 
 def _calls(home) -> int:
