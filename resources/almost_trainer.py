@@ -52,7 +52,7 @@ def train_reward_model(owner, dataset, output_dir: str) -> TrainResult:
             "(max_tokens_cap)"
         )
     owner._prepare(trainer)
-    trainer.train()
+    owner._train(trainer, output_dir)
     return owner._finish(trainer, tokenizer, output_dir, started, len(dataset))
 
 
@@ -91,5 +91,5 @@ def train_rl(owner, prompts, policy_dir: str, reward_function, output_dir: str) 
         peft_config=owner._lora(),
     )
     owner._prepare(trainer)
-    trainer.train()
+    owner._train(trainer, output_dir)
     return owner._finish(trainer, tokenizer, output_dir, started, len(prompts))

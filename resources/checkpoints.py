@@ -33,8 +33,10 @@ def train_or_reuse(
     with artifact_lock(folder):  # one process trains it; another asking for it meanwhile waits, then reuses it
         if summary_file.exists():
             return Checkpoint(folder, json.loads(summary_file.read_text()), True)
-        if folder.exists():  # a killed run's unfinished folder: train it again from nothing
-            shutil.rmtree(folder)
+        if folder.exists():  # a killed run's unfinished folder: its kept training state stays, to resume from
+            for child in folder.iterdir():
+                if child.name != "trainer":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
         return _train(folder, summary_file, train, export)
 
 

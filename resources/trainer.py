@@ -42,7 +42,7 @@ METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
 # The untrained base through the export path (the evaluation's `base`) reads only which tensors are written in F16.
 EXPORT_SETTINGS = ("base_model", "target_modules")
 # How the same numbers are computed (up to rounding): not part of a checkpoint's identity.
-COMPUTE_ONLY = ("dpo_precompute_ref", "dpo_fused_head")
+COMPUTE_ONLY = ("dpo_precompute_ref", "dpo_fused_head", "save_every_steps")
 _METHOD_SPECIFIC = {name for names in METHOD_SETTINGS.values() for name in names}
 
 
@@ -97,6 +97,15 @@ class LoRATrainer(dg.ConfigurableResource):
     rl_beta: float = Field(default=0.05, description="ALMoST RL: KL penalty towards the SFT policy (RLOO's beta).")
     rl_num_generations: int = Field(default=4, ge=2, description="ALMoST RL: samples per prompt (RLOO's k).")
     rl_max_completion_length: int = Field(default=64, ge=8, description="ALMoST RL: tokens per sampled answer.")
+    save_every_steps: int = Field(
+        default=16,
+        ge=0,
+        description=(
+            "Keep the training's state (adapter, optimizer, scheduler, random generators) every this many optimizer "
+            "steps, so a killed run resumes from there instead of from nothing (0: never). The study's ALMoST RL is "
+            "256 steps of ~25 s on 2 cores."
+        ),
+    )
 
     dpo_precompute_ref: bool = Field(
         default=True,
@@ -197,7 +206,9 @@ class LoRATrainer(dg.ConfigurableResource):
             max_length=self.max_length,
             seed=self.seed,
             logging_steps=self.logging_steps,
-            save_strategy="no",
+            save_strategy="steps" if self.save_every_steps else "no",
+            save_steps=self.save_every_steps or 500,
+            save_total_limit=1,
             report_to=[],
             disable_tqdm=True,
             bf16=self.precision()[0] in ("bfloat16", "bf16-mixed"),
@@ -209,6 +220,17 @@ class LoRATrainer(dg.ConfigurableResource):
     def _prepare(self, trainer) -> None:
         """Before ``trainer.train()``: time its steps."""
         trainer.add_callback(step_timer())
+
+    def _train(self, trainer, output_dir: str) -> None:
+        """``trainer.train()``, from the last state a killed run kept in ``output_dir`` if there is one (the
+        checkpoint folder is content-addressed: the same data and settings; ``checkpoints.train_or_reuse`` keeps it)."""
+        from transformers.trainer_utils import get_last_checkpoint
+
+        saved = Path(output_dir) / "trainer"
+        last = get_last_checkpoint(str(saved)) if saved.is_dir() else None
+        if last is not None:
+            print(f"dsc: {output_dir}: resuming the training from {Path(last).name}", flush=True)
+        trainer.train(resume_from_checkpoint=last)
 
     def _dpo_rate(self) -> dict:
         return {} if self.dpo_learning_rate is None else {"learning_rate": self.dpo_learning_rate}
@@ -258,7 +280,7 @@ class LoRATrainer(dg.ConfigurableResource):
             peft_config=self._lora(),
         )
         self._prepare(trainer)
-        trainer.train()
+        self._train(trainer, output_dir)
         return self._finish(trainer, tokenizer, output_dir, started, len(dataset))
 
     def train_dpo(self, dataset, output_dir: str, loss: LossName = "dpo") -> TrainResult:
@@ -300,7 +322,7 @@ class LoRATrainer(dg.ConfigurableResource):
             fused_head=self.dpo_fused_head,
         )
         self._prepare(trainer)
-        trainer.train()
+        self._train(trainer, output_dir)
         return self._finish(trainer, tokenizer, output_dir, started, len(dataset))
 
     def train_reward_model(self, dataset, output_dir: str) -> TrainResult:
