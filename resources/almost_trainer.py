@@ -51,7 +51,6 @@ def train_reward_model(owner, dataset, output_dir: str) -> TrainResult:
             "(TRL's RewardTrainer drops those); raise trainer.max_length in the profile or cap the answers "
             "(max_tokens_cap)"
         )
-    owner._prepare(trainer)
     owner._train(trainer, output_dir)
     return owner._finish(trainer, tokenizer, output_dir, started, len(dataset))
 
@@ -90,6 +89,5 @@ def train_rl(owner, prompts, policy_dir: str, reward_function, output_dir: str) 
         processing_class=tokenizer,
         peft_config=owner._lora(),
     )
-    owner._prepare(trainer)
     owner._train(trainer, output_dir)
     return owner._finish(trainer, tokenizer, output_dir, started, len(prompts))

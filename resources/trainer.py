@@ -207,7 +207,7 @@ class LoRATrainer(dg.ConfigurableResource):
             seed=self.seed,
             logging_steps=self.logging_steps,
             save_strategy="steps" if self.save_every_steps else "no",
-            save_steps=self.save_every_steps or 500,
+            save_steps=max(self.save_every_steps, 1),  # read only under "steps"
             save_total_limit=1,
             report_to=[],
             disable_tqdm=True,
@@ -222,10 +222,11 @@ class LoRATrainer(dg.ConfigurableResource):
         trainer.add_callback(step_timer())
 
     def _train(self, trainer, output_dir: str) -> None:
-        """``trainer.train()``, from the last state a killed run kept in ``output_dir`` if there is one (the
-        checkpoint folder is content-addressed: the same data and settings; ``checkpoints.train_or_reuse`` keeps it)."""
+        """``trainer.train()``, steps timed (``_prepare``), from the last state a killed run kept in ``output_dir``
+        if any (the folder is content-addressed: same data and settings; ``checkpoints.train_or_reuse`` keeps it)."""
         from transformers.trainer_utils import get_last_checkpoint
 
+        self._prepare(trainer)
         saved = Path(output_dir) / "trainer"
         last = get_last_checkpoint(str(saved)) if saved.is_dir() else None
         if last is not None:
@@ -279,7 +280,6 @@ class LoRATrainer(dg.ConfigurableResource):
             processing_class=tokenizer,
             peft_config=self._lora(),
         )
-        self._prepare(trainer)
         self._train(trainer, output_dir)
         return self._finish(trainer, tokenizer, output_dir, started, len(dataset))
 
@@ -321,7 +321,6 @@ class LoRATrainer(dg.ConfigurableResource):
             sft_weight=self.dpo_sft_weight,
             fused_head=self.dpo_fused_head,
         )
-        self._prepare(trainer)
         self._train(trainer, output_dir)
         return self._finish(trainer, tokenizer, output_dir, started, len(dataset))
 

@@ -198,7 +198,10 @@ def _training(replay: Replay, rows: int) -> None:
     """Optimizer steps of each checkpoint, at most (every train prompt a row), and the reward model's."""
     trainer = replay.env.trainer
     batch = trainer.per_device_batch_size * trainer.grad_accum
-    steps = trainer.max_steps if trainer.max_steps > 0 else math.ceil(math.ceil(rows / batch) * trainer.epochs)
+
+    def steps(per_epoch: int) -> int:
+        return trainer.max_steps if trainer.max_steps > 0 else math.ceil(per_epoch * trainer.epochs)
+
     rates = _seconds_per_step(replay.settings.artifact_path("checkpoints"))
     precision = replay.env.memo(("precision",), lambda: trainer.precision()[0])
     for asset, method in {**CHECKPOINTS, "reward_model": "almost"}.items():
@@ -209,11 +212,7 @@ def _training(replay: Replay, rows: int) -> None:
             rate = next((rates[k] for k in keys if k in rates), 0.0)
             trainings = replay.settings.seeds_for(replay.task.name) if folder in SEEDED else 1
             # RL: a step is one prompt's k samples (RLOO's batch is k), so an epoch is a step per prompt
-            count = (
-                (trainer.max_steps if trainer.max_steps > 0 else math.ceil(rows * trainer.epochs))
-                if folder == "almost_rl"
-                else steps
-            )
+            count = steps(rows if folder == "almost_rl" else math.ceil(rows / batch))
             replay.cost(asset).steps += count * trainings
             replay.cost(asset).seconds += count * trainings * (rate or rates.get(("", ""), 0.0))
 
